@@ -1,0 +1,40 @@
+"""The one exception root of Tickwire's contracts."""
+
+from __future__ import annotations
+
+
+class TickwireError(Exception):
+    """Root of every error Tickwire raises on purpose."""
+
+    retriable = False
+
+
+class InvalidMessage(TickwireError):
+    """A message that cannot be accepted: it goes to the DLQ with ``reason`` and ``detail``.
+
+    ``reason`` is one of ``REASONS``, a short fixed vocabulary safe as a metric label;
+    ``detail`` is the human explanation (never containing secrets).
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        if reason not in REASONS:
+            raise ValueError(f"unknown DLQ reason {reason!r}")
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+REASONS = frozenset(
+    {
+        "empty",  # zero-length value
+        "too_large",  # above max_message_bytes
+        "not_utf8",
+        "not_json",
+        "schema",  # wrong types, missing or unknown fields
+        "invalid_value",  # parsed, but a value breaks a rule (prices, OHLC order, symbol ...)
+        "bad_timestamp",  # before 1970, too far ahead, naive
+        "out_of_order",  # event time behind what the key already saw
+        "unknown_version",
+        "database_rejected",  # a sink's database refused the row (data error)
+    }
+)

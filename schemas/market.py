@@ -1,0 +1,102 @@
+"""Market-data messages: OHLCV bars (``md.bars.v1``) and conditions (``md.conditions.v1``)."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Annotated
+
+import msgspec
+
+from schemas.errors import InvalidMessage
+
+Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=10, pattern=r"^[A-Z0-9][A-Z0-9.\-/^]*$")]
+Timeframe = Annotated[str, msgspec.Meta(pattern=r"^[1-9][0-9]{0,3}[mhd]$")]
+Price = Annotated[float, msgspec.Meta(gt=0, lt=1e10)]  # DECIMAL(18, 8) holds < 1e10
+UtcDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+Volume = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+TIMEFRAME_SECONDS = {"m": 60, "h": 3600, "d": 86400}
+
+
+def timeframe_seconds(timeframe: str) -> int:
+    """``"15m"`` -> 900."""
+    return int(timeframe[:-1]) * TIMEFRAME_SECONDS[timeframe[-1]]
+
+
+class Bar(msgspec.Struct, frozen=True, kw_only=True):
+    """One OHLCV bar; ``ts`` is the bar's open time in UTC (event time)."""
+
+    symbol: Symbol
+    ts: UtcDatetime
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: Volume
+    timeframe: Timeframe = "1m"
+    vwap: Price | None = None
+    trade_count: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    source: Annotated[str, msgspec.Meta(pattern=r"^(feed|trades|resample)$")] = "feed"
+
+    def validate(self, *, now: datetime, max_future_skew_s: float) -> "Bar":
+        """Rules msgspec's field constraints cannot say; raise ``InvalidMessage``."""
+        check_timestamp(self.ts, now=now, max_future_skew_s=max_future_skew_s)
+        for name in ("open", "high", "low", "close"):
+            if not math.isfinite(getattr(self, name)):
+                raise InvalidMessage("invalid_value", f"{name} is not finite")
+        if not self.low <= min(self.open, self.close) or not max(self.open, self.close) <= self.high:
+            raise InvalidMessage(
+                "invalid_value", f"OHLC out of order: low {self.low} open {self.open} close {self.close} high {self.high}"
+            )
+        if self.vwap is not None and not self.low <= self.vwap <= self.high:
+            raise InvalidMessage("invalid_value", f"vwap {self.vwap} outside [low, high]")
+        return self
+
+
+def check_timestamp(ts: datetime, *, now: datetime, max_future_skew_s: float) -> None:
+    """Event times must be aware, after 1970 and not far ahead of ``now``."""
+    if ts.tzinfo is None:
+        raise InvalidMessage("bad_timestamp", "timestamp has no UTC offset")
+    if ts < EPOCH:
+        raise InvalidMessage("bad_timestamp", f"timestamp {ts.isoformat()} is before 1970")
+    if (ts - now).total_seconds() > max_future_skew_s:
+        raise InvalidMessage("bad_timestamp", f"timestamp {ts.isoformat()} is more than {max_future_skew_s:.0f}s ahead")
+
+
+class Condition(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=False):
+    """One row per bar and timeframe: the bar, its indicators, regime and correlations.
+
+    Field order is the ``market_conditions`` column order (``schemas.tables``); a field
+    is ``None`` until its indicator has enough history.
+    """
+
+    symbol: str
+    timeframe: str
+    timestamp: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: int
+    vwap: float | None = None
+    atr_14: float | None = None
+    rsi_14: float | None = None
+    ema_20: float | None = None
+    ema_50: float | None = None
+    bb_upper: float | None = None
+    bb_middle: float | None = None
+    bb_lower: float | None = None
+    macd_line: float | None = None
+    macd_signal: float | None = None
+    macd_hist: float | None = None
+    adx_14: float | None = None
+    plus_di_14: float | None = None
+    minus_di_14: float | None = None
+    volatility_20d: float | None = None
+    vix: float | None = None
+    detected_regime: str | None = None
+    regime_confidence: float | None = None
+    spy_correlation: float | None = None
+    sector_correlation: float | None = None

@@ -1,0 +1,118 @@
+"""One typed, frozen settings object read from ``TICKWIRE_*`` environment variables.
+
+Every environment variable Tickwire reads is a field here; ``ENV_VARS`` lists them so
+deploy files can be checked against it. Secrets come from the environment or from a
+file (``TICKWIRE_KAFKA_SASL_PASSWORD_FILE``, ``TICKWIRE_PG_PASSWORD_FILE``) and never
+appear in ``repr``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Mapping
+
+PREFIX = "TICKWIRE_"
+
+
+class SettingsError(ValueError):
+    """A TICKWIRE_* variable has a value that cannot be used."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = dataclasses.field(default="", repr=False)
+    kafka_ssl_cafile: str = ""
+    topic_prefix: str = ""
+    processor_group: str = "tickwire-processors"
+    sink_group: str = "tickwire-sinks"
+    # PostgreSQL / TimescaleDB
+    pg_dsn: str = dataclasses.field(default="postgresql://tickwire@127.0.0.1:15432/tickwire", repr=False)
+    pg_password: str = dataclasses.field(default="", repr=False)
+    pg_sslmode: str = "prefer"
+    pg_pool_size: int = 4
+    # Sinks
+    max_batch_rows: int = 5000
+    flush_interval_s: float = 0.5
+    max_buffered_rows: int = 50000
+    # Validation
+    max_message_bytes: int = 1_000_000
+    max_future_skew_s: float = 86_400.0
+    # Observability
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9100
+    log_level: str = "INFO"
+
+    def topic(self, name: str) -> str:
+        """The physical topic name: the registry name behind the configured prefix."""
+        return self.topic_prefix + name
+
+    def safe_dsn(self) -> str:
+        """The DSN with any password removed, for messages and logs."""
+        from urllib.parse import urlsplit, urlunsplit
+
+        parts = urlsplit(self.pg_dsn)
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        if parts.username:
+            host = f"{parts.username}@{host}"
+        return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+        """Read every field from ``TICKWIRE_<FIELD>``; ``*_FILE`` variants hold secrets."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for field in dataclasses.fields(cls):
+            var = PREFIX + field.name.upper()
+            raw = env.get(var)
+            file_var = var + "_FILE"
+            if raw is None and field.name in SECRET_FIELDS and env.get(file_var):
+                try:
+                    raw = Path(env[file_var]).read_text().strip()
+                except OSError as exc:
+                    raise SettingsError(f"{file_var}: cannot read {env[file_var]!r}: {exc.strerror}") from None
+            if raw is None:
+                continue
+            values[field.name] = _parse(var, field.type, raw)
+        values.update(overrides)
+        settings = cls(**values)
+        settings._check()
+        return settings
+
+    def _check(self) -> None:
+        if self.kafka_security_protocol not in {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}:
+            raise SettingsError(f"TICKWIRE_KAFKA_SECURITY_PROTOCOL: unknown protocol {self.kafka_security_protocol!r}")
+        if self.pg_sslmode not in {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}:
+            raise SettingsError(f"TICKWIRE_PG_SSLMODE: unknown mode {self.pg_sslmode!r}")
+        for name in ("max_batch_rows", "max_buffered_rows", "pg_pool_size", "max_message_bytes"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{PREFIX}{name.upper()}: must be positive")
+        if self.max_buffered_rows < self.max_batch_rows:
+            raise SettingsError("TICKWIRE_MAX_BUFFERED_ROWS: must be at least TICKWIRE_MAX_BATCH_ROWS")
+        if self.flush_interval_s <= 0:
+            raise SettingsError("TICKWIRE_FLUSH_INTERVAL_S: must be positive")
+
+
+SECRET_FIELDS = frozenset({"kafka_sasl_password", "pg_password", "pg_dsn"})
+ENV_VARS = frozenset(PREFIX + f.name.upper() for f in dataclasses.fields(Settings)) | frozenset(
+    PREFIX + name.upper() + "_FILE" for name in SECRET_FIELDS
+)
+
+
+def _parse(var: str, kind: object, raw: str) -> object:
+    try:
+        if kind in (int, "int"):
+            return int(raw)
+        if kind in (float, "float"):
+            return float(raw)
+    except ValueError:
+        raise SettingsError(f"{var}: expected a number, got {raw!r}") from None
+    return raw

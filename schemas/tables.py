@@ -1,0 +1,44 @@
+"""Table contracts: which Struct fills which table, its natural key and its conflict rule.
+
+The columns a sink writes are the Struct's fields, in order; their staging types are
+derived from the field types so the message and the row cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import types
+from datetime import date, datetime
+from typing import Literal, NamedTuple, Union, get_args, get_origin
+
+import msgspec
+
+from schemas.market import Condition
+
+_STAGING_TYPES = {float: "float8", int: "int8", str: "text", bool: "bool", datetime: "timestamptz", date: "date", dict: "jsonb"}
+
+
+class Table(NamedTuple):
+    name: str
+    record: type[msgspec.Struct]
+    key: tuple[str, ...]
+    on_conflict: Literal["nothing", "update"]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(f.name for f in msgspec.structs.fields(self.record))
+
+    @property
+    def staging_types(self) -> tuple[str, ...]:
+        return tuple(_staging_type(f.type) for f in msgspec.structs.fields(self.record))
+
+
+def _staging_type(annotation: object) -> str:
+    if get_origin(annotation) in (Union, types.UnionType):
+        (annotation,) = [a for a in get_args(annotation) if a is not type(None)]
+    base = get_origin(annotation) or annotation
+    return _STAGING_TYPES[base]
+
+
+MARKET_CONDITIONS = Table("market_conditions", Condition, ("symbol", "timeframe", "timestamp"), "nothing")
+
+ALL = (MARKET_CONDITIONS,)

@@ -1,0 +1,29 @@
+"""The topic registry: every topic Tickwire reads or writes, with its key and retention."""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+DAY_MS = 86_400_000
+
+
+class Topic(NamedTuple):
+    name: str
+    key: str  # the message field the record key holds
+    partitions: int
+    cleanup_policy: Literal["delete", "compact"]
+    retention_ms: int
+
+
+BARS = Topic("md.bars.v1", "symbol", 6, "delete", 7 * DAY_MS)
+TRADES = Topic("md.trades.v1", "symbol", 6, "delete", 3 * DAY_MS)
+PREDICTIONS = Topic("signals.predictions.v1", "symbol", 6, "delete", 30 * DAY_MS)
+FILLS = Topic("exec.fills.v1", "symbol", 6, "delete", 30 * DAY_MS)
+CONDITIONS = Topic("md.conditions.v1", "symbol", 6, "delete", 7 * DAY_MS)
+REGIMES = Topic("md.regimes.v1", "symbol", 6, "delete", 30 * DAY_MS)
+CORRELATIONS = Topic("md.correlations.v1", "timeframe", 1, "delete", 7 * DAY_MS)
+OUTCOMES = Topic("signals.outcomes.v1", "symbol", 6, "delete", 30 * DAY_MS)
+TRADE_OUTCOMES = Topic("exec.trades.v1", "strategy_id", 6, "delete", 30 * DAY_MS)
+DLQ = Topic("tickwire.dlq.v1", "source key", 3, "delete", 30 * DAY_MS)
+
+ALL = (BARS, TRADES, PREDICTIONS, FILLS, CONDITIONS, REGIMES, CORRELATIONS, OUTCOMES, TRADE_OUTCOMES, DLQ)
