@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import ssl
 from pathlib import Path
 from typing import Mapping
 
@@ -52,6 +53,33 @@ class Settings:
     def topic(self, name: str) -> str:
         """The physical topic name: the registry name behind the configured prefix."""
         return self.topic_prefix + name
+
+    def kafka_ssl_context(self) -> "ssl.SSLContext | None":
+        if self.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+            return None
+        return ssl.create_default_context(cafile=self.kafka_ssl_cafile or None)
+
+    def kafka_options(self) -> dict[str, object]:
+        """Keyword arguments for every aiokafka client: bootstrap servers and security."""
+        options: dict[str, object] = {
+            "bootstrap_servers": self.kafka_bootstrap.split(","),
+            "security_protocol": self.kafka_security_protocol,
+            "ssl_context": self.kafka_ssl_context(),
+        }
+        if self.kafka_security_protocol.startswith("SASL"):
+            options.update(
+                sasl_mechanism=self.kafka_sasl_mechanism,
+                sasl_plain_username=self.kafka_sasl_username,
+                sasl_plain_password=self.kafka_sasl_password,
+            )
+        return options
+
+    def pg_options(self) -> dict[str, object]:
+        """Keyword arguments for asyncpg's ``connect``/``create_pool``."""
+        options: dict[str, object] = {"dsn": self.pg_dsn, "ssl": self.pg_sslmode}
+        if self.pg_password:
+            options["password"] = self.pg_password
+        return options
 
     def safe_dsn(self) -> str:
         """The DSN with any password removed, for messages and logs."""

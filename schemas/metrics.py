@@ -1,0 +1,61 @@
+"""Every Prometheus metric Tickwire exports, declared in one place.
+
+Names carry base units (``_seconds``, ``_total``); labels are bounded (topic, table,
+reason, partition number), never ids or offsets. Throughput is ``rate(..._total)``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class Metrics:
+    """The metric families of one process, registered in ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.registry = registry
+        self.consumed = Counter(
+            "tickwire_messages_consumed_total", "Messages read from a topic", ["topic"], registry=registry
+        )
+        self.produced = Counter(
+            "tickwire_messages_produced_total", "Messages written to a topic", ["topic"], registry=registry
+        )
+        self.dlq = Counter(
+            "tickwire_dlq_messages_total", "Messages sent to the DLQ", ["topic", "reason"], registry=registry
+        )
+        self.rows_written = Counter(
+            "tickwire_rows_written_total", "Rows committed to a table (after de-duplication)", ["table"], registry=registry
+        )
+        self.batch_rows = Histogram(
+            "tickwire_batch_rows",
+            "Rows per database batch",
+            ["table"],
+            buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000, 50000),
+            registry=registry,
+        )
+        self.flush_seconds = Histogram(
+            "tickwire_flush_duration_seconds", "Time to write and commit one batch", ["table"], registry=registry
+        )
+        self.db_retries = Counter(
+            "tickwire_db_retries_total", "Batches retried after a retriable database error", ["table"], registry=registry
+        )
+        self.event_latency = Histogram(
+            "tickwire_event_latency_seconds",
+            "Wall-clock time from a record's event time to the moment it was committed at a stage",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "tickwire_consumer_lag_messages",
+            "End offset minus committed offset",
+            ["topic", "partition"],
+            registry=registry,
+        )
+
+
+def serve(metrics: Metrics, *, host: str, port: int) -> None:
+    """Serve ``/metrics`` from this process's registry on a background thread."""
+    start_http_server(port, addr=host, registry=metrics.registry)

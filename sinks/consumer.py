@@ -1,0 +1,164 @@
+"""A topic-to-table sink: aiokafka ``getmany`` batches, one DB transaction, then commit.
+
+Checkpoint order (DESIGN rule 3): write the batch and commit the transaction, flush
+DLQ records, and only then commit the Kafka offsets. A failed write commits nothing;
+retriable database errors are retried with capped exponential backoff, data errors
+are isolated by bisecting the batch and the bad rows go to the DLQ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Generic, TypeVar
+
+import asyncpg
+import msgspec
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+
+from schemas.codec import dlq_headers
+from schemas.errors import InvalidMessage
+from schemas.metrics import Metrics
+from schemas.settings import Settings
+from schemas.tables import Table
+from schemas.topics import DLQ, Topic
+from sinks.errors import is_data_error, is_retriable
+from sinks.postgres import TableWriter
+
+log = logging.getLogger("tickwire.sink")
+T = TypeVar("T", bound=msgspec.Struct)
+
+
+class _Rejected(msgspec.Struct):
+    record: ConsumerRecord
+    reason: str
+    detail: str
+
+
+class TopicSink(Generic[T]):
+    """Consume one topic and write its records into one table."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        topic: Topic,
+        table: Table,
+        pool: asyncpg.Pool,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        metrics: Metrics,
+        max_retry_backoff_s: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self.topic_name = settings.topic(topic.name)
+        self.dlq_topic = settings.topic(DLQ.name)
+        self.table = table
+        self.writer = TableWriter(table)
+        self.pool = pool
+        self.consumer = consumer
+        self.producer = producer
+        self.metrics = metrics
+        self.max_retry_backoff_s = max_retry_backoff_s
+        self._decoder = msgspec.json.Decoder(table.record)
+        self._ts_index = table.columns.index(table.key[-1])
+
+    def decode(self, record: ConsumerRecord) -> tuple:
+        if not record.value:
+            raise InvalidMessage("empty", "message has no value")
+        try:
+            return msgspec.structs.astuple(self._decoder.decode(record.value))
+        except msgspec.DecodeError as exc:
+            raise InvalidMessage("schema", str(exc)) from None
+
+    async def run(self) -> None:
+        """Consume until cancelled; every batch is written before its offsets are committed."""
+        max_rows = self.settings.max_batch_rows
+        while True:
+            deadline = time.monotonic() + self.settings.flush_interval_s
+            rows: list[tuple] = []
+            sources: list[ConsumerRecord] = []
+            rejected: list[_Rejected] = []
+            offsets: dict[TopicPartition, int] = {}
+            while len(rows) < max_rows:
+                timeout_s = deadline - time.monotonic()
+                if timeout_s <= 0:
+                    break
+                batches = await self.consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_rows - len(rows))
+                for tp, records in batches.items():
+                    self.metrics.consumed.labels(tp.topic).inc(len(records))
+                    offsets[tp] = records[-1].offset + 1
+                    for record in records:
+                        try:
+                            rows.append(self.decode(record))
+                            sources.append(record)
+                        except InvalidMessage as exc:
+                            rejected.append(_Rejected(record, exc.reason, exc.detail))
+            if offsets:
+                await self.checkpoint(rows, sources, rejected, offsets)
+
+    async def checkpoint(
+        self,
+        rows: list[tuple],
+        sources: list[ConsumerRecord],
+        rejected: list[_Rejected],
+        offsets: dict[TopicPartition, int],
+    ) -> None:
+        if rows:
+            started = time.perf_counter()
+            written, bad = await self._write_isolating(rows, sources)
+            self.metrics.flush_seconds.labels(self.table.name).observe(time.perf_counter() - started)
+            self.metrics.batch_rows.labels(self.table.name).observe(len(rows))
+            self.metrics.rows_written.labels(self.table.name).inc(written)
+            for record, detail in bad:
+                log.warning("row rejected by the database: %s (%s[%d]@%d)", detail, record.topic, record.partition, record.offset)
+                rejected.append(_Rejected(record, "database_rejected", detail))
+            now = datetime.now(timezone.utc)
+            newest = max(row[self._ts_index] for row in rows)
+            self.metrics.event_latency.labels(f"sink:{self.table.name}").observe(max(0.0, (now - newest).total_seconds()))
+        if rejected:
+            await self._send_dlq(rejected)
+        await self.consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()})
+
+    async def _write_isolating(
+        self, rows: list[tuple], sources: list[ConsumerRecord]
+    ) -> tuple[int, list[tuple[ConsumerRecord, str]]]:
+        """Write ``rows``; on a data error bisect until the bad rows (and their records) are found."""
+        try:
+            return await self._write_retrying(rows), []
+        except asyncpg.PostgresError as exc:
+            if not is_data_error(exc):
+                raise
+            if len(rows) == 1:
+                return 0, [(sources[0], f"{exc.sqlstate}: {exc}")]
+        mid = len(rows) // 2
+        left_written, left_bad = await self._write_isolating(rows[:mid], sources[:mid])
+        right_written, right_bad = await self._write_isolating(rows[mid:], sources[mid:])
+        return left_written + right_written, left_bad + right_bad
+
+    async def _write_retrying(self, rows: list[tuple]) -> int:
+        backoff_s = 0.1
+        while True:
+            try:
+                async with self.pool.acquire() as conn:
+                    return await self.writer.write(conn, rows)
+            except Exception as exc:
+                if not is_retriable(exc):
+                    raise
+                self.metrics.db_retries.labels(self.table.name).inc()
+                log.warning("database unavailable (%s), retrying in %.1fs", type(exc).__name__, backoff_s)
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, self.max_retry_backoff_s)
+
+    async def _send_dlq(self, rejected: list[_Rejected]) -> None:
+        for r in rejected:
+            rec = r.record
+            self.metrics.dlq.labels(rec.topic, r.reason).inc()
+            headers = dlq_headers(reason=r.reason, detail=r.detail, topic=rec.topic, partition=rec.partition, offset=rec.offset)
+            await self.producer.send(self.dlq_topic, value=rec.value, key=rec.key, headers=headers)
+        await self.producer.flush()
+        self.metrics.produced.labels(self.dlq_topic).inc(len(rejected))
+

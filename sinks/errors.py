@@ -1,0 +1,24 @@
+"""Database errors classified by SQLSTATE class, never by message text."""
+
+from __future__ import annotations
+
+import asyncpg
+
+# Connection exception, transaction rollback, insufficient resources, operator intervention.
+_RETRIABLE_CLASSES = {"08", "40", "53", "57"}
+# Data exception, integrity constraint violation: the rows are bad, retrying cannot help.
+_DATA_CLASSES = {"22", "23"}
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """A transient failure: retry the same batch later."""
+    if isinstance(exc, (OSError, ConnectionError, asyncpg.InterfaceError)):
+        return True
+    sqlstate = getattr(exc, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate[:2] in _RETRIABLE_CLASSES
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """Some row in the batch breaks a type or constraint: isolate it."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate[:2] in _DATA_CLASSES

@@ -1,0 +1,395 @@
+"""The ``tickwire`` command line: the composition root that wires cores, topics and sinks.
+
+This is the one module of ``streams`` that imports ``sinks``: it starts processes, it
+computes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from schemas.errors import TickwireError
+from schemas.metrics import Metrics, serve
+from schemas.settings import Settings, SettingsError
+
+log = logging.getLogger("tickwire")
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL = ROOT / "deploy" / "local"
+
+
+class CommandError(TickwireError):
+    """A command cannot go on; its message says why."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("TICKWIRE_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        settings = Settings.from_env()
+        return args.func(settings, args) or 0
+    except (SettingsError, CommandError) as exc:
+        print(f"tickwire: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, SettingsError) else 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tickwire", description="Tickwire: streaming market data and signals from Kafka into TimescaleDB/PostgreSQL.")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="start local Kafka and PostgreSQL, migrate, and run simulator, worker and sink")
+    p.add_argument("--symbols", type=_positive, default=8, help="simulated symbols (default 8)")
+    p.add_argument("--rate", type=_positive_float, default=20.0, help="simulated bars per second (default 20)")
+    p.add_argument("--no-services", action="store_true", help="use already running Kafka/PostgreSQL (TICKWIRE_* settings)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("stop", help="stop a running 'tickwire run' and the local services it started")
+    p.set_defaults(func=cmd_stop)
+
+    p = sub.add_parser("migrate", help="apply pending SQL migrations (TimescaleDB when present)")
+    p.set_defaults(func=lambda s, a: asyncio.run(_migrate(s)))
+
+    p = sub.add_parser("topics", help="create the registry's topics if they are missing")
+    p.set_defaults(func=lambda s, a: asyncio.run(_topics(s)))
+
+    p = sub.add_parser("simulate", help="publish simulated OHLCV bars to md.bars.v1")
+    p.add_argument("--symbols", type=_positive, default=8, help="number of symbols (default 8)")
+    p.add_argument("--bars", type=int, default=0, help="bars per symbol, 0 = until stopped (default 0)")
+    p.add_argument("--rate", type=_positive_float, default=0.0, help="bars per second, 0 = as fast as possible")
+    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    p.add_argument("--start", type=_utc_time, help="event time of the first bar, ISO 8601 (default: 30 days ago)")
+    p.add_argument("--metrics-port", type=int, help="serve /metrics here (default: TICKWIRE_METRICS_PORT)")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("worker", help="run the stream processors (faust worker)")
+    p.add_argument("--metrics-port", type=int, help="serve /metrics here (default: TICKWIRE_METRICS_PORT)")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("sink", help="write md.conditions.v1 into market_conditions")
+    p.add_argument("--metrics-port", type=int, help="serve /metrics here (default: TICKWIRE_METRICS_PORT)")
+    p.set_defaults(func=cmd_sink)
+    return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be zero or positive, got {text}")
+    return value
+
+
+def _utc_time(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _serve_metrics(settings: Settings, port: int | None) -> Metrics:
+    metrics = Metrics()
+    try:
+        serve(metrics, host=settings.metrics_host, port=port or settings.metrics_port)
+    except OSError as exc:
+        raise CommandError(f"cannot serve metrics on {settings.metrics_host}:{port or settings.metrics_port}: {exc.strerror}") from None
+    return metrics
+
+
+# --- database and topics -------------------------------------------------------------
+
+
+async def _connect(settings: Settings):
+    import asyncpg
+
+    try:
+        return await asyncpg.connect(**settings.pg_options(), timeout=15)
+    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        raise CommandError(f"cannot connect to PostgreSQL at {settings.safe_dsn()}: {type(exc).__name__}: {exc}") from None
+
+
+async def _migrate(settings: Settings) -> None:
+    from sinks.migrate import flavor_of, migrate
+
+    conn = await _connect(settings)
+    try:
+        applied = await migrate(conn)
+        flavor = await flavor_of(conn)
+    finally:
+        await conn.close()
+    names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "nothing to apply"
+    print(f"migrated {settings.safe_dsn()} ({flavor}): {names}")
+
+
+async def _topics(settings: Settings) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import KafkaError
+
+    from schemas.topics import ALL
+
+    admin = AIOKafkaAdminClient(**settings.kafka_options())
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(
+                settings.topic(t.name),
+                t.partitions,
+                1,
+                topic_configs={"cleanup.policy": t.cleanup_policy, "retention.ms": str(t.retention_ms)},
+            )
+            for t in ALL
+            if settings.topic(t.name) not in existing
+        ]
+        if missing:
+            await admin.create_topics(missing)
+    except KafkaError as exc:
+        raise CommandError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
+    finally:
+        await admin.close()
+
+
+# --- processes -------------------------------------------------------------------------
+
+
+def cmd_simulate(settings: Settings, args: argparse.Namespace) -> None:
+    metrics = _serve_metrics(settings, args.metrics_port)
+    asyncio.run(_simulate(settings, metrics, args))
+
+
+async def _simulate(settings: Settings, metrics: Metrics, args: argparse.Namespace) -> None:
+    import msgspec
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaError
+
+    from schemas.topics import BARS
+    from streams.simulator import MarketSimulator, default_symbols
+
+    topic = settings.topic(BARS.name)
+    producer = AIOKafkaProducer(**settings.kafka_options(), linger_ms=5, acks="all")
+    try:
+        await producer.start()
+    except KafkaError as exc:
+        raise CommandError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
+    encode = msgspec.json.Encoder().encode
+    # Default start: far enough back that a fast simulation stays behind the wall clock.
+    start = args.start or (datetime.now(timezone.utc) - timedelta(days=30)).replace(second=0, microsecond=0)
+    simulator = MarketSimulator(default_symbols(args.symbols), seed=args.seed, start=start)
+    sent = 0
+    started = time.monotonic()
+    try:
+        while args.bars == 0 or sent < args.bars * args.symbols:
+            for bar in simulator.bars(1):
+                await producer.send(topic, key=bar.symbol.encode(), value=encode(bar))
+                sent += 1
+            metrics.produced.labels(topic).inc(args.symbols)
+            if args.rate:
+                await asyncio.sleep(max(0.0, started + sent / args.rate - time.monotonic()))
+        await producer.flush()
+    finally:
+        await producer.stop()
+    log.info("published %d bars to %s", sent, topic)
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
+    import faust
+
+    from streams.app import create_app
+
+    metrics = _serve_metrics(settings, args.metrics_port)
+    app = create_app(settings, metrics)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()
+
+
+def cmd_sink(settings: Settings, args: argparse.Namespace) -> None:
+    metrics = _serve_metrics(settings, args.metrics_port)
+    try:
+        asyncio.run(_sink(settings, metrics))
+    except asyncio.CancelledError:
+        pass
+
+
+async def _sink(settings: Settings, metrics: Metrics) -> None:
+    import asyncpg
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.errors import KafkaError
+
+    from schemas.tables import MARKET_CONDITIONS
+    from schemas.topics import CONDITIONS
+    from sinks.consumer import TopicSink
+    from sinks.postgres import TableWriter
+
+    writer = TableWriter(MARKET_CONDITIONS)
+    try:
+        pool = await asyncpg.create_pool(**settings.pg_options(), min_size=1, max_size=settings.pg_pool_size, init=writer.prepare)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise CommandError(f"cannot connect to PostgreSQL at {settings.safe_dsn()}: {type(exc).__name__}: {exc}") from None
+    consumer = AIOKafkaConsumer(
+        settings.topic(CONDITIONS.name),
+        **settings.kafka_options(),
+        group_id=settings.topic_prefix + settings.sink_group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    producer = AIOKafkaProducer(**settings.kafka_options(), acks="all")
+    try:
+        await consumer.start()
+        await producer.start()
+    except KafkaError as exc:
+        await pool.close()
+        raise CommandError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
+    sink = TopicSink(
+        settings=settings, topic=CONDITIONS, table=MARKET_CONDITIONS, pool=pool,
+        consumer=consumer, producer=producer, metrics=metrics,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    task = asyncio.create_task(sink.run())
+    waiter = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        task.cancel()
+        waiter.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await consumer.stop()
+        await producer.stop()
+        await pool.close()
+    if task.done() and not task.cancelled() and task.exception():
+        raise task.exception()
+
+
+# --- the embedded default ----------------------------------------------------------------
+
+RUN_DIR = ROOT / "var" / "run"
+
+
+def _services(action: str) -> None:
+    for script in ("kafka.sh", "postgres.sh"):
+        if subprocess.run(["bash", str(LOCAL / script), action]).returncode != 0:
+            raise CommandError(f"deploy/local/{script} {action} failed (logs in var/log/)")
+
+
+def _local_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("TICKWIRE_KAFKA_BOOTSTRAP", f"127.0.0.1:{os.environ.get('TICKWIRE_LOCAL_KAFKA_PORT', '19092')}")
+    env.setdefault(
+        "TICKWIRE_PG_DSN", f"postgresql://tickwire@127.0.0.1:{os.environ.get('TICKWIRE_LOCAL_PG_PORT', '15432')}/tickwire"
+    )
+    env.setdefault("TICKWIRE_PG_PASSWORD_FILE", str(ROOT / "var" / "pg" / "password"))
+    return env
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    if not args.no_services:
+        if not LOCAL.is_dir():
+            raise CommandError("deploy/local/ is not beside this installation; use --no-services with TICKWIRE_* settings")
+        _services("start")
+        env = _local_env()
+        settings = Settings.from_env(env)
+    else:
+        env = dict(os.environ)
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    (RUN_DIR / "tickwire.pid").write_text(str(os.getpid()))
+    exe = [sys.executable, "-m", "streams.cli"]
+    children: list[subprocess.Popen] = []
+    stopping = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        for step in (["migrate"], ["topics"]):
+            if subprocess.run(exe + step, env=env).returncode != 0:
+                raise CommandError(f"tickwire {step[0]} failed")
+        port = settings.metrics_port
+        for offset, command in enumerate(
+            (["worker"], ["sink"], ["simulate", "--symbols", str(args.symbols), "--rate", str(args.rate)])
+        ):
+            log_file = open(ROOT / "var" / "log" / f"{command[0]}.log", "ab")
+            children.append(
+                subprocess.Popen(exe + command + ["--metrics-port", str(port + offset)], env=env, stdout=log_file, stderr=subprocess.STDOUT)
+            )
+        host = settings.metrics_host
+        print(
+            f"""
+Tickwire is running: simulator -> md.bars.v1 -> worker (EMA) -> md.conditions.v1 -> sink -> market_conditions
+  metrics:  http://{host}:{port}/metrics (worker)  http://{host}:{port + 1}/metrics (sink)  http://{host}:{port + 2}/metrics (simulator)
+  database: {settings.safe_dsn()}  (password in {env.get('TICKWIRE_PG_PASSWORD_FILE', 'TICKWIRE_PG_PASSWORD')})
+  see rows: PGPASSWORD=$(cat var/pg/password) psql "{settings.safe_dsn()}" -c "SELECT symbol, timestamp, close, ema_20 FROM market_conditions ORDER BY timestamp DESC LIMIT 10"
+  logs:     var/log/
+  stop:     Ctrl-C here, or 'tickwire stop' from another shell
+""",
+            flush=True,
+        )
+        while not stopping:
+            for child in children:
+                if child.poll() is not None:
+                    raise CommandError(f"{' '.join(child.args[3:4])} exited with {child.returncode}; see var/log/")
+            time.sleep(0.5)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if not args.no_services:
+            _services("stop")
+        (RUN_DIR / "tickwire.pid").unlink(missing_ok=True)
+        print("tickwire: stopped", flush=True)
+    return 0
+
+
+def cmd_stop(settings: Settings, args: argparse.Namespace) -> int:
+    pidfile = RUN_DIR / "tickwire.pid"
+    if pidfile.exists():
+        pid = int(pidfile.read_text())
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pidfile.unlink(missing_ok=True)
+        else:
+            for _ in range(120):
+                if not pidfile.exists():
+                    print("tickwire: stopped")
+                    return 0
+                time.sleep(0.5)
+            raise CommandError(f"tickwire run (pid {pid}) did not stop within 60 s")
+    _services("stop")
+    print("tickwire: nothing was running; local services stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
