@@ -3,7 +3,7 @@
 # Usage: kafka.sh install|start|stop|status     (ports: TICKWIRE_LOCAL_KAFKA_PORT, ..._CONTROLLER_PORT)
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 KDIR="$VAR/kafka"
-LIBS="$KDIR/libs"
+LIBS="$ROOT/var/lib/kafka"  # shared by the demo and test brokers
 PIDFILE="$KDIR/broker.pid"
 
 install() {
