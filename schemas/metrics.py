@@ -6,7 +6,11 @@ reason, partition number), never ids or offsets. Throughput is ``rate(..._total)
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import threading
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
@@ -48,6 +52,8 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
+        self.ready = Gauge("tickwire_ready", "1 while the process is ready (/readyz answers 200)", registry=registry)
+        self.is_ready = False
         self.lag = Gauge(
             "tickwire_consumer_lag_messages",
             "End offset minus committed offset",
@@ -55,7 +61,36 @@ class Metrics:
             registry=registry,
         )
 
+    def set_ready(self, ready: bool) -> None:
+        """Flip readiness: /readyz and the ``tickwire_ready`` gauge follow."""
+        self.is_ready = ready
+        self.ready.set(1 if ready else 0)
 
-def serve(metrics: Metrics, *, host: str, port: int) -> None:
-    """Serve ``/metrics`` from this process's registry on a background thread."""
-    start_http_server(port, addr=host, registry=metrics.registry)
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # scrapes are not news
+        pass
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+def serve(metrics: Metrics, *, host: str, port: int) -> WSGIServer:
+    """Serve ``/metrics``, ``/healthz`` (alive) and ``/readyz`` (``metrics.ready`` is 1) on a thread."""
+    prometheus = make_wsgi_app(metrics.registry)
+
+    def app(environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path == "/healthz":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok\n"]
+        if path == "/readyz":
+            ready = metrics.is_ready
+            start_response("200 OK" if ready else "503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [b"ready\n" if ready else b"not ready\n"]
+        return prometheus(environ, start_response)
+
+    server = make_server(host, port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return server

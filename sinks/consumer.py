@@ -77,6 +77,7 @@ class TopicSink(Generic[T]):
     async def run(self) -> None:
         """Consume until cancelled; every batch is written before its offsets are committed."""
         max_rows = self.settings.max_batch_rows
+        self.metrics.set_ready(True)
         while True:
             deadline = time.monotonic() + self.settings.flush_interval_s
             rows: list[tuple] = []
@@ -122,6 +123,10 @@ class TopicSink(Generic[T]):
         if rejected:
             await self._send_dlq(rejected)
         await self.consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()})
+        for tp, offset in offsets.items():
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None:
+                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - offset))
 
     async def _write_isolating(
         self, rows: list[tuple], sources: list[ConsumerRecord]
@@ -144,10 +149,13 @@ class TopicSink(Generic[T]):
         while True:
             try:
                 async with self.pool.acquire() as conn:
-                    return await self.writer.write(conn, rows)
+                    written = await self.writer.write(conn, rows)
+                self.metrics.set_ready(True)
+                return written
             except Exception as exc:
                 if not is_retriable(exc):
                     raise
+                self.metrics.set_ready(False)
                 self.metrics.db_retries.labels(self.table.name).inc()
                 log.warning("database unavailable (%s), retrying in %.1fs", type(exc).__name__, backoff_s)
                 await asyncio.sleep(backoff_s)

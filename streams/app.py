@@ -114,6 +114,10 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     processor = BarProcessor()
     bars_name, conditions_name, dlq_name = bars_topic.get_topic_name(), conditions_topic.get_topic_name(), dlq_topic.get_topic_name()
 
+    @app.on_rebalance_complete.connect
+    async def on_assigned(sender: object, **kwargs: object) -> None:
+        metrics.set_ready(True)
+
     @app.agent(bars_topic)
     async def indicators(stream: faust.StreamT) -> None:
         async for event in stream.events():
