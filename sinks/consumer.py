@@ -115,7 +115,11 @@ class TopicSink(Generic[T]):
             self.metrics.batch_rows.labels(self.table.name).observe(len(rows))
             self.metrics.rows_written.labels(self.table.name).inc(written)
             for record, detail in bad:
-                log.warning("row rejected by the database: %s (%s[%d]@%d)", detail, record.topic, record.partition, record.offset)
+                log.warning(
+                    "row rejected by the database: %s",
+                    detail,
+                    extra={"topic": record.topic, "partition": record.partition, "offset": record.offset, "table": self.table.name},
+                )
                 rejected.append(_Rejected(record, "database_rejected", detail))
             now = datetime.now(timezone.utc)
             newest = max(row[self._ts_index] for row in rows)
@@ -157,7 +161,9 @@ class TopicSink(Generic[T]):
                     raise
                 self.metrics.set_ready(False)
                 self.metrics.db_retries.labels(self.table.name).inc()
-                log.warning("database unavailable (%s), retrying in %.1fs", type(exc).__name__, backoff_s)
+                log.warning(
+                    "database unavailable (%s), retrying in %.1fs", type(exc).__name__, backoff_s, extra={"table": self.table.name}
+                )
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, self.max_retry_backoff_s)
 

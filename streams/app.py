@@ -135,7 +135,9 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
             except InvalidMessage as exc:
                 metrics.dlq.labels(bars_name, exc.reason).inc()
                 log.warning(
-                    "rejected %s[%d]@%d: %s", message.topic, message.partition, message.offset, exc
+                    "rejected: %s",
+                    exc,
+                    extra={"topic": message.topic, "partition": message.partition, "offset": message.offset, "reason": exc.reason},
                 )
                 await dlq_topic.send(
                     key=message.key,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import logging.config
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from pathlib import Path
 from schemas.errors import TickwireError
 from schemas.metrics import Metrics, serve
 from schemas.settings import Settings, SettingsError
+from streams.jsonlog import logging_config
 
 log = logging.getLogger("tickwire")
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,12 +35,9 @@ class CommandError(TickwireError):
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("TICKWIRE_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
     try:
         settings = Settings.from_env()
+        logging.config.dictConfig(logging_config(settings.log_level))
         return args.func(settings, args) or 0
     except (SettingsError, CommandError) as exc:
         print(f"tickwire: {exc}", file=sys.stderr)
@@ -218,7 +217,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
 
     metrics = _serve_metrics(settings, args.metrics_port)
     app = create_app(settings, metrics)
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, logging_config=logging_config(settings.log_level))
     worker.execute_from_commandline()
 
 

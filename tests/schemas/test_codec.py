@@ -1,0 +1,87 @@
+from datetime import datetime, timezone
+
+import msgspec
+import pytest
+
+from schemas.codec import Codec, dlq_headers
+from schemas.errors import InvalidMessage
+from schemas.market import Bar
+
+NOW = datetime(2026, 3, 2, 15, 0, tzinfo=timezone.utc)
+GOOD = {
+    "symbol": "AAPL",
+    "ts": "2026-03-02T14:30:00Z",
+    "open": 100.0,
+    "high": 101.0,
+    "low": 99.5,
+    "close": 100.5,
+    "volume": 1200,
+}
+codec = Codec(Bar, max_message_bytes=10_000)
+
+
+def reason_for(value: bytes) -> str:
+    with pytest.raises(InvalidMessage) as info:
+        codec.decode(value, now=NOW)
+    return info.value.reason
+
+
+def encoded(**changes) -> bytes:
+    return msgspec.json.encode({**GOOD, **changes})
+
+
+def test_a_good_bar_round_trips():
+    bar = codec.decode(encoded(), now=NOW)
+    assert bar.symbol == "AAPL" and bar.timeframe == "1m" and bar.ts.tzinfo is not None
+    assert codec.decode(codec.encode(bar), now=NOW) == bar
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"", "empty"),
+        (b"x" * 10_001, "too_large"),
+        (b'{"symbol": "\xff"}', "not_utf8"),
+        (b"{not json", "not_json"),
+        (b"[1, 2]", "schema"),
+        (encoded(close=None), "schema"),
+        (encoded(open="100"), "schema"),
+        (encoded(open=0), "schema"),
+        (encoded(low=-1), "schema"),
+        (encoded(volume=-5), "schema"),
+        (encoded(volume=1.5), "schema"),
+        (encoded(symbol="aapl"), "schema"),
+        (encoded(symbol="TOOLONGSYMBOL"), "schema"),
+        (encoded(symbol="AA\nPL"), "schema"),
+        (encoded(symbol="'; DROP TABLE x;--"), "schema"),
+        (encoded(timeframe="1y"), "schema"),
+        (encoded(ts="2026-03-02T14:30:00"), "schema"),
+        (b'{"symbol":"AAPL","ts":"2026-03-02T14:30:00Z","open":1e999,"high":1,"low":1,"close":1,"volume":1}', "schema"),
+        (encoded(high=99.0), "invalid_value"),
+        (encoded(low=100.2), "invalid_value"),
+        (encoded(vwap=150.0), "invalid_value"),
+        (encoded(ts="1969-12-31T23:59:00Z"), "bad_timestamp"),
+        (encoded(ts="2031-01-01T00:00:00Z"), "bad_timestamp"),
+    ],
+)
+def test_bad_bars_are_rejected_with_a_reason(value, reason):
+    assert reason_for(value) == reason
+
+
+def test_missing_field_detail_names_the_field():
+    body = dict(GOOD)
+    del body["close"]
+    with pytest.raises(InvalidMessage) as info:
+        codec.decode(msgspec.json.encode(body), now=NOW)
+    assert info.value.reason == "schema" and "close" in info.value.detail
+
+
+def test_dlq_headers_carry_source_coordinates_and_cap_detail():
+    headers = dict(dlq_headers(reason="schema", detail="x" * 5000, topic="md.bars.v1", partition=3, offset=42))
+    assert headers["tickwire.source.partition"] == b"3" and headers["tickwire.source.offset"] == b"42"
+    assert len(headers["tickwire.detail"]) == 1000
+
+
+def test_unknown_reason_is_a_programming_error():
+    with pytest.raises(ValueError):
+        InvalidMessage("whatever", "x")

@@ -1,0 +1,18 @@
+import asyncpg
+
+from sinks.errors import is_data_error, is_retriable
+
+
+def test_retriable_by_sqlstate_class_not_by_text():
+    assert is_retriable(asyncpg.exceptions.SerializationError("x"))
+    assert is_retriable(asyncpg.exceptions.DeadlockDetectedError("x"))
+    assert is_retriable(asyncpg.exceptions.TooManyConnectionsError("x"))
+    assert is_retriable(asyncpg.exceptions.AdminShutdownError("x"))
+    assert is_retriable(ConnectionResetError())
+    assert not is_retriable(asyncpg.exceptions.NumericValueOutOfRangeError("x"))
+
+
+def test_data_errors_are_isolated_not_retried():
+    assert is_data_error(asyncpg.exceptions.NumericValueOutOfRangeError("x"))
+    assert is_data_error(asyncpg.exceptions.CheckViolationError("x"))
+    assert not is_data_error(asyncpg.exceptions.SerializationError("x"))
