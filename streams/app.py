@@ -104,6 +104,7 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         table_standby_replicas=0,
         key_serializer="raw",
         value_serializer="raw",
+        producer_linger_ms=5,
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     bars_topic = app.topic(settings.topic(BARS.name), partitions=BARS.partitions, **raw)

@@ -218,6 +218,8 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
     metrics = _serve_metrics(settings, args.metrics_port)
     app = create_app(settings, metrics)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, logging_config=logging_config(settings.log_level))
+    # faust's terminal spinner puts the root logger at DEBUG: every send then builds a log record.
+    worker.spinner = None
     worker.execute_from_commandline()
 
 

@@ -1,0 +1,37 @@
+"""Benchmarks need the real broker and database: start the local ones if nothing answers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+from schemas.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def local_settings(**overrides: object) -> Settings:
+    """Settings for the local stack of deploy/local (started here when not reachable)."""
+    env = dict(os.environ)
+    env.setdefault("TICKWIRE_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
+    env.setdefault("TICKWIRE_PG_DSN", "postgresql://tickwire@127.0.0.1:15432/tickwire")
+    env.setdefault("TICKWIRE_PG_PASSWORD_FILE", str(ROOT / "var" / "pg" / "password"))
+    for script, hostport in (("kafka.sh", env["TICKWIRE_KAFKA_BOOTSTRAP"]), ("postgres.sh", env["TICKWIRE_PG_DSN"].split("@")[1].split("/")[0])):
+        host, port = hostport.rsplit(":", 1)
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+        except OSError:
+            subprocess.run(["bash", str(ROOT / "deploy" / "local" / script), "start"], check=True)
+    return Settings.from_env(env, **overrides)
+
+
+def emit(bench: str, metric: str, value: float, unit: str, baseline: str, baseline_value: float) -> None:
+    import json
+
+    print(json.dumps({
+        "bench": bench, "metric": metric, "value": round(value, 3), "unit": unit,
+        "baseline": baseline, "baseline_value": round(baseline_value, 3),
+        "ratio": round(value / baseline_value, 4) if baseline_value else None,
+    }), flush=True)

@@ -1,0 +1,121 @@
+"""Worker throughput on the real broker: the faust worker against a plain aiokafka loop.
+
+Both read the same pre-loaded bars from md.bars.v1 and do the same per-bar work (decode,
+validate, EMA state, encode, produce to md.conditions.v1); the baseline skips faust's
+stream machinery and changelog. Prints messages/s for each and their ratio (medians).
+
+    python tests/bench/bench_pipeline.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import msgspec  # noqa: E402
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
+
+from schemas.codec import Codec  # noqa: E402
+from schemas.market import Bar  # noqa: E402
+from schemas.topics import BARS, CONDITIONS  # noqa: E402
+from streams.app import BarProcessor, SymbolState  # noqa: E402
+from streams.cli import _topics  # noqa: E402
+from streams.simulator import MarketSimulator, default_symbols  # noqa: E402
+from tests.bench._services import ROOT, emit, local_settings  # noqa: E402
+
+
+async def preload(settings, count: int, symbols: int) -> None:
+    await _topics(settings)
+    producer = AIOKafkaProducer(**settings.kafka_options(), linger_ms=20, max_batch_size=1 << 20)
+    await producer.start()
+    encode = msgspec.json.Encoder().encode
+    topic = settings.topic(BARS.name)
+    for bar in MarketSimulator(default_symbols(symbols), seed=1).bars(count // symbols):
+        await producer.send(topic, key=bar.symbol.encode(), value=encode(bar))
+    await producer.flush()
+    await producer.stop()
+
+
+async def aiokafka_baseline(settings, count: int) -> float:
+    """The same per-bar work in a getmany loop: the floor faust is measured against."""
+    consumer = AIOKafkaConsumer(
+        settings.topic(BARS.name), **settings.kafka_options(), group_id="bench-baseline",
+        enable_auto_commit=False, auto_offset_reset="earliest",
+    )
+    producer = AIOKafkaProducer(**settings.kafka_options(), linger_ms=5)
+    await consumer.start()
+    await producer.start()
+    codec, processor, states = Codec(Bar, max_future_skew_s=1e9), BarProcessor(), {}
+    out = settings.topic(CONDITIONS.name) + ".baseline"
+    done = 0
+    started = time.perf_counter()
+    while done < count:
+        for records in (await consumer.getmany(timeout_ms=1000, max_records=5000)).values():
+            for record in records:
+                bar = codec.decode(record.value)
+                state = states.setdefault(bar.symbol, SymbolState(frames={}))
+                output, _ = processor.process(state, bar)
+                await producer.send(out, key=record.key, value=output)
+            done += len(records)
+        await consumer.commit()
+    await producer.flush()
+    elapsed = time.perf_counter() - started
+    await consumer.stop()
+    await producer.stop()
+    return count / elapsed
+
+
+def faust_worker(settings, count: int) -> float:
+    port = 19400 + os.getpid() % 500
+    env = dict(os.environ, TICKWIRE_TOPIC_PREFIX=settings.topic_prefix, TICKWIRE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+               TICKWIRE_LOG_LEVEL="WARNING", TICKWIRE_MAX_FUTURE_SKEW_S="1e9")
+    proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--metrics-port", str(port)], env=env,
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metric = f'tickwire_messages_consumed_total{{topic="{settings.topic(BARS.name)}"}}'
+    first_at = None
+    try:
+        while True:
+            time.sleep(0.05)
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+            except OSError:
+                continue
+            consumed = next((float(line.split()[-1]) for line in text.splitlines() if line.startswith(metric)), 0.0)
+            if consumed and first_at is None:
+                first_at, first = time.perf_counter(), consumed
+            if consumed >= count:
+                return (consumed - first) / (time.perf_counter() - first_at)
+            if proc.poll() is not None:
+                raise SystemExit("the worker exited early")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="20k bars, one repeat")
+    args = parser.parse_args()
+    count, repeats = (20_000, 1) if args.quick else (200_000, 3)
+    faust_rates, base_rates = [], []
+    for _ in range(repeats):
+        settings = local_settings(topic_prefix=f"bench{uuid.uuid4().hex[:8]}.")
+        asyncio.run(preload(settings, count, 50))
+        base_rates.append(asyncio.run(aiokafka_baseline(settings, count)))
+        faust_rates.append(faust_worker(settings, count))
+    emit("pipeline", "worker_throughput", statistics.median(faust_rates), "msgs/s",
+         "aiokafka getmany loop, same per-bar work", statistics.median(base_rates))
+
+
+if __name__ == "__main__":
+    main()
