@@ -38,6 +38,25 @@ class _Rejected(msgspec.Struct):
     detail: str
 
 
+class _Batch:
+    """Rows and their source records per partition, rejects, and the offsets to commit."""
+
+    def __init__(self) -> None:
+        self.rows: dict[TopicPartition, list[tuple]] = {}
+        self.sources: dict[TopicPartition, list[ConsumerRecord]] = {}
+        self.rejected: list[_Rejected] = []
+        self.offsets: dict[TopicPartition, int] = {}
+        self.size = 0
+
+    def groups(self, count: int) -> list[tuple[list[tuple], list[ConsumerRecord]]]:
+        """Partitions dealt into at most ``count`` groups, one per database connection."""
+        groups: list[tuple[list[tuple], list[ConsumerRecord]]] = [([], []) for _ in range(count)]
+        for i, tp in enumerate(sorted(self.rows, key=lambda tp: (tp.topic, tp.partition))):
+            groups[i % count][0].extend(self.rows[tp])
+            groups[i % count][1].extend(self.sources[tp])
+        return [g for g in groups if g[0]]
+
+
 class TopicSink(Generic[T]):
     """Consume one topic and write its records into one table."""
 
@@ -75,59 +94,86 @@ class TopicSink(Generic[T]):
             raise InvalidMessage("schema", str(exc)) from None
 
     async def run(self) -> None:
-        """Consume until cancelled; every batch is written before its offsets are committed."""
-        max_rows = self.settings.max_batch_rows
-        self.metrics.set_ready(True)
-        while True:
-            deadline = time.monotonic() + self.settings.flush_interval_s
-            rows: list[tuple] = []
-            sources: list[ConsumerRecord] = []
-            rejected: list[_Rejected] = []
-            offsets: dict[TopicPartition, int] = {}
-            while len(rows) < max_rows:
-                timeout_s = deadline - time.monotonic()
-                if timeout_s <= 0:
-                    break
-                batches = await self.consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_rows - len(rows))
-                for tp, records in batches.items():
-                    self.metrics.consumed.labels(tp.topic).inc(len(records))
-                    offsets[tp] = records[-1].offset + 1
-                    for record in records:
-                        try:
-                            rows.append(self.decode(record))
-                            sources.append(record)
-                        except InvalidMessage as exc:
-                            rejected.append(_Rejected(record, exc.reason, exc.detail))
-            if offsets:
-                await self.checkpoint(rows, sources, rejected, offsets)
+        """Consume until cancelled; every batch is written before its offsets are committed.
 
-    async def checkpoint(
-        self,
-        rows: list[tuple],
-        sources: list[ConsumerRecord],
-        rejected: list[_Rejected],
-        offsets: dict[TopicPartition, int],
-    ) -> None:
-        if rows:
+        The next batch is collected while the previous one is being written, so at most
+        two batches are in memory; commits stay in batch order.
+        """
+        self.metrics.set_ready(True)
+        pending: asyncio.Task | None = None
+        try:
+            while True:
+                batch = await self._collect()
+                if pending is not None:
+                    await self._wait_polling(pending)
+                    pending = None
+                if batch.offsets:
+                    pending = asyncio.create_task(self.checkpoint(batch))
+        finally:
+            if pending is not None:
+                pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)
+
+    async def _collect(self) -> "_Batch":
+        max_rows = self.settings.max_batch_rows
+        deadline = time.monotonic() + self.settings.flush_interval_s
+        batch = _Batch()
+        while batch.size < max_rows:
+            timeout_s = deadline - time.monotonic()
+            if timeout_s <= 0:
+                break
+            polled = await self.consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_rows - batch.size)
+            for tp, records in polled.items():
+                self.metrics.consumed.labels(tp.topic).inc(len(records))
+                batch.offsets[tp] = records[-1].offset + 1
+                rows, sources = batch.rows.setdefault(tp, []), batch.sources.setdefault(tp, [])
+                for record in records:
+                    try:
+                        rows.append(self.decode(record))
+                        sources.append(record)
+                    except InvalidMessage as exc:
+                        batch.rejected.append(_Rejected(record, exc.reason, exc.detail))
+                batch.size += len(records)
+        return batch
+
+    async def _wait_polling(self, task: asyncio.Task) -> None:
+        """Await a write; if the database is slow, keep polling paused partitions so the
+        consumer keeps its group membership (max_poll_interval) while lag grows."""
+        while not task.done():
+            await asyncio.wait({task}, timeout=5)
+            if not task.done():
+                self.consumer.pause(*self.consumer.assignment())
+                await self.consumer.getmany(timeout_ms=100)
+        if self.consumer.paused():
+            self.consumer.resume(*self.consumer.paused())
+        task.result()
+
+    async def checkpoint(self, batch: "_Batch") -> None:
+        """Write the batch (partitions spread over the pool's connections, one transaction
+        each), send rejects to the DLQ, then commit the offsets."""
+        rows_count = sum(len(r) for r in batch.rows.values())
+        if rows_count:
             started = time.perf_counter()
-            written, bad = await self._write_isolating(rows, sources)
+            results = await asyncio.gather(
+                *(self._write_isolating(rows, sources) for rows, sources in batch.groups(self.settings.pg_pool_size))
+            )
             self.metrics.flush_seconds.labels(self.table.name).observe(time.perf_counter() - started)
-            self.metrics.batch_rows.labels(self.table.name).observe(len(rows))
-            self.metrics.rows_written.labels(self.table.name).inc(written)
-            for record, detail in bad:
+            self.metrics.batch_rows.labels(self.table.name).observe(rows_count)
+            self.metrics.rows_written.labels(self.table.name).inc(sum(written for written, _ in results))
+            for record, detail in (item for _, bad in results for item in bad):
                 log.warning(
                     "row rejected by the database: %s",
                     detail,
                     extra={"topic": record.topic, "partition": record.partition, "offset": record.offset, "table": self.table.name},
                 )
-                rejected.append(_Rejected(record, "database_rejected", detail))
+                batch.rejected.append(_Rejected(record, "database_rejected", detail))
             now = datetime.now(timezone.utc)
-            newest = max(row[self._ts_index] for row in rows)
+            newest = max(rows[-1][self._ts_index] for rows in batch.rows.values() if rows)
             self.metrics.event_latency.labels(f"sink:{self.table.name}").observe(max(0.0, (now - newest).total_seconds()))
-        if rejected:
-            await self._send_dlq(rejected)
-        await self.consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()})
-        for tp, offset in offsets.items():
+        if batch.rejected:
+            await self._send_dlq(batch.rejected)
+        await self.consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in batch.offsets.items()})
+        for tp, offset in batch.offsets.items():
             highwater = self.consumer.highwater(tp)
             if highwater is not None:
                 self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - offset))

@@ -1,0 +1,149 @@
+"""Sink throughput: Kafka md.conditions.v1 -> market_conditions, against the database's own limit.
+
+The baseline is asyncpg ``copy_records_to_table`` of the same rows, from memory, into an
+identical empty ``market_conditions`` (a second freshly migrated database) in batches
+of the same size: what the database can take with no Kafka, decoding or merge at all.
+
+    python tests/bench/bench_sink.py [--quick] [--rows N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import asyncpg  # noqa: E402
+import msgspec  # noqa: E402
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
+from prometheus_client import CollectorRegistry  # noqa: E402
+
+from schemas.market import Condition  # noqa: E402
+from schemas.metrics import Metrics  # noqa: E402
+from schemas.tables import MARKET_CONDITIONS  # noqa: E402
+from schemas.topics import CONDITIONS  # noqa: E402
+from sinks.consumer import TopicSink  # noqa: E402
+from sinks.migrate import migrate  # noqa: E402
+from sinks.postgres import TableWriter  # noqa: E402
+from streams.cli import _topics  # noqa: E402
+from tests.bench._services import emit, local_settings  # noqa: E402
+
+T0 = datetime(2026, 5, 4, tzinfo=timezone.utc)
+
+
+def conditions(count: int, symbols: int = 100) -> list[Condition]:
+    return [
+        Condition(
+            symbol=f"S{i % symbols:03d}", timeframe="1m", timestamp=T0 + timedelta(minutes=i // symbols),
+            open=100.0 + i % 7, high=101.5 + i % 7, low=99.25 + i % 7, close=100.5 + i % 7, volume=1000 + i,
+            ema_20=100.123456, ema_50=100.654321, rsi_14=55.5, atr_14=1.25, macd_line=0.1, macd_signal=0.05,
+        )
+        for i in range(count)
+    ]
+
+
+async def fresh_database(settings) -> object:
+    name = "bench_" + uuid.uuid4().hex[:8]
+    admin = await asyncpg.connect(**settings.pg_options())
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    db = local_settings(pg_dsn=settings.pg_dsn.rsplit("/", 1)[0] + "/" + name, topic_prefix=settings.topic_prefix)
+    conn = await asyncpg.connect(**db.pg_options())
+    await migrate(conn)
+    await conn.close()
+    return db, name
+
+
+async def drop_database(settings, name: str) -> None:
+    admin = await asyncpg.connect(**settings.pg_options())
+    await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+async def copy_baseline(settings, rows: list[Condition], batch: int) -> float:
+    db, name = await fresh_database(settings)
+    columns = MARKET_CONDITIONS.columns
+    # Numeric columns take Decimal in binary COPY; the conversion is done before timing.
+    numeric = {c for c in columns if c not in ("symbol", "timeframe", "timestamp", "volume", "detected_regime")}
+    records = [
+        tuple(Decimal(repr(v)) if (c in numeric and v is not None) else v for c, v in zip(columns, msgspec.structs.astuple(r)))
+        for r in rows
+    ]
+    conn = await asyncpg.connect(**db.pg_options())
+    started = time.perf_counter()
+    for i in range(0, len(records), batch):
+        async with conn.transaction():
+            await conn.copy_records_to_table("market_conditions", records=records[i:i + batch], columns=columns)
+    elapsed = time.perf_counter() - started
+    await conn.close()
+    await drop_database(settings, name)
+    return len(records) / elapsed
+
+
+async def sink_run(settings, rows: list[Condition]) -> float:
+    db, name = await fresh_database(settings)
+    await _topics(db)
+    topic = db.topic(CONDITIONS.name)
+    producer = AIOKafkaProducer(**db.kafka_options(), linger_ms=20, max_batch_size=1 << 20, acks="all")
+    await producer.start()
+    encode = msgspec.json.Encoder().encode
+    for r in rows:
+        await producer.send(topic, key=r.symbol.encode(), value=encode(r))
+    await producer.flush()
+
+    writer = TableWriter(MARKET_CONDITIONS)
+    pool = await asyncpg.create_pool(**db.pg_options(), min_size=1, max_size=db.pg_pool_size, init=writer.prepare)
+    consumer = AIOKafkaConsumer(
+        topic, **db.kafka_options(), group_id="bench-sink", enable_auto_commit=False,
+        auto_offset_reset="earliest", max_partition_fetch_bytes=4 << 20,
+    )
+    await consumer.start()
+    metrics = Metrics(CollectorRegistry())
+    sink = TopicSink(settings=db, topic=CONDITIONS, table=MARKET_CONDITIONS, pool=pool,
+                     consumer=consumer, producer=producer, metrics=metrics)
+    started = time.perf_counter()
+    task = asyncio.create_task(sink.run())
+    conn = await asyncpg.connect(**db.pg_options())
+    while await conn.fetchval("SELECT count(*) FROM market_conditions") < len(rows):
+        await asyncio.sleep(0.05)
+    elapsed = time.perf_counter() - started
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await conn.close()
+    await consumer.stop()
+    await producer.stop()
+    await pool.close()
+    await drop_database(settings, name)
+    return len(rows) / elapsed
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="100k rows, one repeat")
+    parser.add_argument("--rows", type=int, help="rows per run (default 1,000,000)")
+    args = parser.parse_args()
+    count = args.rows or (100_000 if args.quick else 1_000_000)
+    repeats = 1 if args.quick else 3
+    rows = conditions(count)
+    sink_rates, copy_rates = [], []
+    conn = await asyncpg.connect(**local_settings().pg_options())
+    flavor = "timescaledb" if await conn.fetchval("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'") else "postgres"
+    await conn.close()
+    for _ in range(repeats):
+        settings = local_settings(topic_prefix=f"bsink{uuid.uuid4().hex[:8]}.")
+        copy_rates.append(await copy_baseline(settings, rows, settings.max_batch_rows))
+        sink_rates.append(await sink_run(settings, rows))
+    emit("sink", f"market_conditions_rows_per_s_{flavor}", statistics.median(sink_rates), "rows/s",
+         "asyncpg copy_records_to_table into an identical empty table", statistics.median(copy_rates))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
