@@ -105,6 +105,10 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         producer_linger_ms=5,
+        # A worker killed without leaving holds its partitions until the session expires:
+        # keep that short so a restarted worker resumes within seconds, not a minute.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     bars_topic = app.topic(settings.topic(BARS.name), partitions=BARS.partitions, **raw)
