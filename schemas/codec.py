@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Generic, Literal, TypeVar
+from typing import Generic, Literal, Mapping, NamedTuple, Sequence, TypeVar
 
 import msgspec
 
 from schemas.errors import InvalidMessage
 
 T = TypeVar("T", bound=msgspec.Struct)
+# Producers may stamp this header; the version in the topic name (.v1) must agree with it.
+VERSION_HEADER = "tickwire.schema.version"
+SCHEMA_VERSION = b"1"
 Format = Literal["json", "msgpack"]
 
 
@@ -40,7 +43,17 @@ class Codec(Generic[T]):
     def encode(self, message: T) -> bytes:
         return self._encoder.encode(message)
 
-    def decode(self, raw: bytes | None, *, now: datetime | None = None) -> T:
+    def decode(
+        self,
+        raw: bytes | None,
+        *,
+        now: datetime | None = None,
+        headers: Sequence[tuple[str, bytes]] | Mapping[str, bytes] = (),
+    ) -> T:
+        """Decode and validate ``raw``; ``headers`` may carry ``tickwire.schema.version``."""
+        for name, value in headers.items() if isinstance(headers, Mapping) else headers:
+            if name == VERSION_HEADER and value != SCHEMA_VERSION:
+                raise InvalidMessage("unknown_version", f"schema version {value[:20]!r} is not {SCHEMA_VERSION.decode()}")
         if not raw:
             raise InvalidMessage("empty", "message has no value")
         if len(raw) > self.max_message_bytes:
@@ -61,12 +74,32 @@ class Codec(Generic[T]):
         return message
 
 
-def dlq_headers(*, reason: str, detail: str, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
-    """Kafka headers of a DLQ record; the value stays the original bytes."""
-    return [
+DLQ_MAX_VALUE_BYTES = 64 * 1024
+
+
+class DlqRecord(NamedTuple):
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def dlq_record(
+    *, key: bytes | None, value: bytes | None, reason: str, detail: str, topic: str, partition: int, offset: int
+) -> DlqRecord:
+    """The DLQ record for a rejected message: its original bytes plus reason headers.
+
+    A value too large for an ordinary produce request keeps its first 64 KiB, and
+    ``tickwire.truncated_from_bytes`` says how long it was.
+    """
+    value = value or b""
+    headers = [
         ("tickwire.reason", reason.encode()),
         ("tickwire.detail", detail[:1000].encode("utf-8", "replace")),
         ("tickwire.source.topic", topic.encode()),
         ("tickwire.source.partition", str(partition).encode()),
         ("tickwire.source.offset", str(offset).encode()),
     ]
+    if len(value) > DLQ_MAX_VALUE_BYTES:
+        headers.append(("tickwire.truncated_from_bytes", str(len(value)).encode()))
+        value = value[:DLQ_MAX_VALUE_BYTES]
+    return DlqRecord(key, value, headers)

@@ -25,8 +25,11 @@ def timeframe_seconds(timeframe: str) -> int:
     return int(timeframe[:-1]) * TIMEFRAME_SECONDS[timeframe[-1]]
 
 
-class Bar(msgspec.Struct, frozen=True, kw_only=True):
-    """One OHLCV bar; ``ts`` is the bar's open time in UTC (event time)."""
+class Bar(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One OHLCV bar; ``ts`` is the bar's open time in UTC (event time).
+
+    Unknown fields are rejected: a producer that needs new fields publishes ``.v2``.
+    """
 
     symbol: Symbol
     ts: UtcDatetime

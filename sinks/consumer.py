@@ -19,7 +19,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
-from schemas.codec import dlq_headers
+from schemas.codec import dlq_record
 from schemas.errors import InvalidMessage
 from schemas.metrics import Metrics
 from schemas.settings import Settings
@@ -217,8 +217,11 @@ class TopicSink(Generic[T]):
         for r in rejected:
             rec = r.record
             self.metrics.dlq.labels(rec.topic, r.reason).inc()
-            headers = dlq_headers(reason=r.reason, detail=r.detail, topic=rec.topic, partition=rec.partition, offset=rec.offset)
-            await self.producer.send(self.dlq_topic, value=rec.value, key=rec.key, headers=headers)
+            dead = dlq_record(
+                key=rec.key, value=rec.value, reason=r.reason, detail=r.detail,
+                topic=rec.topic, partition=rec.partition, offset=rec.offset,
+            )
+            await self.producer.send(self.dlq_topic, key=dead.key, value=dead.value, headers=dead.headers)
         await self.producer.flush()
         self.metrics.produced.labels(self.dlq_topic).inc(len(rejected))
 

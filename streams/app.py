@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 import faust
 import msgspec
 
-from schemas.codec import Codec, dlq_headers
+from schemas.codec import Codec, dlq_record
 from schemas.errors import InvalidMessage
 from schemas.market import Bar, Condition
 from schemas.metrics import Metrics
@@ -129,7 +129,7 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
             message = event.message
             metrics.consumed.labels(bars_name).inc()
             try:
-                bar = codec.decode(event.value)
+                bar = codec.decode(event.value, headers=message.headers or ())
                 key = bar.symbol.encode()
                 if message.key != key:
                     # State is partitioned by key: a bar keyed otherwise would split a symbol's history.
@@ -144,13 +144,16 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
                     exc,
                     extra={"topic": message.topic, "partition": message.partition, "offset": message.offset, "reason": exc.reason},
                 )
-                await dlq_topic.send(
+                dead = dlq_record(
                     key=message.key,
                     value=event.value,
-                    headers=dlq_headers(
-                        reason=exc.reason, detail=exc.detail, topic=message.topic, partition=message.partition, offset=message.offset
-                    ),
+                    reason=exc.reason,
+                    detail=exc.detail,
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
                 )
+                await dlq_topic.send(key=dead.key, value=dead.value, headers=dead.headers)
                 metrics.produced.labels(dlq_name).inc()
                 continue
             if not redelivered:

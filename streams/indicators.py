@@ -1,16 +1,71 @@
 """Streaming technical indicators, exact to TA-Lib's defaults (DESIGN rule 7).
 
-Each indicator is a pure object with a msgspec ``State`` that does not grow with
-history, one-at-a-time ``update`` and a batch ``update_many``; both give bit-identical
-results whatever the batch boundaries or restarts.
+Each indicator repeats TA-Lib's own arithmetic in TA-Lib's order (running sums,
+Wilder smoothing, the seeding of every first value and TA-Lib's 1e-8 "is zero"
+guards), so that Tickwire's values are bit-for-bit or within rounding of what a
+user gets from ``talib`` on the same bars. A value is ``None`` on exactly the bars
+where TA-Lib returns NaN.
+
+==================  ===================================================================
+field               definition (TA-Lib function and first bar index, 0-based)
+==================  ===================================================================
+ema_20, ema_50      ``EMA``: SMA of the first N closes, then ``(c - e) * 2/(N+1) + e``; 19, 49
+rsi_14              ``RSI``: Wilder averages of gains and losses; 14
+atr_14              ``ATR``: Wilder average of the true range, seeded by its SMA; 14
+macd_*              ``MACD(12, 26, 9)``: both EMAs first valued at bar 25 (the fast one
+                    seeded by the SMA of closes 14..25, as TA-Lib aligns it), signal an
+                    EMA(9) of the line; all three from 33
+bb_*                ``BBANDS(20, 2, 2, SMA)``: running-sum SMA +- 2 population stdevs; 19
+adx_14, ±di_14      ``ADX``, ``PLUS_DI``, ``MINUS_DI``: Wilder-smoothed DM and TR; DI from
+                    14, ADX from 27
+vwap                not TA-Lib: sum(price * volume) / sum(volume) since the start of the
+                    anchor period (UTC day by default) holding the bar; price is the
+                    bar's own ``vwap`` when the feed sends one, else the typical price
+                    (h + l + c) / 3; None while the period's volume is 0
+volatility_20d      not TA-Lib: SAMPLE standard deviation (ddof=1) of the last 20 log
+                    returns ln(c_t / c_t-1), per bar, not annualised; 20
+==================  ===================================================================
+
+``Indicators.update`` (one bar) and ``Indicators.update_many`` (arrays) run the same
+step function, so they agree to the bit whatever the batch boundaries; the state is
+one flat msgspec Struct of fixed size, so a restart from its msgpack bytes continues
+exactly. Inputs are assumed validated (finite, positive prices): ``Bar.validate``
+and the worker's event-time checks run before a bar reaches this module.
 """
 
 from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
 
 import msgspec
 import numpy as np
 
 from schemas.market import Bar
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_NAN = float("nan")
+# TA-Lib's TA_IS_ZERO / TA_IS_ZERO_OR_NEG threshold: its RSI, DI, DX and stddev treat
+# anything below this as zero, and so must we to match it on flat stretches.
+_TA_EPSILON = 1e-8
+
+KEYS = (
+    "ema_20",
+    "ema_50",
+    "rsi_14",
+    "atr_14",
+    "macd_line",
+    "macd_signal",
+    "macd_hist",
+    "bb_upper",
+    "bb_middle",
+    "bb_lower",
+    "adx_14",
+    "plus_di_14",
+    "minus_di_14",
+    "vwap",
+    "volatility_20d",
+)
 
 
 class EmaState(msgspec.Struct, array_like=True):
@@ -52,19 +107,304 @@ class Ema:
 
 
 class IndicatorState(msgspec.Struct, array_like=True):
-    """Everything one (symbol, timeframe) needs to continue its indicators."""
+    """Everything one (symbol, timeframe) needs to continue its indicators.
 
-    ema_20: EmaState = msgspec.field(default_factory=lambda: EmaState(20))
-    ema_50: EmaState = msgspec.field(default_factory=lambda: EmaState(50))
+    Flat on purpose: one attribute hop per access keeps ``update`` fast. Sums double
+    as seeds: each field holds the running total while its indicator warms up and
+    the smoothed value afterwards, as TA-Lib's own loops do.
+    """
+
+    count: int = 0  # bars seen
+    prev_high: float = 0.0
+    prev_low: float = 0.0
+    prev_close: float = 0.0
+    ema_20: float = 0.0
+    ema_50: float = 0.0
+    rsi_gain: float = 0.0
+    rsi_loss: float = 0.0
+    atr: float = 0.0
+    macd_fast: float = 0.0
+    macd_slow: float = 0.0
+    macd_signal: float = 0.0
+    bb_sum: float = 0.0
+    bb_sum_sq: float = 0.0
+    bb_window: list[float] = msgspec.field(default_factory=lambda: [0.0] * 20)
+    plus_dm: float = 0.0
+    minus_dm: float = 0.0
+    true_range: float = 0.0
+    adx: float = 0.0
+    vwap_anchor_s: int = 86_400
+    vwap_offset_s: int = 0  # anchor period starts at offset + k * anchor (UTC)
+    vwap_period: int = -1  # index of the anchor period being accumulated
+    vwap_pv: float = 0.0
+    vwap_volume: float = 0.0
+    ret_window: list[float] = msgspec.field(default_factory=lambda: [0.0] * 20)
+    ret_shift: float = 0.0  # returns are summed minus this, against cancellation
+    ret_sum: float = 0.0
+    ret_sum_sq: float = 0.0
+    ret_prev: float = _NAN
+    ret_same: int = 0  # how many consecutive returns equalled the one before
+
+
+def _ts_us(ts: datetime) -> int:
+    d = ts - _EPOCH
+    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
 
 
 class Indicators:
-    """All indicators of one (symbol, timeframe); ``update`` returns the Condition fields."""
+    """All indicators of one (symbol, timeframe); ``update`` returns Condition fields."""
 
-    def __init__(self, state: IndicatorState | None = None) -> None:
-        self.state = state or IndicatorState()
-        self._ema_20 = Ema(20, self.state.ema_20)
-        self._ema_50 = Ema(50, self.state.ema_50)
+    __slots__ = ("state", "_anchor_us", "_offset_us")
+
+    def __init__(self, state: IndicatorState | None = None, *, vwap_anchor_s: int | None = None, vwap_offset_s: int | None = None) -> None:
+        """A new state takes the VWAP anchor given here; a restored one keeps its own."""
+        if state is None:
+            state = IndicatorState()
+            if vwap_anchor_s is not None:
+                state.vwap_anchor_s = vwap_anchor_s
+            if vwap_offset_s is not None:
+                state.vwap_offset_s = vwap_offset_s
+        if state.vwap_anchor_s <= 0:
+            raise ValueError("vwap_anchor_s must be positive")
+        self.state = state
+        self._anchor_us = state.vwap_anchor_s * 1_000_000
+        self._offset_us = state.vwap_offset_s * 1_000_000
 
     def update(self, bar: Bar) -> dict[str, float | None]:
-        return {"ema_20": self._ema_20.update(bar.close), "ema_50": self._ema_50.update(bar.close)}
+        """One closed bar in; its indicator values (Condition field names) out."""
+        vwap = bar.vwap
+        volume = float(bar.volume)
+        h, l, c = bar.high, bar.low, bar.close
+        price_volume = (vwap if vwap is not None else (h + l + c) / 3.0) * volume
+        e20, e50, rsi, atr, ml, ms, mh, bu, bm, bl, adx, pdi, mdi, vw, vol = self._step(_ts_us(bar.ts), h, l, c, volume, price_volume)
+        return {
+            "ema_20": e20,
+            "ema_50": e50,
+            "rsi_14": rsi,
+            "atr_14": atr,
+            "macd_line": ml,
+            "macd_signal": ms,
+            "macd_hist": mh,
+            "bb_upper": bu,
+            "bb_middle": bm,
+            "bb_lower": bl,
+            "adx_14": adx,
+            "plus_di_14": pdi,
+            "minus_di_14": mdi,
+            "vwap": vw,
+            "volatility_20d": vol,
+        }
+
+    def update_many(
+        self,
+        ts: np.ndarray,
+        open: np.ndarray,
+        high: np.ndarray,
+        low: np.ndarray,
+        close: np.ndarray,
+        volume: np.ndarray,
+        vwap: np.ndarray | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Many bars of this (symbol, timeframe) in time order; NaN where ``update`` says None.
+
+        ``ts`` is int64 epoch microseconds; ``vwap`` is optional (NaN = the bar has none).
+        ``open`` is accepted for symmetry with a bar but no indicator here uses it.
+        """
+        n = len(close)
+        if not len(ts) == len(open) == len(high) == len(low) == n == len(volume) or (vwap is not None and len(vwap) != n):
+            raise ValueError("all arrays must have the same length")
+        step = self._step
+        rows = []
+        append = rows.append
+        vwaps = vwap.tolist() if vwap is not None else [_NAN] * n
+        for t, h, l, c, v, w in zip(ts.tolist(), high.tolist(), low.tolist(), close.tolist(), volume.tolist(), vwaps):
+            v = float(v)
+            append(step(t, h, l, c, v, (w if w == w else (h + l + c) / 3.0) * v))
+        out = np.array(rows, dtype=np.float64).reshape(n, len(KEYS))  # None -> NaN
+        return {key: np.ascontiguousarray(out[:, i]) for i, key in enumerate(KEYS)}
+
+    def _step(self, ts_us: int, h: float, l: float, c: float, volume: float, price_volume: float) -> tuple:
+        s = self.state
+        i = s.count
+        s.count = i + 1
+        e20 = e50 = rsi = atr = ml = ms = mh = bu = bm = bl = adx = pdi = mdi = vol = None
+
+        # VWAP of the anchor period; a new period starts from nothing.
+        period = (ts_us - self._offset_us) // self._anchor_us
+        if period != s.vwap_period:
+            s.vwap_period = period
+            s.vwap_pv = price_volume
+            s.vwap_volume = volume
+        else:
+            s.vwap_pv += price_volume
+            s.vwap_volume += volume
+        vw = s.vwap_pv / s.vwap_volume if s.vwap_volume > 0.0 else None
+
+        # EMA(20), EMA(50): sum while seeding, divide once, then smooth.
+        if i >= 19:
+            if i == 19:
+                e20 = s.ema_20 = (s.ema_20 + c) / 20
+            else:
+                e20 = s.ema_20 = (c - s.ema_20) * 0.09523809523809523 + s.ema_20
+            if i >= 49:
+                if i == 49:
+                    e50 = s.ema_50 = (s.ema_50 + c) / 50
+                else:
+                    e50 = s.ema_50 = (c - s.ema_50) * 0.0392156862745098 + s.ema_50
+            else:
+                s.ema_50 += c
+        else:
+            s.ema_20 += c
+            s.ema_50 += c
+
+        # MACD: TA-Lib starts both EMAs at bar 25, the fast one seeded by closes 14..25.
+        if i >= 25:
+            if i == 25:
+                fast = s.macd_fast = (s.macd_fast + c) / 12
+                slow = s.macd_slow = (s.macd_slow + c) / 26
+            else:
+                fast = s.macd_fast = (c - s.macd_fast) * 0.15384615384615385 + s.macd_fast
+                slow = s.macd_slow = (c - s.macd_slow) * 0.07407407407407407 + s.macd_slow
+            line = fast - slow
+            if i >= 33:
+                if i == 33:
+                    ms = s.macd_signal = (s.macd_signal + line) / 9
+                else:
+                    ms = s.macd_signal = (line - s.macd_signal) * 0.2 + s.macd_signal
+                ml = line
+                mh = line - ms
+            else:
+                s.macd_signal += line
+        else:
+            if i >= 14:
+                s.macd_fast += c
+            s.macd_slow += c
+
+        # Bollinger(20, 2): TA-Lib's running sums of x and x*x, oldest removed after use.
+        window = s.bb_window
+        window[i % 20] = c
+        s.bb_sum += c
+        s.bb_sum_sq += c * c
+        if i >= 19:
+            bm = s.bb_sum / 20
+            variance = s.bb_sum_sq / 20
+            old = window[(i + 1) % 20]
+            s.bb_sum -= old
+            s.bb_sum_sq -= old * old
+            variance -= bm * bm
+            band = (math.sqrt(variance) if variance >= _TA_EPSILON else 0.0) * 2.0
+            bu = bm + band
+            bl = bm - band
+
+        if i:
+            pc = s.prev_close
+            # RSI(14): Wilder's averages, TA-Lib's "gain / (gain + loss)" form.
+            diff = c - pc
+            if i > 14:
+                loss = s.rsi_loss * 13.0
+                gain = s.rsi_gain * 13.0
+                if diff < 0:
+                    loss -= diff
+                else:
+                    gain += diff
+                s.rsi_loss = loss = loss / 14
+                s.rsi_gain = gain = gain / 14
+            else:
+                loss = s.rsi_loss
+                gain = s.rsi_gain
+                if diff < 0:
+                    loss -= diff
+                else:
+                    gain += diff
+                if i == 14:
+                    loss /= 14
+                    gain /= 14
+                s.rsi_loss = loss
+                s.rsi_gain = gain
+            if i >= 14:
+                total = gain + loss
+                rsi = 100.0 * (gain / total) if not -_TA_EPSILON < total < _TA_EPSILON else 0.0
+
+            # True range, shared by ATR and the directional movement.
+            tr = h - l
+            t = abs(h - pc)
+            if t > tr:
+                tr = t
+            t = abs(l - pc)
+            if t > tr:
+                tr = t
+            if i > 14:
+                atr = s.atr = (s.atr * 13.0 + tr) / 14
+            elif i == 14:
+                atr = s.atr = (s.atr + tr) / 14
+            else:
+                s.atr += tr
+
+            # +DM / -DM, smoothed like TA-Lib's ADX: summed for 13 bars, then Wilder.
+            diff_p = h - s.prev_high
+            diff_m = s.prev_low - l
+            plus_dm = s.plus_dm
+            minus_dm = s.minus_dm
+            if i >= 14:
+                minus_dm -= minus_dm / 14
+                plus_dm -= plus_dm / 14
+                true_range = s.true_range
+                s.true_range = true_range = true_range - true_range / 14 + tr
+            else:
+                s.true_range = true_range = s.true_range + tr
+            if diff_m > 0 and diff_p < diff_m:
+                minus_dm += diff_m
+            elif diff_p > 0 and diff_p > diff_m:
+                plus_dm += diff_p
+            s.plus_dm = plus_dm
+            s.minus_dm = minus_dm
+            if i >= 14:
+                if -_TA_EPSILON < true_range < _TA_EPSILON:
+                    pdi = mdi = 0.0
+                    dx = None
+                else:
+                    mdi = 100.0 * (minus_dm / true_range)
+                    pdi = 100.0 * (plus_dm / true_range)
+                    total = mdi + pdi
+                    dx = 100.0 * (abs(mdi - pdi) / total) if not -_TA_EPSILON < total < _TA_EPSILON else None
+                if i >= 27:
+                    if i == 27:
+                        adx = s.adx = (s.adx + dx if dx is not None else s.adx) / 14
+                    elif dx is not None:
+                        adx = s.adx = (s.adx * 13.0 + dx) / 14
+                    else:
+                        adx = s.adx
+                elif dx is not None:
+                    s.adx += dx
+
+            # Realised volatility: shifted running sums, recomputed exactly from the
+            # window every 20 returns so rounding cannot accumulate over history.
+            r = math.log(c / pc)
+            j = i - 1
+            rets = s.ret_window
+            slot = j % 20
+            k = s.ret_shift
+            if j >= 20:
+                old = rets[slot] - k
+                s.ret_sum += (r - k) - old
+                s.ret_sum_sq += (r - k) * (r - k) - old * old
+            rets[slot] = r
+            if r == s.ret_prev:
+                s.ret_same += 1
+            else:
+                s.ret_same = 0
+                s.ret_prev = r
+            if slot == 19:
+                s.ret_shift = k = sum(rets) / 20
+                s.ret_sum = sum([x - k for x in rets])
+                s.ret_sum_sq = sum([(x - k) * (x - k) for x in rets])
+            if j >= 19:
+                if s.ret_same >= 19:
+                    vol = 0.0  # twenty equal returns: exactly no dispersion
+                else:
+                    variance = (s.ret_sum_sq - s.ret_sum * s.ret_sum / 20) / 19
+                    vol = math.sqrt(variance) if variance > 0.0 else 0.0
+        s.prev_high = h
+        s.prev_low = l
+        s.prev_close = c
+        return e20, e50, rsi, atr, ml, ms, mh, bu, bm, bl, adx, pdi, mdi, vw, vol

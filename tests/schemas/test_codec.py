@@ -3,7 +3,7 @@ from datetime import datetime, timezone
 import msgspec
 import pytest
 
-from schemas.codec import Codec, dlq_headers
+from schemas.codec import DLQ_MAX_VALUE_BYTES, Codec, dlq_record
 from schemas.errors import InvalidMessage
 from schemas.market import Bar
 
@@ -76,12 +76,32 @@ def test_missing_field_detail_names_the_field():
     assert info.value.reason == "schema" and "close" in info.value.detail
 
 
-def test_dlq_headers_carry_source_coordinates_and_cap_detail():
-    headers = dict(dlq_headers(reason="schema", detail="x" * 5000, topic="md.bars.v1", partition=3, offset=42))
+def test_dlq_record_carries_source_coordinates_and_caps_detail():
+    record = dlq_record(key=b"K", value=b"raw", reason="schema", detail="x" * 5000, topic="md.bars.v1", partition=3, offset=42)
+    headers = dict(record.headers)
+    assert record.value == b"raw" and record.key == b"K"
     assert headers["tickwire.source.partition"] == b"3" and headers["tickwire.source.offset"] == b"42"
-    assert len(headers["tickwire.detail"]) == 1000
+    assert len(headers["tickwire.detail"]) == 1000 and "tickwire.truncated_from_bytes" not in headers
+
+
+def test_dlq_record_truncates_huge_values_and_says_so():
+    record = dlq_record(key=None, value=b"y" * 10_000_000, reason="too_large", detail="big", topic="t", partition=0, offset=1)
+    assert record.value == b"y" * DLQ_MAX_VALUE_BYTES
+    assert dict(record.headers)["tickwire.truncated_from_bytes"] == b"10000000"
 
 
 def test_unknown_reason_is_a_programming_error():
     with pytest.raises(ValueError):
         InvalidMessage("whatever", "x")
+
+
+def test_unknown_fields_are_rejected_so_versions_cannot_drift():
+    assert reason_for(encoded(extra="x" * 100)) == "schema"
+
+
+@pytest.mark.parametrize("headers", [[("tickwire.schema.version", b"2")], {"tickwire.schema.version": b"v9"}])
+def test_an_unknown_schema_version_is_rejected(headers):
+    with pytest.raises(InvalidMessage) as info:
+        codec.decode(encoded(), now=NOW, headers=headers)
+    assert info.value.reason == "unknown_version"
+    assert codec.decode(encoded(), now=NOW, headers=[("tickwire.schema.version", b"1")]).symbol == "AAPL"
