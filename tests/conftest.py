@@ -74,6 +74,7 @@ class Processes:
         self.settings = settings
         self.log_dir = log_dir
         self.children: list[tuple[subprocess.Popen, Path]] = []
+        self.extra_env: dict[str, str] = {}
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -82,6 +83,7 @@ class Processes:
             TICKWIRE_PG_DSN=self.settings.pg_dsn,
             TICKWIRE_FLUSH_INTERVAL_S="0.2",
         )
+        env.update(self.extra_env)
         return env
 
     def start(self, *command: str) -> tuple[subprocess.Popen, int]:
@@ -97,6 +99,9 @@ class Processes:
             )
         self.children.append((proc, log))
         return proc, port
+
+    def logs(self) -> str:
+        return "".join(log.read_text(errors="replace") for _, log in self.children)
 
     def check_alive(self) -> None:
         for proc, log in self.children:

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Single-node Apache Kafka in KRaft mode, jars from Maven Central.
-# Usage: kafka.sh install|start|stop|status     (ports: TICKWIRE_LOCAL_KAFKA_PORT, ..._CONTROLLER_PORT)
+# Usage: kafka.sh install|start|stop|status
+# Ports: TICKWIRE_LOCAL_KAFKA_PORT (PLAINTEXT), ..._CONTROLLER_PORT, ..._SASL_PORT (SASL/SCRAM-SHA-512,
+# user "tickwire", password generated into var/kafka/sasl-password when the storage is formatted).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 KDIR="$VAR/kafka"
 LIBS="$ROOT/var/lib/kafka"  # shared by the demo and test brokers
@@ -30,10 +32,13 @@ start() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 log.dirs=$KDIR/data
 num.partitions=6
 offsets.topic.replication.factor=1
@@ -48,7 +53,9 @@ PROPS
     if [ ! -f "$KDIR/data/meta.properties" ]; then
         local cluster_id
         cluster_id="$(java -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)"
-        java -cp "$cp" kafka.tools.StorageTool format -t "$cluster_id" -c "$conf" >>"$LOGS/kafka.log" 2>&1 \
+        (umask 077; head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$KDIR/sasl-password")
+        java -cp "$cp" kafka.tools.StorageTool format -t "$cluster_id" -c "$conf" \
+            --add-scram "SCRAM-SHA-512=[name=tickwire,password=$(cat "$KDIR/sasl-password")]" >>"$LOGS/kafka.log" 2>&1 \
             || die "formatting KRaft storage failed, see $LOGS/kafka.log"
     fi
     say "starting kafka on 127.0.0.1:$KAFKA_PORT (log: $LOGS/kafka.log)"
