@@ -62,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", help="apply pending SQL migrations (TimescaleDB when present)")
     p.set_defaults(func=lambda s, a: asyncio.run(_migrate(s)))
 
+    p = sub.add_parser("grant-sink", help="grant a role the least privileges a sink needs (rows, no DDL)")
+    p.add_argument("role", help="an existing PostgreSQL role")
+    p.set_defaults(func=lambda s, a: asyncio.run(_grant(s, a.role)))
+
     p = sub.add_parser("topics", help="create the registry's topics if they are missing")
     p.set_defaults(func=lambda s, a: asyncio.run(_topics(s)))
 
@@ -138,6 +142,19 @@ async def _migrate(settings: Settings) -> None:
         await conn.close()
     names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "nothing to apply"
     print(f"migrated {settings.safe_dsn()} ({flavor}): {names}")
+
+
+async def _grant(settings: Settings, role: str) -> None:
+    from sinks.grants import UnknownRole, grant_sink_role
+
+    conn = await _connect(settings)
+    try:
+        await grant_sink_role(conn, role)
+    except UnknownRole as exc:
+        raise CommandError(str(exc)) from None
+    finally:
+        await conn.close()
+    print(f"granted {role} the sink privileges on {settings.safe_dsn()}")
 
 
 async def _topics(settings: Settings) -> None:

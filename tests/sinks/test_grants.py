@@ -1,0 +1,49 @@
+"""A sink role may write rows and nothing more."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+import asyncpg
+import msgspec
+import pytest
+
+from schemas.market import Condition
+from schemas.tables import MARKET_CONDITIONS
+from sinks.grants import UnknownRole, grant_sink_role
+from sinks.postgres import TableWriter
+
+pytestmark = pytest.mark.integration
+
+
+async def test_sink_role_writes_rows_but_cannot_change_the_schema(isolated):
+    owner = await asyncpg.connect(**isolated.pg_options())
+    role, password = "sink_" + uuid.uuid4().hex[:8], uuid.uuid4().hex
+    await owner.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")  # test-made identifiers only
+    try:
+        with pytest.raises(UnknownRole):
+            await grant_sink_role(owner, "no_such_role_x")
+        await grant_sink_role(owner, role)
+        host = isolated.pg_dsn.split("@", 1)[1]
+        sink = await asyncpg.connect(f"postgresql://{role}@{host}", password=password)
+        try:
+            writer = TableWriter(MARKET_CONDITIONS)
+            await writer.prepare(sink)
+            row = Condition(symbol="ROLE", timeframe="1m", timestamp=datetime(2026, 1, 2, tzinfo=timezone.utc),
+                            open=1.0, high=1.0, low=1.0, close=1.0, volume=1)
+            assert await writer.write(sink, [msgspec.structs.astuple(row)]) == 1
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await sink.execute("DROP TABLE market_conditions")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await sink.execute("CREATE TABLE sneaky (x int)")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await sink.execute("DELETE FROM market_conditions")
+        finally:
+            await sink.close()
+    finally:
+        await owner.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}")
+        await owner.execute(f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {role}")
+        await owner.execute(f"DROP OWNED BY {role}")
+        await owner.execute(f"DROP ROLE {role}")
+        await owner.close()
