@@ -51,12 +51,15 @@ async def isolated(base_settings: Settings):
     name = "tw_" + uuid.uuid4().hex[:10]
     admin = await asyncpg.connect(**base_settings.pg_options())
     await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
     dsn = base_settings.pg_dsn.rsplit("/", 1)[0] + "/" + name
     settings = Settings.from_env(topic_prefix=f"{name}.", pg_dsn=dsn)
     conn = await asyncpg.connect(**settings.pg_options())
     await migrate(conn)
     await conn.close()
     yield settings
+    # A fresh connection: fault tests restart the server under the module's feet.
+    admin = await asyncpg.connect(**base_settings.pg_options())
     await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
     await admin.close()
 

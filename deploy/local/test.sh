@@ -4,6 +4,8 @@
 # Extra arguments go to pytest.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 bash "$ROOT/deploy/local/setup.sh"
+# promtool checks the Prometheus config and rules (tests/deploy); Debian ships it in "prometheus".
+command -v promtool >/dev/null || apt_install --no-install-recommends prometheus
 
 export TICKWIRE_VAR_DIR="${TICKWIRE_TEST_VAR_DIR:-$ROOT/var/test}"
 export TICKWIRE_LOCAL_KAFKA_PORT="${TICKWIRE_TEST_KAFKA_PORT:-29092}"
