@@ -13,6 +13,7 @@ from typing import Literal, NamedTuple, Union, get_args, get_origin
 import msgspec
 
 from schemas.market import Condition
+from schemas.topics import CONDITIONS
 
 _STAGING_TYPES = {float: "float8", int: "int8", str: "text", bool: "bool", datetime: "timestamptz", date: "date", dict: "jsonb"}
 
@@ -42,3 +43,6 @@ def _staging_type(annotation: object) -> str:
 MARKET_CONDITIONS = Table("market_conditions", Condition, ("symbol", "timeframe", "timestamp"), "nothing")
 
 ALL = (MARKET_CONDITIONS,)
+
+# Which topic fills which table: one sink pipeline (and consumer group) per pair.
+SINKS = ((CONDITIONS, MARKET_CONDITIONS),)

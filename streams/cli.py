@@ -82,10 +82,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, help="serve /metrics here (default: TICKWIRE_METRICS_PORT)")
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("sink", help="write md.conditions.v1 into market_conditions")
+    p = sub.add_parser("sink", help="write the enriched topics into their tables")
     p.add_argument("--metrics-port", type=int, help="serve /metrics here (default: TICKWIRE_METRICS_PORT)")
+    p.add_argument(
+        "--tables", type=_tables, default=_tables(""), metavar="T1,T2",
+        help="only these tables (default: all of " + ", ".join(t.name for _, t in _sink_pairs()) + ")",
+    )
     p.set_defaults(func=cmd_sink)
     return parser
+
+
+def _sink_pairs():
+    from schemas.tables import SINKS
+
+    return SINKS
+
+
+def _tables(text: str) -> list[str]:
+    known = [table.name for _, table in _sink_pairs()]
+    chosen = [name.strip() for name in text.split(",") if name.strip()] or known
+    unknown = sorted(set(chosen) - set(known))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown table {', '.join(unknown)}; known: {', '.join(known)}")
+    return chosen
 
 
 def _positive(text: str) -> int:
@@ -243,62 +262,74 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
 def cmd_sink(settings: Settings, args: argparse.Namespace) -> None:
     metrics = _serve_metrics(settings, args.metrics_port)
     try:
-        asyncio.run(_sink(settings, metrics))
+        asyncio.run(_sink(settings, metrics, args.tables))
     except asyncio.CancelledError:
         pass
 
 
-async def _sink(settings: Settings, metrics: Metrics) -> None:
+async def _sink(settings: Settings, metrics: Metrics, tables: list[str]) -> None:
     import asyncpg
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from aiokafka.errors import KafkaError
 
-    from schemas.tables import MARKET_CONDITIONS
-    from schemas.topics import CONDITIONS
+    from schemas.tables import SINKS
     from sinks.consumer import TopicSink
     from sinks.postgres import TableWriter
 
-    writer = TableWriter(MARKET_CONDITIONS)
+    chosen = [(topic, table) for topic, table in SINKS if table.name in tables]
+    writers = [TableWriter(table) for _, table in chosen]
+
+    async def prepare(conn: asyncpg.Connection) -> None:
+        for writer in writers:
+            await writer.prepare(conn)
+
     try:
-        pool = await asyncpg.create_pool(**settings.pg_options(), min_size=1, max_size=settings.pg_pool_size, init=writer.prepare)
+        pool = await asyncpg.create_pool(**settings.pg_options(), min_size=1, max_size=settings.pg_pool_size, init=prepare)
     except (OSError, asyncpg.PostgresError) as exc:
         raise CommandError(f"cannot connect to PostgreSQL at {settings.safe_dsn()}: {type(exc).__name__}: {exc}") from None
-    consumer = AIOKafkaConsumer(
-        settings.topic(CONDITIONS.name),
-        **settings.kafka_options(),
-        group_id=settings.topic_prefix + settings.sink_group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-    )
     producer = AIOKafkaProducer(**settings.kafka_options(), acks="all")
+    consumers = [
+        AIOKafkaConsumer(
+            settings.topic(topic.name),
+            **settings.kafka_options(),
+            # One group per table, so each table's sink scales and lags on its own.
+            group_id=f"{settings.topic_prefix}{settings.sink_group}.{table.name}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        for topic, table in chosen
+    ]
     try:
-        await consumer.start()
         await producer.start()
+        for consumer in consumers:
+            await consumer.start()
     except KafkaError as exc:
         await pool.close()
         raise CommandError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
-    sink = TopicSink(
-        settings=settings, topic=CONDITIONS, table=MARKET_CONDITIONS, pool=pool,
-        consumer=consumer, producer=producer, metrics=metrics,
-    )
+    sinks = [
+        TopicSink(settings=settings, topic=topic, table=table, pool=pool, consumer=consumer, producer=producer, metrics=metrics)
+        for (topic, table), consumer in zip(chosen, consumers)
+    ]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    task = asyncio.create_task(sink.run())
+    tasks = [asyncio.create_task(sink.run()) for sink in sinks]
     waiter = asyncio.create_task(stop.wait())
     try:
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({*tasks, waiter}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        task.cancel()
-        waiter.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await consumer.stop()
+        for task in (*tasks, waiter):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for consumer in consumers:
+            await consumer.stop()
         await producer.stop()
         await pool.close()
-    if task.done() and not task.cancelled() and task.exception():
-        raise task.exception()
+    for task in tasks:
+        if not task.cancelled() and task.exception():
+            raise task.exception()
 
 
 # --- the embedded default ----------------------------------------------------------------

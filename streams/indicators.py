@@ -45,9 +45,17 @@ from schemas.market import Bar
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _NAN = float("nan")
-# TA-Lib's TA_IS_ZERO / TA_IS_ZERO_OR_NEG threshold: its RSI, DI, DX and stddev treat
-# anything below this as zero, and so must we to match it on flat stretches.
-_TA_EPSILON = 1e-8
+# Bars after which every indicator is seeded and ``_step_warm`` applies.
+_WARM = 50
+# EMA smoothing factors, TA-Lib's 2 / (N + 1).
+_K20 = 2.0 / 21
+_K50 = 2.0 / 51
+_K12 = 2.0 / 13
+_K26 = 2.0 / 27
+_K9 = 2.0 / 10
+# A window's shifted sums are recomputed once they fall this far below their peak:
+# their rounding is relative to the peak, so this caps it at ~1e-10 of the variance.
+_RECOMPUTE_BELOW = 1e-5
 
 KEYS = (
     "ema_20",
@@ -106,12 +114,58 @@ class Ema:
         return out
 
 
+class WindowState(msgspec.Struct, array_like=True):
+    """The last 20 values and their sums taken about ``shift`` (a recent mean).
+
+    Sums about a nearby mean keep the variance accurate where raw sums of squares
+    cancel catastrophically (quiet prices, tiny returns). They are recomputed from the
+    values every 20 pushes and whenever they shrank a lot, so rounding never builds up
+    across history; twenty equal values give exactly zero.
+    """
+
+    values: list[float] = msgspec.field(default_factory=lambda: [0.0] * 20)
+    shift: float = 0.0
+    sum: float = 0.0
+    sum_sq: float = 0.0
+    peak_sq: float = 0.0  # largest sum_sq since the last recompute: bounds its rounding
+    last: float = _NAN
+    repeats: int = 0  # how many pushes in a row equalled the one before
+
+    def push(self, slot: int, x: float, full: bool) -> float:
+        """Store ``x`` at ``slot``; return the window's sum of squared deviations."""
+        values = self.values
+        if full:
+            k = self.shift
+            a = x - k
+            b = values[slot] - k
+            self.sum += a - b
+            sum_sq = self.sum_sq + (a * a - b * b)
+        else:
+            sum_sq = 0.0
+        values[slot] = x
+        if x == self.last:
+            self.repeats += 1
+        else:
+            self.repeats = 0
+            self.last = x
+        if slot == 19 or sum_sq < self.peak_sq * _RECOMPUTE_BELOW:
+            self.shift = k = sum(values) / 20
+            self.sum = sum([v - k for v in values])
+            self.peak_sq = sum_sq = sum([(v - k) * (v - k) for v in values])
+        elif sum_sq > self.peak_sq:
+            self.peak_sq = sum_sq
+        self.sum_sq = sum_sq
+        if self.repeats >= 19:
+            return 0.0
+        m2 = sum_sq - self.sum * self.sum / 20
+        return m2 if m2 > 0.0 else 0.0
+
+
 class IndicatorState(msgspec.Struct, array_like=True):
     """Everything one (symbol, timeframe) needs to continue its indicators.
 
-    Flat on purpose: one attribute hop per access keeps ``update`` fast. Sums double
-    as seeds: each field holds the running total while its indicator warms up and
-    the smoothed value afterwards, as TA-Lib's own loops do.
+    Flat on purpose: one attribute hop per access keeps ``update`` fast. While an
+    indicator warms up its field holds the running sum TA-Lib seeds it from.
     """
 
     count: int = 0  # bars seen
@@ -126,24 +180,18 @@ class IndicatorState(msgspec.Struct, array_like=True):
     macd_fast: float = 0.0
     macd_slow: float = 0.0
     macd_signal: float = 0.0
-    bb_sum: float = 0.0
-    bb_sum_sq: float = 0.0
-    bb_window: list[float] = msgspec.field(default_factory=lambda: [0.0] * 20)
+    bb_sum: float = 0.0  # TA-Lib's running SMA total
+    closes: WindowState = msgspec.field(default_factory=WindowState)
     plus_dm: float = 0.0
     minus_dm: float = 0.0
     true_range: float = 0.0
     adx: float = 0.0
     vwap_anchor_s: int = 86_400
-    vwap_offset_s: int = 0  # anchor period starts at offset + k * anchor (UTC)
-    vwap_period: int = -1  # index of the anchor period being accumulated
+    vwap_offset_s: int = 0  # anchor periods start at offset + k * anchor, UTC
+    vwap_period: int = -(2**62)  # index of the anchor period being accumulated
     vwap_pv: float = 0.0
     vwap_volume: float = 0.0
-    ret_window: list[float] = msgspec.field(default_factory=lambda: [0.0] * 20)
-    ret_shift: float = 0.0  # returns are summed minus this, against cancellation
-    ret_sum: float = 0.0
-    ret_sum_sq: float = 0.0
-    ret_prev: float = _NAN
-    ret_same: int = 0  # how many consecutive returns equalled the one before
+    returns: WindowState = msgspec.field(default_factory=WindowState)
 
 
 def _ts_us(ts: datetime) -> int:
@@ -156,14 +204,10 @@ class Indicators:
 
     __slots__ = ("state", "_anchor_us", "_offset_us")
 
-    def __init__(self, state: IndicatorState | None = None, *, vwap_anchor_s: int | None = None, vwap_offset_s: int | None = None) -> None:
+    def __init__(self, state: IndicatorState | None = None, *, vwap_anchor_s: int = 86_400, vwap_offset_s: int = 0) -> None:
         """A new state takes the VWAP anchor given here; a restored one keeps its own."""
         if state is None:
-            state = IndicatorState()
-            if vwap_anchor_s is not None:
-                state.vwap_anchor_s = vwap_anchor_s
-            if vwap_offset_s is not None:
-                state.vwap_offset_s = vwap_offset_s
+            state = IndicatorState(vwap_anchor_s=vwap_anchor_s, vwap_offset_s=vwap_offset_s)
         if state.vwap_anchor_s <= 0:
             raise ValueError("vwap_anchor_s must be positive")
         self.state = state
@@ -176,7 +220,8 @@ class Indicators:
         volume = float(bar.volume)
         h, l, c = bar.high, bar.low, bar.close
         price_volume = (vwap if vwap is not None else (h + l + c) / 3.0) * volume
-        e20, e50, rsi, atr, ml, ms, mh, bu, bm, bl, adx, pdi, mdi, vw, vol = self._step(_ts_us(bar.ts), h, l, c, volume, price_volume)
+        step = self._step_warm if self.state.count >= _WARM else self._step
+        e20, e50, rsi, atr, ml, ms, mh, bu, bm, bl, adx, pdi, mdi, vw, vol = step(_ts_us(bar.ts), h, l, c, volume, price_volume)
         return {
             "ema_20": e20,
             "ema_50": e50,
@@ -207,29 +252,25 @@ class Indicators:
     ) -> dict[str, np.ndarray]:
         """Many bars of this (symbol, timeframe) in time order; NaN where ``update`` says None.
 
-        ``ts`` is int64 epoch microseconds; ``vwap`` is optional (NaN = the bar has none).
-        ``open`` is accepted for symmetry with a bar but no indicator here uses it.
+        ``ts`` is int64 epoch microseconds; ``vwap`` is optional (NaN: the bar has none).
+        ``open`` is taken so that a bar's columns pass as they are; no indicator here reads it.
         """
         n = len(close)
-        if not len(ts) == len(open) == len(high) == len(low) == n == len(volume) or (vwap is not None and len(vwap) != n):
+        if not len(ts) == len(open) == len(high) == len(low) == len(volume) == n or (vwap is not None and len(vwap) != n):
             raise ValueError("all arrays must have the same length")
-        step = self._step
         rows = []
         append = rows.append
         vwaps = vwap.tolist() if vwap is not None else [_NAN] * n
+        s = self.state
+        step, warm = self._step, self._step_warm
         for t, h, l, c, v, w in zip(ts.tolist(), high.tolist(), low.tolist(), close.tolist(), volume.tolist(), vwaps):
             v = float(v)
-            append(step(t, h, l, c, v, (w if w == w else (h + l + c) / 3.0) * v))
-        out = np.array(rows, dtype=np.float64).reshape(n, len(KEYS))  # None -> NaN
+            append((warm if s.count >= _WARM else step)(t, h, l, c, v, (w if w == w else (h + l + c) / 3.0) * v))
+        out = np.array(rows, dtype=np.float64).reshape(n, len(KEYS))  # None becomes NaN
         return {key: np.ascontiguousarray(out[:, i]) for i, key in enumerate(KEYS)}
 
-    def _step(self, ts_us: int, h: float, l: float, c: float, volume: float, price_volume: float) -> tuple:
+    def _vwap(self, ts_us: int, volume: float, price_volume: float) -> float | None:
         s = self.state
-        i = s.count
-        s.count = i + 1
-        e20 = e50 = rsi = atr = ml = ms = mh = bu = bm = bl = adx = pdi = mdi = vol = None
-
-        # VWAP of the anchor period; a new period starts from nothing.
         period = (ts_us - self._offset_us) // self._anchor_us
         if period != s.vwap_period:
             s.vwap_period = period
@@ -238,39 +279,46 @@ class Indicators:
         else:
             s.vwap_pv += price_volume
             s.vwap_volume += volume
-        vw = s.vwap_pv / s.vwap_volume if s.vwap_volume > 0.0 else None
+        return s.vwap_pv / s.vwap_volume if s.vwap_volume > 0.0 else None
 
-        # EMA(20), EMA(50): sum while seeding, divide once, then smooth.
+    def _step(self, ts_us: int, h: float, l: float, c: float, volume: float, price_volume: float) -> tuple:
+        """Any bar, warm-up included; follows TA-Lib's seeding bar by bar."""
+        s = self.state
+        i = s.count
+        s.count = i + 1
+        e20 = e50 = rsi = atr = ml = ms = mh = bu = bm = bl = adx = pdi = mdi = vol = None
+        vw = self._vwap(ts_us, volume, price_volume)
+
         if i >= 19:
             if i == 19:
                 e20 = s.ema_20 = (s.ema_20 + c) / 20
             else:
-                e20 = s.ema_20 = (c - s.ema_20) * 0.09523809523809523 + s.ema_20
+                e20 = s.ema_20 = (c - s.ema_20) * _K20 + s.ema_20
             if i >= 49:
                 if i == 49:
                     e50 = s.ema_50 = (s.ema_50 + c) / 50
                 else:
-                    e50 = s.ema_50 = (c - s.ema_50) * 0.0392156862745098 + s.ema_50
+                    e50 = s.ema_50 = (c - s.ema_50) * _K50 + s.ema_50
             else:
                 s.ema_50 += c
         else:
             s.ema_20 += c
             s.ema_50 += c
 
-        # MACD: TA-Lib starts both EMAs at bar 25, the fast one seeded by closes 14..25.
+        # TA-Lib starts both MACD EMAs at bar 25, the fast one seeded by closes 14..25.
         if i >= 25:
             if i == 25:
                 fast = s.macd_fast = (s.macd_fast + c) / 12
                 slow = s.macd_slow = (s.macd_slow + c) / 26
             else:
-                fast = s.macd_fast = (c - s.macd_fast) * 0.15384615384615385 + s.macd_fast
-                slow = s.macd_slow = (c - s.macd_slow) * 0.07407407407407407 + s.macd_slow
+                fast = s.macd_fast = (c - s.macd_fast) * _K12 + s.macd_fast
+                slow = s.macd_slow = (c - s.macd_slow) * _K26 + s.macd_slow
             line = fast - slow
             if i >= 33:
                 if i == 33:
                     ms = s.macd_signal = (s.macd_signal + line) / 9
                 else:
-                    ms = s.macd_signal = (line - s.macd_signal) * 0.2 + s.macd_signal
+                    ms = s.macd_signal = (line - s.macd_signal) * _K9 + s.macd_signal
                 ml = line
                 mh = line - ms
             else:
@@ -280,25 +328,19 @@ class Indicators:
                 s.macd_fast += c
             s.macd_slow += c
 
-        # Bollinger(20, 2): TA-Lib's running sums of x and x*x, oldest removed after use.
-        window = s.bb_window
-        window[i % 20] = c
+        # Bollinger: TA-Lib's running-sum SMA, the oldest close removed after use.
+        slot = i % 20
+        m2 = s.closes.push(slot, c, i >= 20)
         s.bb_sum += c
-        s.bb_sum_sq += c * c
         if i >= 19:
             bm = s.bb_sum / 20
-            variance = s.bb_sum_sq / 20
-            old = window[(i + 1) % 20]
-            s.bb_sum -= old
-            s.bb_sum_sq -= old * old
-            variance -= bm * bm
-            band = (math.sqrt(variance) if variance >= _TA_EPSILON else 0.0) * 2.0
+            s.bb_sum -= s.closes.values[(slot + 1) % 20]
+            band = math.sqrt(m2 / 20) * 2.0
             bu = bm + band
             bl = bm - band
 
         if i:
             pc = s.prev_close
-            # RSI(14): Wilder's averages, TA-Lib's "gain / (gain + loss)" form.
             diff = c - pc
             if i > 14:
                 loss = s.rsi_loss * 13.0
@@ -323,9 +365,8 @@ class Indicators:
                 s.rsi_gain = gain
             if i >= 14:
                 total = gain + loss
-                rsi = 100.0 * (gain / total) if not -_TA_EPSILON < total < _TA_EPSILON else 0.0
+                rsi = 100.0 * (gain / total) if total else 0.0
 
-            # True range, shared by ATR and the directional movement.
             tr = h - l
             t = abs(h - pc)
             if t > tr:
@@ -340,7 +381,7 @@ class Indicators:
             else:
                 s.atr += tr
 
-            # +DM / -DM, smoothed like TA-Lib's ADX: summed for 13 bars, then Wilder.
+            # TA-Lib sums DM and TR over bars 1..13, then smooths from bar 14 on.
             diff_p = h - s.prev_high
             diff_m = s.prev_low - l
             plus_dm = s.plus_dm
@@ -359,14 +400,16 @@ class Indicators:
             s.plus_dm = plus_dm
             s.minus_dm = minus_dm
             if i >= 14:
-                if -_TA_EPSILON < true_range < _TA_EPSILON:
-                    pdi = mdi = 0.0
-                    dx = None
-                else:
+                dx = None
+                if true_range:
                     mdi = 100.0 * (minus_dm / true_range)
                     pdi = 100.0 * (plus_dm / true_range)
                     total = mdi + pdi
-                    dx = 100.0 * (abs(mdi - pdi) / total) if not -_TA_EPSILON < total < _TA_EPSILON else None
+                    if total:
+                        dx = 100.0 * (abs(mdi - pdi) / total)
+                else:
+                    pdi = mdi = 0.0
+                # TA-Lib leaves the ADX as it was on a bar without a DX.
                 if i >= 27:
                     if i == 27:
                         adx = s.adx = (s.adx + dx if dx is not None else s.adx) / 14
@@ -377,34 +420,86 @@ class Indicators:
                 elif dx is not None:
                     s.adx += dx
 
-            # Realised volatility: shifted running sums, recomputed exactly from the
-            # window every 20 returns so rounding cannot accumulate over history.
-            r = math.log(c / pc)
             j = i - 1
-            rets = s.ret_window
-            slot = j % 20
-            k = s.ret_shift
-            if j >= 20:
-                old = rets[slot] - k
-                s.ret_sum += (r - k) - old
-                s.ret_sum_sq += (r - k) * (r - k) - old * old
-            rets[slot] = r
-            if r == s.ret_prev:
-                s.ret_same += 1
-            else:
-                s.ret_same = 0
-                s.ret_prev = r
-            if slot == 19:
-                s.ret_shift = k = sum(rets) / 20
-                s.ret_sum = sum([x - k for x in rets])
-                s.ret_sum_sq = sum([(x - k) * (x - k) for x in rets])
+            m2 = s.returns.push(j % 20, math.log(c / pc), j >= 20)
             if j >= 19:
-                if s.ret_same >= 19:
-                    vol = 0.0  # twenty equal returns: exactly no dispersion
-                else:
-                    variance = (s.ret_sum_sq - s.ret_sum * s.ret_sum / 20) / 19
-                    vol = math.sqrt(variance) if variance > 0.0 else 0.0
+                vol = math.sqrt(m2 / 19)
         s.prev_high = h
         s.prev_low = l
         s.prev_close = c
         return e20, e50, rsi, atr, ml, ms, mh, bu, bm, bl, adx, pdi, mdi, vw, vol
+
+    def _step_warm(self, ts_us: int, h: float, l: float, c: float, volume: float, price_volume: float) -> tuple:
+        """``_step`` once every indicator is seeded: the same arithmetic without the
+        warm-up branches, which is most of the cost of a bar."""
+        s = self.state
+        i = s.count
+        s.count = i + 1
+        vw = self._vwap(ts_us, volume, price_volume)
+
+        e20 = s.ema_20 = (c - s.ema_20) * _K20 + s.ema_20
+        e50 = s.ema_50 = (c - s.ema_50) * _K50 + s.ema_50
+        fast = s.macd_fast = (c - s.macd_fast) * _K12 + s.macd_fast
+        slow = s.macd_slow = (c - s.macd_slow) * _K26 + s.macd_slow
+        ml = fast - slow
+        ms = s.macd_signal = (ml - s.macd_signal) * _K9 + s.macd_signal
+
+        closes = s.closes
+        slot = i % 20
+        m2 = closes.push(slot, c, True)
+        bm = s.bb_sum + c
+        s.bb_sum = bm - closes.values[(slot + 1) % 20]
+        bm /= 20
+        band = math.sqrt(m2 / 20) * 2.0
+
+        pc = s.prev_close
+        diff = c - pc
+        loss = s.rsi_loss * 13.0
+        gain = s.rsi_gain * 13.0
+        if diff < 0:
+            loss -= diff
+        else:
+            gain += diff
+        s.rsi_loss = loss = loss / 14
+        s.rsi_gain = gain = gain / 14
+        total = gain + loss
+        rsi = 100.0 * (gain / total) if total else 0.0
+
+        tr = h - l
+        t = abs(h - pc)
+        if t > tr:
+            tr = t
+        t = abs(l - pc)
+        if t > tr:
+            tr = t
+        atr = s.atr = (s.atr * 13.0 + tr) / 14
+
+        diff_p = h - s.prev_high
+        diff_m = s.prev_low - l
+        minus_dm = s.minus_dm
+        plus_dm = s.plus_dm
+        minus_dm -= minus_dm / 14
+        plus_dm -= plus_dm / 14
+        true_range = s.true_range
+        s.true_range = true_range = true_range - true_range / 14 + tr
+        if diff_m > 0 and diff_p < diff_m:
+            minus_dm += diff_m
+        elif diff_p > 0 and diff_p > diff_m:
+            plus_dm += diff_p
+        s.plus_dm = plus_dm
+        s.minus_dm = minus_dm
+        adx = s.adx
+        if true_range:
+            mdi = 100.0 * (minus_dm / true_range)
+            pdi = 100.0 * (plus_dm / true_range)
+            total = mdi + pdi
+            if total:
+                adx = s.adx = (adx * 13.0 + 100.0 * (abs(mdi - pdi) / total)) / 14
+        else:
+            pdi = mdi = 0.0
+
+        vol = math.sqrt(s.returns.push((i - 1) % 20, math.log(c / pc), True) / 19)
+        s.prev_high = h
+        s.prev_low = l
+        s.prev_close = c
+        return e20, e50, rsi, atr, ml, ms, ml - ms, bm + band, bm, bm - band, adx, pdi, mdi, vw, vol
