@@ -78,6 +78,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, help="serve /metrics here (default: TICKWIRE_METRICS_PORT)")
     p.set_defaults(func=cmd_simulate)
 
+    p = sub.add_parser("replay", help="publish the rows of a CSV or Parquet file to their topic, validated")
+    p.add_argument("file", type=Path, help="CSV (header line with field names) or Parquet")
+    p.add_argument("--kind", choices=_replay_kinds(), default="bars", help="what the file holds (default bars)")
+    p.add_argument("--speed", type=_positive_float, default=0.0, help="event-time speed-up factor, 0 = as fast as possible (default)")
+    p.add_argument("--symbol", help="symbol for files without a symbol column")
+    p.add_argument("--timeframe", help="timeframe for bar files without a timeframe column")
+    p.add_argument("--resume", action="store_true", help="continue after the rows a previous replay of FILE acknowledged")
+    p.set_defaults(func=cmd_replay)
+
     p = sub.add_parser("worker", help="run the stream processors (faust worker)")
     p.add_argument("--metrics-port", type=int, help="serve /metrics here (default: TICKWIRE_METRICS_PORT)")
     p.set_defaults(func=cmd_worker)
@@ -105,6 +114,12 @@ def _tables(text: str) -> list[str]:
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown table {', '.join(unknown)}; known: {', '.join(known)}")
     return chosen
+
+
+def _replay_kinds() -> list[str]:
+    from streams.replay import KINDS
+
+    return list(KINDS)
 
 
 def _positive(text: str) -> int:
@@ -244,6 +259,83 @@ async def _simulate(settings: Settings, metrics: Metrics, args: argparse.Namespa
     finally:
         await producer.stop()
     log.info("published %d bars to %s", sent, topic)
+
+
+def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    """Exit 0 when every row was sent, 1 when some were rejected (reported on stderr)."""
+    return asyncio.run(_replay(settings, args))
+
+
+async def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+
+    import msgspec
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaError
+
+    from streams.replay import KINDS, ReplayError, count_rows, read_rows
+
+    kind = KINDS[args.kind]
+    path: Path = args.file
+    if not path.is_file():
+        raise CommandError(f"{path}: no such file")
+    # Progress sits beside the file; it names the file's size so a changed file is not resumed.
+    progress_path = path.with_name(path.name + ".replay-progress")
+    identity = {"size": path.stat().st_size, "kind": args.kind}
+    skip = 0
+    if args.resume and progress_path.exists():
+        saved = json.loads(progress_path.read_text())
+        if {k: saved.get(k) for k in identity} != identity:
+            raise CommandError(f"{path} changed since the replay recorded in {progress_path}; replay it without --resume")
+        skip = saved["rows"]
+    defaults = {k: v for k, v in (("symbol", args.symbol), ("timeframe", args.timeframe)) if v}
+    total = count_rows(path)
+    topic = settings.topic(kind.topic.name)
+    producer = AIOKafkaProducer(**settings.kafka_options(), linger_ms=20, acks="all", enable_idempotence=True)
+    try:
+        await producer.start()
+    except KafkaError as exc:
+        raise CommandError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
+    encode = msgspec.json.Encoder().encode
+    done, sent, rejected = skip, 0, 0
+    started = last_report = time.monotonic()
+    first_event = None
+
+    async def checkpoint() -> None:
+        await producer.flush()
+        progress_path.write_text(json.dumps({**identity, "rows": done}))
+
+    try:
+        for row in read_rows(path, kind.message_type, defaults=defaults, skip=skip, max_future_skew_s=settings.max_future_skew_s):
+            done += 1
+            if row.error is not None:
+                rejected += 1
+                print(f"{path}:{row.line}: rejected ({row.error.reason}): {row.error.detail}", file=sys.stderr)
+                continue
+            message = row.message
+            if args.speed:
+                event = getattr(message, kind.time_field)
+                first_event = first_event or event
+                await asyncio.sleep(max(0.0, started + (event - first_event).total_seconds() / args.speed - time.monotonic()))
+            await producer.send(topic, key=getattr(message, kind.topic.key).encode(), value=encode(message))
+            sent += 1
+            now = time.monotonic()
+            if now - last_report >= 1.0:
+                await checkpoint()
+                last_report = now
+                rate = (done - skip) / (now - started)
+                eta = (total - done) / rate if rate else 0.0
+                print(f"\r{done}/{total} rows  {rate:,.0f} rows/s  ETA {eta:,.0f} s ", end="", file=sys.stderr, flush=True)
+        await checkpoint()
+    except ReplayError as exc:
+        raise CommandError(str(exc)) from None
+    except KafkaError as exc:
+        raise CommandError(f"Kafka failed after {done} rows (rerun with --resume): {exc}") from None
+    finally:
+        await producer.stop()
+    elapsed = time.monotonic() - started
+    print(f"\r{path}: {sent} sent to {topic}, {rejected} rejected, {done - skip} rows in {elapsed:.1f} s", file=sys.stderr)
+    return 1 if rejected else 0
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:

@@ -1,0 +1,88 @@
+"""Reading replay files: every bad row reported with its line, good rows decoded the same from CSV and Parquet."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from schemas.market import Bar
+from schemas.trades import Trade
+from streams.cli import main
+from streams.replay import ReplayError, count_rows, read_rows
+
+CSV = """Date,Open,High,Low,Close,Volume
+2024-01-02T00:00:00Z,10,11,9,10.5,100
+2024-01-03T00:00:00Z,10.5,12,10,11,200
+2024-01-04T00:00:00Z,abc,12,10,11,200
+2024-01-05T00:00:00Z,11,10,12,11,200
+1960-01-01T00:00:00Z,11,12,10,11,200
+2024-01-08T00:00:00Z,11,12,10,11,
+"""
+
+
+def _csv(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bars.csv"
+    path.write_text(text)
+    return path
+
+
+def test_csv_rows_keep_their_line_numbers_and_reasons(tmp_path):
+    path = _csv(tmp_path, CSV.replace("Date", "ts"))
+    rows = list(read_rows(path, Bar, defaults={"symbol": "GOOG", "timeframe": "1d"}))
+    assert [r.line for r in rows] == [2, 3, 4, 5, 6, 7]
+    good = [r.message for r in rows if r.message]
+    assert [b.close for b in good] == [10.5, 11.0]
+    assert good[0] == Bar(symbol="GOOG", timeframe="1d", ts=datetime(2024, 1, 2, tzinfo=timezone.utc), open=10, high=11, low=9, close=10.5, volume=100)
+    reasons = {r.line: r.error.reason for r in rows if r.error}
+    assert reasons == {4: "schema", 5: "invalid_value", 6: "bad_timestamp", 7: "schema"}
+    assert "volume" in next(r.error.detail for r in rows if r.line == 7)
+    assert count_rows(path) == 6
+
+
+def test_skip_resumes_after_acknowledged_rows(tmp_path):
+    path = _csv(tmp_path, CSV.replace("Date", "ts"))
+    rows = list(read_rows(path, Bar, defaults={"symbol": "GOOG"}, skip=4))
+    assert [r.line for r in rows] == [6, 7]
+
+
+def test_parquet_reads_like_csv(tmp_path):
+    path = tmp_path / "trades.parquet"
+    table = pa.table(
+        {
+            "symbol": ["AAPL", "AAPL", "AAPL"],
+            "ts": [datetime(2024, 1, 2, 14, 30, s, tzinfo=timezone.utc) for s in range(3)],
+            "price": [190.5, -1.0, 190.7],
+            "size": [10, 5, 7],
+            "trade_id": ["t1", "t2", "t3"],
+        }
+    )
+    pq.write_table(table, path)
+    rows = list(read_rows(path, Trade, defaults={}))
+    assert [r.line for r in rows] == [1, 2, 3]
+    assert rows[1].error.reason == "schema"
+    assert rows[2].message == Trade(symbol="AAPL", ts=datetime(2024, 1, 2, 14, 30, 2, tzinfo=timezone.utc), price=190.7, size=7, trade_id="t3")
+    assert count_rows(path) == 3
+
+
+def test_unreadable_files_are_refused_as_a_whole(tmp_path):
+    with pytest.raises(ReplayError, match="no such file"):
+        list(read_rows(tmp_path / "missing.csv", Bar, defaults={}))
+    with pytest.raises(ReplayError, match="header"):
+        list(read_rows(_csv(tmp_path, ""), Bar, defaults={}))
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"ts,open\n\xff\xfe,1\n")
+    with pytest.raises(ReplayError, match="not UTF-8"):
+        list(read_rows(binary, Bar, defaults={}))
+
+
+def test_replay_command_names_bad_arguments(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["replay", str(tmp_path / "x.csv"), "--kind", "quotes"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'quotes'" in capsys.readouterr().err
+    assert main(["replay", str(tmp_path / "missing.csv")]) == 1
+    assert "missing.csv: no such file" in capsys.readouterr().err
