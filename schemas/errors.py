@@ -34,6 +34,7 @@ REASONS = frozenset(
         "invalid_value",  # parsed, but a value breaks a rule (prices, OHLC order, symbol ...)
         "bad_timestamp",  # before 1970, too far ahead, naive
         "out_of_order",  # event time behind what the key already saw
+        "late_bar",  # a bar older than the last one of its (symbol, timeframe)
         "unknown_version",
         "database_rejected",  # a sink's database refused the row (data error)
     }

@@ -103,3 +103,30 @@ class Condition(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=False):
     regime_confidence: float | None = None
     spy_correlation: float | None = None
     sector_correlation: float | None = None
+
+
+class RegimeChange(msgspec.Struct, frozen=True, kw_only=True):
+    """A (symbol, timeframe) entering a new regime (``md.regimes.v1``, ``market_regime_history``).
+
+    ``timestamp`` is the bar on which the new regime took effect; the indicator fields are
+    that bar's values, the ones the rule in ``streams.regimes`` decided on.
+    """
+
+    symbol: str
+    timeframe: str
+    timestamp: datetime
+    regime: str
+    confidence: float
+    previous_regime: str | None
+    previous_regime_since: datetime | None
+    close: float
+    adx_14: float | None
+    plus_di_14: float | None
+    minus_di_14: float | None
+    ema_20: float | None
+    ema_50: float | None
+    atr_14: float | None
+    rsi_14: float | None
+    volatility_20d: float | None
+    ema_slope_per_bar: float | None
+    volatility_percentile: float | None

@@ -6,6 +6,7 @@ reason, partition number), never ids or offsets. Throughput is ``rate(..._total)
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -28,6 +29,9 @@ class Metrics:
         )
         self.dlq = Counter(
             "tickwire_dlq_messages_total", "Messages sent to the DLQ", ["topic", "reason"], registry=registry
+        )
+        self.duplicates = Counter(
+            "tickwire_duplicates_dropped_total", "Messages dropped as exact duplicates (same id or bar)", ["topic"], registry=registry
         )
         self.rows_written = Counter(
             "tickwire_rows_written_total", "Rows committed to a table (after de-duplication)", ["table"], registry=registry
@@ -52,8 +56,31 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
+        self.db_backoff_seconds = Counter(
+            "tickwire_db_backoff_seconds_total", "Time spent waiting before retrying the database", ["table"], registry=registry
+        )
+        self.publish_latency = Histogram(
+            "tickwire_publish_latency_seconds",
+            "Wall-clock time from a record's Kafka timestamp (publish) to its commit at a stage; "
+            "one observation per partition and batch, for its oldest record",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.rebalances = Counter(
+            "tickwire_rebalances_total", "Consumer group rebalances this process went through", registry=registry
+        )
+        self.state_bytes = Gauge(
+            "tickwire_state_bytes", "Serialized size of the stream state this process holds", ["table"], registry=registry
+        )
+        self.regime = Gauge(
+            "tickwire_regime",
+            "Current market regime per symbol and timeframe: 1 for the regime it is in, 0 for the others",
+            ["symbol", "timeframe", "regime"],
+            registry=registry,
+        )
         self.ready = Gauge("tickwire_ready", "1 while the process is ready (/readyz answers 200)", registry=registry)
-        self.is_ready = False
+        self._ready_parts: dict[str, bool] = {}
         self.lag = Gauge(
             "tickwire_consumer_lag_messages",
             "End offset minus committed offset",
@@ -61,10 +88,37 @@ class Metrics:
             registry=registry,
         )
 
-    def set_ready(self, ready: bool) -> None:
-        """Flip readiness: /readyz and the ``tickwire_ready`` gauge follow."""
-        self.is_ready = ready
-        self.ready.set(1 if ready else 0)
+    def set_ready(self, ready: bool, part: str = "process") -> None:
+        """Mark one dependency (``process``, ``broker``, ``database``) ready or not;
+        the process is ready when every part marked so far is. /readyz and
+        ``tickwire_ready`` follow."""
+        self._ready_parts[part] = ready
+        self.ready.set(1 if self.is_ready else 0)
+
+    @property
+    def is_ready(self) -> bool:
+        return bool(self._ready_parts) and all(self._ready_parts.values())
+
+
+async def watch_broker(metrics: Metrics, bootstrap: str, *, interval_s: float = 2.0, timeout_s: float = 2.0) -> None:
+    """Keep readiness part ``broker`` true while a bootstrap broker accepts TCP connections.
+
+    Kafka clients retry silently through an outage; this makes the outage visible on
+    /readyz and in ``tickwire_ready`` without reaching into a client's internals.
+    """
+    servers = [server.rsplit(":", 1) for server in bootstrap.split(",")]
+    while True:
+        reachable = False
+        for host, port in servers:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout_s)
+            except (OSError, asyncio.TimeoutError):
+                continue
+            writer.close()
+            reachable = True
+            break
+        metrics.set_ready(reachable, "broker")
+        await asyncio.sleep(interval_s)
 
 
 class _QuietHandler(WSGIRequestHandler):

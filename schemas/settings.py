@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import ssl
 from pathlib import Path
 from typing import Mapping
 
+from schemas.market import timeframe_seconds
+
 PREFIX = "TICKWIRE_"
+_TIMEFRAME = re.compile(r"^[1-9][0-9]{0,3}[mhd]$")
 
 
 class SettingsError(ValueError):
@@ -42,6 +46,13 @@ class Settings:
     max_batch_rows: int = 5000
     flush_interval_s: float = 0.5
     max_buffered_rows: int = 50000
+    # Stream processing
+    base_timeframe: str = "1m"  # bars of this timeframe are resampled into resample_timeframes
+    resample_timeframes: str = "5m,15m,1h,1d"  # comma-separated; empty = no resampling
+    vwap_anchor_s: int = 86_400  # VWAP restarts every anchor period (UTC-aligned)
+    regime_trend_adx: float = 25.0
+    regime_volatile_percentile: float = 0.9
+    regime_confirm_bars: int = 3
     # Validation
     max_message_bytes: int = 1_000_000
     max_future_skew_s: float = 86_400.0
@@ -127,6 +138,19 @@ class Settings:
             raise SettingsError("TICKWIRE_MAX_BUFFERED_ROWS: must be at least TICKWIRE_MAX_BATCH_ROWS")
         if self.flush_interval_s <= 0:
             raise SettingsError("TICKWIRE_FLUSH_INTERVAL_S: must be positive")
+        if not _TIMEFRAME.match(self.base_timeframe):
+            raise SettingsError(f"TICKWIRE_BASE_TIMEFRAME: {self.base_timeframe!r} is not a timeframe like 1m, 1h or 1d")
+        base_s = timeframe_seconds(self.base_timeframe)
+        for tf in self.resample_to:
+            if not _TIMEFRAME.match(tf) or timeframe_seconds(tf) <= base_s or timeframe_seconds(tf) % base_s:
+                raise SettingsError(f"TICKWIRE_RESAMPLE_TIMEFRAMES: {tf!r} is not a timeframe that is a multiple of {self.base_timeframe}")
+        if self.vwap_anchor_s <= 0:
+            raise SettingsError("TICKWIRE_VWAP_ANCHOR_S: must be positive")
+
+    @property
+    def resample_to(self) -> tuple[str, ...]:
+        """The higher timeframes base bars are resampled into, shortest first."""
+        return tuple(tf.strip() for tf in self.resample_timeframes.split(",") if tf.strip())
 
 
 SECRET_FIELDS = frozenset({"kafka_sasl_password", "pg_password", "pg_dsn"})

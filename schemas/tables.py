@@ -12,8 +12,8 @@ from typing import Literal, NamedTuple, Union, get_args, get_origin
 
 import msgspec
 
-from schemas.market import Condition
-from schemas.topics import CONDITIONS
+from schemas.market import Condition, RegimeChange
+from schemas.topics import CONDITIONS, REGIMES
 
 _STAGING_TYPES = {float: "float8", int: "int8", str: "text", bool: "bool", datetime: "timestamptz", date: "date", dict: "jsonb"}
 
@@ -23,6 +23,7 @@ class Table(NamedTuple):
     record: type[msgspec.Struct]
     key: tuple[str, ...]
     on_conflict: Literal["nothing", "update"]
+    time_column: str | None = None  # the event time, for the latency metric
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -40,9 +41,13 @@ def _staging_type(annotation: object) -> str:
     return _STAGING_TYPES[base]
 
 
-MARKET_CONDITIONS = Table("market_conditions", Condition, ("symbol", "timeframe", "timestamp"), "nothing")
+MARKET_CONDITIONS = Table("market_conditions", Condition, ("symbol", "timeframe", "timestamp"), "nothing", "timestamp")
 
-ALL = (MARKET_CONDITIONS,)
+MARKET_REGIME_HISTORY = Table(
+    "market_regime_history", RegimeChange, ("symbol", "timeframe", "timestamp"), "nothing", "timestamp"
+)
+
+ALL = (MARKET_CONDITIONS, MARKET_REGIME_HISTORY)
 
 # Which topic fills which table: one sink pipeline (and consumer group) per pair.
-SINKS = ((CONDITIONS, MARKET_CONDITIONS),)
+SINKS = ((CONDITIONS, MARKET_CONDITIONS), (REGIMES, MARKET_REGIME_HISTORY))

@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 
 import asyncpg
 import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from schemas.codec import dlq_record
@@ -57,6 +57,19 @@ class _Batch:
         return [g for g in groups if g[0]]
 
 
+class CountRebalances(ConsumerRebalanceListener):
+    """Counts the group's rebalances in ``tickwire_rebalances_total``."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.metrics.rebalances.inc()
+
+
 class TopicSink(Generic[T]):
     """Consume one topic and write its records into one table."""
 
@@ -83,7 +96,8 @@ class TopicSink(Generic[T]):
         self.metrics = metrics
         self.max_retry_backoff_s = max_retry_backoff_s
         self._decoder = msgspec.json.Decoder(table.record)
-        self._ts_index = table.columns.index(table.key[-1])
+        self._ts_index = table.columns.index(table.time_column) if table.time_column else None
+        self._committed: dict[TopicPartition, int] = {}
 
     def decode(self, record: ConsumerRecord) -> tuple:
         if not record.value:
@@ -99,7 +113,7 @@ class TopicSink(Generic[T]):
         The next batch is collected while the previous one is being written, so at most
         two batches are in memory; commits stay in batch order.
         """
-        self.metrics.set_ready(True)
+        self.metrics.set_ready(True, "database")
         pending: asyncio.Task | None = None
         try:
             while True:
@@ -109,6 +123,8 @@ class TopicSink(Generic[T]):
                     pending = None
                 if batch.offsets:
                     pending = asyncio.create_task(self.checkpoint(batch))
+                else:
+                    self._report_lag()
         finally:
             if pending is not None:
                 pending.cancel()
@@ -167,16 +183,33 @@ class TopicSink(Generic[T]):
                     extra={"topic": record.topic, "partition": record.partition, "offset": record.offset, "table": self.table.name},
                 )
                 batch.rejected.append(_Rejected(record, "database_rejected", detail))
-            now = datetime.now(timezone.utc)
-            newest = max(rows[-1][self._ts_index] for rows in batch.rows.values() if rows)
-            self.metrics.event_latency.labels(f"sink:{self.table.name}").observe(max(0.0, (now - newest).total_seconds()))
+            self._observe_latency(batch)
         if batch.rejected:
             await self._send_dlq(batch.rejected)
         await self.consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in batch.offsets.items()})
-        for tp, offset in batch.offsets.items():
+        self._committed.update(batch.offsets)
+        self._report_lag()
+
+    def _report_lag(self) -> None:
+        """Lag per assigned partition: the end offset the last fetch saw minus our commit."""
+        for tp in self.consumer.assignment():
             highwater = self.consumer.highwater(tp)
-            if highwater is not None:
-                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - offset))
+            committed = self._committed.get(tp)
+            if highwater is not None and committed is not None:
+                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - committed))
+
+    def _observe_latency(self, batch: "_Batch") -> None:
+        """Event time: the batch's newest row; publish time: each partition's oldest record."""
+        stage = f"sink:{self.table.name}"
+        now = datetime.now(timezone.utc)
+        if self._ts_index is not None:
+            newest = max(rows[-1][self._ts_index] for rows in batch.rows.values() if rows)
+            self.metrics.event_latency.labels(stage).observe(max(0.0, (now - newest).total_seconds()))
+        publish = self.metrics.publish_latency.labels(stage)
+        now_ms = now.timestamp() * 1000
+        for sources in batch.sources.values():
+            if sources:
+                publish.observe(max(0.0, (now_ms - sources[0].timestamp) / 1000))
 
     async def _write_isolating(
         self, rows: list[tuple], sources: list[ConsumerRecord]
@@ -200,13 +233,14 @@ class TopicSink(Generic[T]):
             try:
                 async with self.pool.acquire() as conn:
                     written = await self.writer.write(conn, rows)
-                self.metrics.set_ready(True)
+                self.metrics.set_ready(True, "database")
                 return written
             except Exception as exc:
                 if not is_retriable(exc):
                     raise
-                self.metrics.set_ready(False)
+                self.metrics.set_ready(False, "database")
                 self.metrics.db_retries.labels(self.table.name).inc()
+                self.metrics.db_backoff_seconds.labels(self.table.name).inc(backoff_s)
                 log.warning(
                     "database unavailable (%s), retrying in %.1fs", type(exc).__name__, backoff_s, extra={"table": self.table.name}
                 )

@@ -1,82 +1,43 @@
 """The faust app: agents that only move data between topics and the pure cores.
 
-State per symbol lives in a faust Table (changelog-backed, so it survives restarts and
-rebalances). A bar whose event time equals the last one seen for its (symbol,
-timeframe) is a redelivery: its stored output is sent again, which the idempotent
-sinks absorb. An older one is out of order and goes to the DLQ.
+State per symbol lives in faust Tables (changelog-backed, so it survives restarts and
+rebalances), as msgpack of the cores' own state Structs. Every agent follows the same
+steps: decode and validate, run the core on the key's state, store the state, send the
+outputs; a message the core refuses goes to the DLQ with its reason and source offset.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from typing import Callable
 
 import faust
 import msgspec
 
 from schemas.codec import Codec, dlq_record
 from schemas.errors import InvalidMessage
-from schemas.market import Bar, Condition
-from schemas.metrics import Metrics
+from schemas.market import Bar
+from schemas.metrics import Metrics, watch_broker
 from schemas.settings import Settings
-from schemas.topics import BARS, CONDITIONS, DLQ
-from streams.indicators import IndicatorState, Indicators
+from schemas.topics import BARS, CONDITIONS, DLQ, REGIMES, TRADES
+from schemas.trades import Trade
+from streams.candles import TradeAggregator, TradeAggregatorState
+from streams.regimes import REGIMES as REGIME_NAMES
+from streams.regimes import RegimeConfig
+from streams.symbol import SymbolProcessor, SymbolState, state_decoder, state_encoder
 
 log = logging.getLogger("tickwire.worker")
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_US = timedelta(microseconds=1)
 
 
-class FrameState(msgspec.Struct, array_like=True):
-    """One (symbol, timeframe): where it is in event time, its indicators, its last output."""
+class TradeState(msgspec.Struct, array_like=True):
+    """One symbol's open trade periods, and the bars its last trade closed (for redeliveries)."""
 
-    last_ts_us: int
-    indicators: IndicatorState
-    last_output: bytes
-
-
-class SymbolState(msgspec.Struct, array_like=True):
-    frames: dict[str, FrameState] = {}
+    aggregator: TradeAggregatorState
+    last_trade_id: str = ""
+    outputs: list[bytes] = []
 
 
-_state_codec = msgspec.msgpack.Decoder(SymbolState)
-_state_encoder = msgspec.msgpack.Encoder()
-
-
-class BarProcessor:
-    """Bar in, condition out, for one symbol's state; no faust in here so it can be tested alone."""
-
-    def __init__(self) -> None:
-        self._conditions = msgspec.json.Encoder()
-
-    def process(self, state: SymbolState, bar: Bar) -> tuple[bytes | None, bool]:
-        """Return (condition JSON or None, is_redelivery); raise InvalidMessage if out of order."""
-        ts_us = (bar.ts - _EPOCH) // _US
-        frame = state.frames.get(bar.timeframe)
-        if frame is not None:
-            if ts_us == frame.last_ts_us:
-                return frame.last_output, True
-            if ts_us < frame.last_ts_us:
-                raise InvalidMessage("out_of_order", f"bar at {bar.ts.isoformat()} is older than the last one seen")
-        indicators = Indicators(frame.indicators if frame else None)
-        values = indicators.update(bar)
-        condition = Condition(
-            symbol=bar.symbol,
-            timeframe=bar.timeframe,
-            timestamp=bar.ts,
-            open=bar.open,
-            high=bar.high,
-            low=bar.low,
-            close=bar.close,
-            volume=bar.volume,
-            **values,
-        )
-        output = self._conditions.encode(condition)
-        state.frames[bar.timeframe] = FrameState(ts_us, indicators.state, output)
-        return output, False
-
-
-
+_trades_decoder = msgspec.msgpack.Decoder(TradeState)
 
 
 def create_app(settings: Settings, metrics: Metrics) -> faust.App:
@@ -111,54 +72,118 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         broker_heartbeat_interval=2.0,
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-    bars_topic = app.topic(settings.topic(BARS.name), partitions=BARS.partitions, **raw)
-    conditions_topic = app.topic(settings.topic(CONDITIONS.name), partitions=CONDITIONS.partitions, **raw)
-    dlq_topic = app.topic(settings.topic(DLQ.name), partitions=DLQ.partitions, **raw)
-    states = app.Table("symbol-state", default=bytes, partitions=BARS.partitions, key_type=bytes, value_type=bytes)
-    codec = Codec(Bar, max_message_bytes=settings.max_message_bytes, max_future_skew_s=settings.max_future_skew_s)
-    processor = BarProcessor()
-    bars_name, conditions_name, dlq_name = bars_topic.get_topic_name(), conditions_topic.get_topic_name(), dlq_topic.get_topic_name()
+
+    def topic(name: str, partitions: int) -> faust.TopicT:
+        return app.topic(settings.topic(name), partitions=partitions, **raw)
+
+    bars_topic, trades_topic = topic(BARS.name, BARS.partitions), topic(TRADES.name, TRADES.partitions)
+    outputs = {"condition": topic(CONDITIONS.name, CONDITIONS.partitions), "regime": topic(REGIMES.name, REGIMES.partitions)}
+    dlq_topic = topic(DLQ.name, DLQ.partitions)
+    symbol_states = app.Table("symbol-state", default=bytes, partitions=BARS.partitions, key_type=bytes, value_type=bytes)
+    trade_states = app.Table("trade-state", default=bytes, partitions=TRADES.partitions, key_type=bytes, value_type=bytes)
+    limits = {"max_message_bytes": settings.max_message_bytes, "max_future_skew_s": settings.max_future_skew_s}
+    bar_codec, trade_codec = Codec(Bar, **limits), Codec(Trade, **limits)
+    processor = SymbolProcessor(
+        base_timeframe=settings.base_timeframe,
+        resample_to=settings.resample_to,
+        regime=RegimeConfig(
+            trend_adx=settings.regime_trend_adx,
+            volatile_percentile=settings.regime_volatile_percentile,
+            confirm_bars=settings.regime_confirm_bars,
+        ),
+        vwap_anchor_s=settings.vwap_anchor_s,
+    )
+    state_sizes: dict[str, dict[bytes, int]] = {"symbol-state": {}, "trade-state": {}}
+
+    def store(table: faust.Table, key: bytes, value: bytes) -> None:
+        table[key] = value
+        sizes = state_sizes[table.name]
+        sizes[key] = len(value)
+        metrics.state_bytes.labels(table.name).set(sum(sizes.values()))
+
+    async def reject(event: faust.EventT, exc: InvalidMessage) -> None:
+        message = event.message
+        metrics.dlq.labels(message.topic, exc.reason).inc()
+        log.warning(
+            "rejected: %s", exc,
+            extra={"topic": message.topic, "partition": message.partition, "offset": message.offset, "reason": exc.reason},
+        )
+        dead = dlq_record(
+            key=message.key, value=event.value, reason=exc.reason, detail=exc.detail,
+            topic=message.topic, partition=message.partition, offset=message.offset,
+        )
+        await dlq_topic.send(key=dead.key, value=dead.value, headers=dead.headers)
+        metrics.produced.labels(dlq_topic.get_topic_name()).inc()
+
+    def keyed(message: faust.types.Message, symbol: str) -> bytes:
+        key = symbol.encode()
+        if message.key != key:
+            # State is partitioned by key: a record keyed otherwise would split a symbol's history.
+            raise InvalidMessage("invalid_value", f"record key {message.key!r} is not the symbol {symbol!r}")
+        return key
+
+    def show_regime(bar: Bar, regime: str | None, timeframe: str) -> None:
+        if regime is not None:
+            for name in REGIME_NAMES:
+                metrics.regime.labels(bar.symbol, timeframe, name).set(1 if name == regime else 0)
 
     @app.on_rebalance_complete.connect
     async def on_assigned(sender: object, **kwargs: object) -> None:
+        metrics.rebalances.inc()
         metrics.set_ready(True)
+
+    @app.task
+    async def broker_health() -> None:
+        await watch_broker(metrics, settings.kafka_bootstrap)
 
     @app.agent(bars_topic)
     async def indicators(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            message = event.message
-            metrics.consumed.labels(bars_name).inc()
+            metrics.consumed.labels(event.message.topic).inc()
             try:
-                bar = codec.decode(event.value, headers=message.headers or ())
-                key = bar.symbol.encode()
-                if message.key != key:
-                    # State is partitioned by key: a bar keyed otherwise would split a symbol's history.
-                    raise InvalidMessage("invalid_value", f"record key {message.key!r} is not the symbol {bar.symbol!r}")
-                stored = states[key]
-                state = _state_codec.decode(stored) if stored else SymbolState()
-                output, redelivered = processor.process(state, bar)
+                bar = bar_codec.decode(event.value, headers=event.message.headers or ())
+                key = keyed(event.message, bar.symbol)
+                stored = symbol_states[key]
+                state = state_decoder.decode(stored) if stored else SymbolState()
+                produced, redelivered = processor.process(state, bar)
             except InvalidMessage as exc:
-                metrics.dlq.labels(bars_name, exc.reason).inc()
-                log.warning(
-                    "rejected: %s",
-                    exc,
-                    extra={"topic": message.topic, "partition": message.partition, "offset": message.offset, "reason": exc.reason},
-                )
-                dead = dlq_record(
-                    key=message.key,
-                    value=event.value,
-                    reason=exc.reason,
-                    detail=exc.detail,
-                    topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                )
-                await dlq_topic.send(key=dead.key, value=dead.value, headers=dead.headers)
-                metrics.produced.labels(dlq_name).inc()
+                await reject(event, exc)
                 continue
             if not redelivered:
-                states[key] = _state_encoder.encode(state)
-            await conditions_topic.send(key=key, value=output)
-            metrics.produced.labels(conditions_name).inc()
+                store(symbol_states, key, state_encoder.encode(state))
+                for timeframe, frame in state.frames.items():
+                    show_regime(bar, frame.regime.regime, timeframe)
+            for kind, value in produced:
+                await outputs[kind].send(key=key, value=value)
+                metrics.produced.labels(outputs[kind].get_topic_name()).inc()
+
+    @app.agent(trades_topic)
+    async def candles(stream: faust.StreamT) -> None:
+        bars_name = bars_topic.get_topic_name()
+        encode: Callable[[Bar], bytes] = msgspec.json.Encoder().encode
+        async for event in stream.events():
+            metrics.consumed.labels(event.message.topic).inc()
+            try:
+                trade = trade_codec.decode(event.value, headers=event.message.headers or ())
+                key = keyed(event.message, trade.symbol)
+                stored = trade_states[key]
+                state = _trades_decoder.decode(stored) if stored else TradeState(TradeAggregatorState())
+                aggregator = TradeAggregator(state.aggregator, timeframe=settings.base_timeframe)
+                duplicates = aggregator.state.duplicates
+                closed = [encode(bar) for bar in aggregator.update(trade)]
+            except InvalidMessage as exc:
+                await reject(event, exc)
+                continue
+            if aggregator.state.duplicates > duplicates:
+                metrics.duplicates.labels(event.message.topic).inc()
+                if trade.trade_id != state.last_trade_id:
+                    continue
+                closed = state.outputs  # a redelivery: send again what it produced
+            else:
+                state.last_trade_id, state.outputs = trade.trade_id, closed
+                store(trade_states, key, msgspec.msgpack.encode(state))
+            for value in closed:
+                await bars_topic.send(key=key, value=value)
+                metrics.produced.labels(bars_name).inc()
 
     return app

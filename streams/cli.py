@@ -69,12 +69,13 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("topics", help="create the registry's topics if they are missing")
     p.set_defaults(func=lambda s, a: asyncio.run(_topics(s)))
 
-    p = sub.add_parser("simulate", help="publish simulated OHLCV bars to md.bars.v1")
-    p.add_argument("--symbols", type=_positive, default=8, help="number of symbols (default 8)")
+    p = sub.add_parser("simulate", help="publish simulated bars, and a toy strategy's predictions and fills")
+    p.add_argument("--symbols", type=_positive, default=50, help="number of symbols (default 50)")
     p.add_argument("--bars", type=int, default=0, help="bars per symbol, 0 = until stopped (default 0)")
     p.add_argument("--rate", type=_positive_float, default=0.0, help="bars per second, 0 = as fast as possible")
     p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     p.add_argument("--start", type=_utc_time, help="event time of the first bar, ISO 8601 (default: 30 days ago)")
+    p.add_argument("--no-signals", dest="signals", action="store_false", help="bars only: no predictions and fills from the toy strategy")
     p.add_argument("--metrics-port", type=int, help="serve /metrics here (default: TICKWIRE_METRICS_PORT)")
     p.set_defaults(func=cmd_simulate)
 
@@ -232,10 +233,13 @@ async def _simulate(settings: Settings, metrics: Metrics, args: argparse.Namespa
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaError
 
-    from schemas.topics import BARS
-    from streams.simulator import MarketSimulator, default_symbols
+    from schemas.signals import Fill
+    from schemas.topics import BARS, FILLS, PREDICTIONS
+    from streams.simulator import MarketSimulator, ToyStrategy, default_symbols
 
     topic = settings.topic(BARS.name)
+    signal_topics = {Fill: settings.topic(FILLS.name)}
+    predictions_topic = settings.topic(PREDICTIONS.name)
     producer = AIOKafkaProducer(**settings.kafka_options(), linger_ms=5, acks="all")
     try:
         await producer.start()
@@ -245,13 +249,19 @@ async def _simulate(settings: Settings, metrics: Metrics, args: argparse.Namespa
     # Default start: far enough back that a fast simulation stays behind the wall clock.
     start = args.start or (datetime.now(timezone.utc) - timedelta(days=30)).replace(second=0, microsecond=0)
     simulator = MarketSimulator(default_symbols(args.symbols), seed=args.seed, start=start)
+    strategy = ToyStrategy(seed=args.seed) if args.signals else None
     sent = 0
     started = time.monotonic()
     try:
         while args.bars == 0 or sent < args.bars * args.symbols:
             for bar in simulator.bars(1):
-                await producer.send(topic, key=bar.symbol.encode(), value=encode(bar))
+                key = bar.symbol.encode()
+                await producer.send(topic, key=key, value=encode(bar))
                 sent += 1
+                for message in strategy.on_bar(bar) if strategy else ():
+                    name = signal_topics.get(type(message), predictions_topic)
+                    await producer.send(name, key=key, value=encode(message))
+                    metrics.produced.labels(name).inc()
             metrics.produced.labels(topic).inc(args.symbols)
             if args.rate:
                 await asyncio.sleep(max(0.0, started + sent / args.rate - time.monotonic()))
@@ -365,7 +375,8 @@ async def _sink(settings: Settings, metrics: Metrics, tables: list[str]) -> None
     from aiokafka.errors import KafkaError
 
     from schemas.tables import SINKS
-    from sinks.consumer import TopicSink
+    from schemas.metrics import watch_broker
+    from sinks.consumer import CountRebalances, TopicSink
     from sinks.postgres import TableWriter
 
     chosen = [(topic, table) for topic, table in SINKS if table.name in tables]
@@ -382,7 +393,6 @@ async def _sink(settings: Settings, metrics: Metrics, tables: list[str]) -> None
     producer = AIOKafkaProducer(**settings.kafka_options(), acks="all")
     consumers = [
         AIOKafkaConsumer(
-            settings.topic(topic.name),
             **settings.kafka_options(),
             # One group per table, so each table's sink scales and lags on its own.
             group_id=f"{settings.topic_prefix}{settings.sink_group}.{table.name}",
@@ -392,6 +402,8 @@ async def _sink(settings: Settings, metrics: Metrics, tables: list[str]) -> None
         )
         for topic, table in chosen
     ]
+    for (topic, _), consumer in zip(chosen, consumers):
+        consumer.subscribe([settings.topic(topic.name)], listener=CountRebalances(metrics))
     try:
         await producer.start()
         for consumer in consumers:
@@ -408,11 +420,12 @@ async def _sink(settings: Settings, metrics: Metrics, tables: list[str]) -> None
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     tasks = [asyncio.create_task(sink.run()) for sink in sinks]
+    watcher = asyncio.create_task(watch_broker(metrics, settings.kafka_bootstrap))
     waiter = asyncio.create_task(stop.wait())
     try:
         await asyncio.wait({*tasks, waiter}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (*tasks, waiter):
+        for task in (*tasks, waiter, watcher):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for consumer in consumers:

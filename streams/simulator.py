@@ -1,16 +1,25 @@
-"""A deterministic market simulator: correlated log-normal bars with sector structure.
+"""A deterministic market simulator: correlated log-normal bars with sector structure and
+regime switches, plus a toy strategy that publishes predictions and fills.
 
-Pure: given a seed it yields the same bars every time, so tests and demos can replay it.
+Pure: given a seed it yields the same messages every time, so tests and demos can replay it.
 """
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
 import numpy as np
 
 from schemas.market import Bar, timeframe_seconds
+from schemas.signals import Fill, Prediction
+
+# Market regimes the simulator switches between: drift of the market factor per bar (in
+# units of bar volatility) and a volatility multiplier. Each bar the regime persists
+# with probability 1 - 1/REGIME_MEAN_BARS.
+SIM_REGIMES = {"trend_up": (0.3, 1.0), "trend_down": (-0.3, 1.0), "range": (0.0, 0.6), "volatile": (0.0, 3.0)}
+REGIME_MEAN_BARS = 240
 
 DEFAULT_SECTORS = {"TECH": ("AAPL", "MSFT", "NVDA", "GOOG"), "ENERGY": ("XOM", "CVX"), "FIN": ("JPM", "GS")}
 
@@ -45,17 +54,23 @@ class MarketSimulator:
         self.beta = self.rng.uniform(0.5, 1.5, n)
         self.sector = self.rng.integers(0, 4, n)
         self.prices = self.rng.uniform(20, 500, n)
+        self.regime = "range"
 
     def bars(self, count: int) -> Iterator[Bar]:
         """The next ``count`` time steps, one bar per symbol each."""
         n = len(self.symbols)
+        names = list(SIM_REGIMES)
         for _ in range(count):
-            market = self.rng.normal(0, self.vol)
-            sectors = self.rng.normal(0, self.vol * 0.7, 4)
-            returns = self.beta * market + sectors[self.sector] + self.rng.normal(0, self.vol, n)
+            if self.rng.random() < 1 / REGIME_MEAN_BARS:
+                self.regime = names[int(self.rng.integers(0, len(names)))]
+            drift, scale = SIM_REGIMES[self.regime]
+            vol = self.vol * scale
+            market = self.rng.normal(drift * self.vol, vol)
+            sectors = self.rng.normal(0, vol * 0.7, 4)
+            returns = self.beta * market + sectors[self.sector] + self.rng.normal(0, vol, n)
             opens = self.prices
             closes = opens * np.exp(returns)
-            spread = np.abs(self.rng.normal(0, self.vol, (2, n))) * opens
+            spread = np.abs(self.rng.normal(0, vol, (2, n))) * opens
             highs = np.maximum(opens, closes) + spread[0]
             lows = np.minimum(opens, closes) - spread[1]
             volumes = self.rng.integers(1_000, 100_000, n)
@@ -72,3 +87,73 @@ class MarketSimulator:
                 )
             self.prices = closes
             self.ts += self.step
+
+
+class ToyStrategy:
+    """Momentum on each symbol's last ``lookback`` closes: a prediction every
+    ``every`` bars, and a trade (one opening and one closing fill) on each confident
+    LONG or SHORT call, closed ``horizon_minutes`` later. Enough to give every signal
+    topic realistic traffic; not a strategy anyone should trade.
+    """
+
+    def __init__(self, *, seed: int = 42, every: int = 15, lookback: int = 10, horizon_minutes: int = 15) -> None:
+        self.rng = np.random.default_rng(seed + 1)
+        self.every, self.lookback, self.horizon = every, lookback, timedelta(minutes=horizon_minutes)
+        self.closes: dict[str, list[float]] = {}
+        self.open_trades: dict[str, tuple[uuid.UUID, str, datetime, int]] = {}  # symbol -> id, side, exit due, qty
+        self.count = 0
+
+    def on_bar(self, bar: Bar) -> list[Prediction | Fill]:
+        """Messages this bar triggers, stamped at the bar's close (its ts + 1 timeframe)."""
+        closes = self.closes.setdefault(bar.symbol, [])
+        closes.append(bar.close)
+        del closes[: -self.lookback - 1]
+        at = bar.ts + timedelta(seconds=timeframe_seconds(bar.timeframe))
+        out: list[Prediction | Fill] = []
+        trade = self.open_trades.get(bar.symbol)
+        if trade is not None and at >= trade[2]:
+            trade_id, side, _, qty = self.open_trades.pop(bar.symbol)
+            out.append(self._fill(bar, trade_id, "SELL" if side == "BUY" else "BUY", qty, at, "x"))
+        self.count += 1
+        if len(closes) <= self.lookback or self.count % self.every:
+            return out
+        momentum = closes[-1] / closes[0] - 1
+        confidence = float(min(0.99, 0.5 + abs(momentum) * 50 + self.rng.uniform(0, 0.2)))
+        direction = "NEUTRAL" if abs(momentum) < 1e-4 else ("LONG" if momentum > 0 else "SHORT")
+        out.append(
+            Prediction(
+                prediction_id=uuid.UUID(bytes=self.rng.bytes(16), version=4),
+                model_version="toy-1.0",
+                model_type="momentum",
+                symbol=bar.symbol,
+                predicted_at=at,
+                prediction_horizon_minutes=int(self.horizon.total_seconds() // 60),
+                predicted_direction=direction,
+                confidence_score=round(confidence, 4),
+                predicted_volatility=round(float(np.std(np.diff(np.log(closes)))), 6),
+                feature_vector={"momentum": round(momentum, 8), "lookback": self.lookback},
+            )
+        )
+        if direction != "NEUTRAL" and confidence > 0.6 and bar.symbol not in self.open_trades:
+            trade_id = uuid.UUID(bytes=self.rng.bytes(16), version=4)
+            side = "BUY" if direction == "LONG" else "SELL"
+            qty = int(self.rng.integers(1, 10)) * 10
+            self.open_trades[bar.symbol] = (trade_id, side, at + self.horizon, qty)
+            out.append(self._fill(bar, trade_id, side, qty, at, "e"))
+        return out
+
+    def _fill(self, bar: Bar, trade_id: uuid.UUID, side: str, qty: int, at: datetime, leg: str) -> Fill:
+        slip = float(self.rng.uniform(0, 0.0005)) * bar.close
+        return Fill(
+            fill_id=f"{trade_id.hex[:16]}-{leg}",
+            trade_id=trade_id,
+            strategy_id="toy-momentum",
+            model_version="toy-1.0",
+            symbol=bar.symbol,
+            side=side,
+            ts=at,
+            price=round(bar.close + (slip if side == "BUY" else -slip), 4),
+            quantity=qty,
+            commission=round(qty * 0.005, 4),
+            decision_price=bar.close,
+        )

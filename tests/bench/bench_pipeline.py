@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 from schemas.codec import Codec  # noqa: E402
 from schemas.market import Bar  # noqa: E402
 from schemas.topics import BARS, CONDITIONS  # noqa: E402
-from streams.app import BarProcessor, SymbolState  # noqa: E402
+from streams.symbol import SymbolProcessor, SymbolState  # noqa: E402
 from streams.cli import _topics  # noqa: E402
 from streams.simulator import MarketSimulator, default_symbols  # noqa: E402
 from tests.bench._services import ROOT, emit, local_settings  # noqa: E402
@@ -55,7 +55,7 @@ async def aiokafka_baseline(settings, count: int) -> float:
     producer = AIOKafkaProducer(**settings.kafka_options(), linger_ms=5)
     await consumer.start()
     await producer.start()
-    codec, processor, states = Codec(Bar, max_future_skew_s=1e9), BarProcessor(), {}
+    codec, processor, states = Codec(Bar, max_future_skew_s=1e9), SymbolProcessor(), {}
     out = settings.topic(CONDITIONS.name) + ".baseline"
     done = 0
     started = time.perf_counter()
@@ -63,9 +63,10 @@ async def aiokafka_baseline(settings, count: int) -> float:
         for records in (await consumer.getmany(timeout_ms=1000, max_records=5000)).values():
             for record in records:
                 bar = codec.decode(record.value)
-                state = states.setdefault(bar.symbol, SymbolState(frames={}))
-                output, _ = processor.process(state, bar)
-                await producer.send(out, key=record.key, value=output)
+                state = states.setdefault(bar.symbol, SymbolState())
+                outputs, _ = processor.process(state, bar)
+                for _, value in outputs:
+                    await producer.send(out, key=record.key, value=value)
             done += len(records)
         await consumer.commit()
     await producer.flush()

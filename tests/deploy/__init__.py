@@ -16,10 +16,6 @@ DEPLOY = ROOT / "deploy"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = DEPLOY / "Dockerfile"
 
-# Metrics the dashboard and alerts may name before schemas/metrics.py declares them
-# (issue 7: the per-symbol regime gauge comes with the regime core).
-FUTURE_METRICS = frozenset({"tickwire_regime"})
-
 # A tag with a full x.y.z version: "latest", "15", "3.11-slim" or "latest-pg15" would let
 # a rebuild pull something else.
 _PINNED_TAG = re.compile(r"^v?\d+\.\d+\.\d+([.-][A-Za-z0-9.-]+)?$")

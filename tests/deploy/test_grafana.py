@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tests.deploy import DEPLOY, FUTURE_METRICS, compose, exported_metric_names, load_yaml, metric_names
+from tests.deploy import DEPLOY, compose, exported_metric_names, load_yaml, metric_names
 
 GRAFANA = DEPLOY / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "tickwire.json"
@@ -47,16 +47,11 @@ def test_every_panel_has_targets_with_queries(dashboard):
 
 
 def test_panels_name_only_exported_metrics(dashboard):
-    known = exported_metric_names() | FUTURE_METRICS
+    known = exported_metric_names()
     for panel in _panels(dashboard):
         for target in panel.get("targets", []):
             unknown = metric_names(target["expr"]) - known
             assert not unknown, f"panel {panel['title']!r} uses {sorted(unknown)}, not in schemas/metrics.py"
-
-
-def test_future_metrics_are_still_future():
-    # Once schemas/metrics.py declares one, drop it from FUTURE_METRICS so it is checked for real.
-    assert not FUTURE_METRICS & exported_metric_names()
 
 
 def test_dashboard_covers_the_story(dashboard):

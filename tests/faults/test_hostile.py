@@ -61,7 +61,7 @@ CORPUS = [
     ("empty message", b"HOST", b"", None, "empty"),
     ("10 MB message", b"HOST", b'{"symbol":"' + b"A" * 10_000_000 + b'"}', None, "too_large"),
     ("unknown schema version", b"HOST", bar(ts="2026-03-05T00:03:00Z"), [("tickwire.schema.version", b"7")], "unknown_version"),
-    ("out of order bar", b"HOST", msgspec.json.encode(good_bars[2]), None, "out_of_order"),
+    ("out of order bar", b"HOST", msgspec.json.encode(good_bars[2]), None, "late_bar"),
 ]
 
 
@@ -114,10 +114,10 @@ async def test_every_hostile_message_is_dead_lettered_and_good_ones_flow(isolate
     conn = await asyncpg.connect(**isolated.pg_options())
     try:
         async def all_good():
-            return await conn.fetchval("SELECT count(*) FROM market_conditions WHERE symbol = 'HOST'") >= 40
+            return await conn.fetchval("SELECT count(*) FROM market_conditions WHERE symbol = 'HOST' AND timeframe = '1m'") >= 40
 
         assert await wait_for(all_good, timeout_s=120, check=processes.check_alive)
-        assert await conn.fetchval("SELECT count(*) FROM market_conditions WHERE symbol = 'HOST'") == 40
+        assert await conn.fetchval("SELECT count(*) FROM market_conditions WHERE symbol = 'HOST' AND timeframe = '1m'") == 40
         assert await conn.fetchval("SELECT count(*) FROM market_conditions WHERE symbol <> 'HOST'") == 0
     finally:
         await conn.close()

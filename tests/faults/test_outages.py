@@ -53,7 +53,7 @@ async def publish(settings, bars) -> None:
 async def count(settings) -> int:
     conn = await asyncpg.connect(**settings.pg_options())
     try:
-        return await conn.fetchval("SELECT count(*) FROM market_conditions WHERE symbol = ANY($1)", SYMBOLS)
+        return await conn.fetchval("SELECT count(*) FROM market_conditions WHERE symbol = ANY($1) AND timeframe = '1m'", SYMBOLS)
     finally:
         await conn.close()
 
@@ -62,7 +62,7 @@ async def test_database_outage_then_broker_outage(isolated, processes):
     await _topics(isolated)
     bars = list(MarketSimulator(SYMBOLS, seed=4, start=START).bars(300))
     third = len(bars) // 3
-    processes.start("worker")
+    _, worker_port = processes.start("worker")
     _, sink_port = processes.start("sink")
     await publish(isolated, bars[:third])
     assert await wait_for(lambda: _at_least(isolated, third), timeout_s=120, check=processes.check_alive)
@@ -84,11 +84,15 @@ async def test_database_outage_then_broker_outage(isolated, processes):
 
     service("kafka.sh", "stop")
     try:
+        unready = set()
         for _ in range(OUTAGE_S * 2):
             await asyncio.sleep(0.5)
             processes.check_alive()
+            unready |= {port for port in (worker_port, sink_port) if not ready(port)}
+        assert unready == {worker_port, sink_port}, "readiness did not show the broker outage"
     finally:
         service("kafka.sh", "start")
+    assert await wait_for(lambda: _ready(worker_port), timeout_s=60)
     await publish(isolated, bars[2 * third:])
     assert await wait_for(lambda: _at_least(isolated, len(bars)), timeout_s=240, check=processes.check_alive)
     await asyncio.sleep(2)

@@ -63,7 +63,7 @@ async def pipeline(isolated: Settings, processes):
 
 
 async def row_count(conn, symbols) -> int:
-    return await conn.fetchval("SELECT count(*) FROM market_conditions WHERE symbol = ANY($1)", symbols)
+    return await conn.fetchval("SELECT count(*) FROM market_conditions WHERE symbol = ANY($1) AND timeframe = '1m'", symbols)
 
 
 async def test_10000_bars_become_10000_rows_with_talib_ema_and_replay_changes_nothing(pipeline):
@@ -109,6 +109,29 @@ async def test_10000_bars_become_10000_rows_with_talib_ema_and_replay_changes_no
     assert await wait_for(replay_processed, timeout_s=240, check=processes.check_alive)
     await asyncio.sleep(1)
     assert await row_count(conn, SYMBOLS) == 10_000
+
+
+async def test_metrics_show_the_flow_and_lag_drains_to_zero(pipeline):
+    settings, processes, conn, worker_port, sink_port = pipeline
+    conditions = settings.topic(CONDITIONS.name)
+
+    async def drained():
+        lags = [v for (name, labels), v in scrape(sink_port).items() if name == "tickwire_consumer_lag_messages" and ("topic", conditions) in labels]
+        return len(lags) == CONDITIONS.partitions and max(lags) == 0
+
+    assert await wait_for(drained, timeout_s=60, check=processes.check_alive)
+    worker, sink = scrape(worker_port), scrape(sink_port)
+    rows = await conn.fetchval("SELECT count(*) FROM market_conditions")
+    assert sample(sink, "tickwire_rows_written_total", table="market_conditions") == rows
+    assert sample(worker, "tickwire_messages_produced_total", topic=conditions) >= rows
+    assert sample(sink, "tickwire_messages_consumed_total", topic=conditions) >= rows
+    assert sample(sink, "tickwire_flush_duration_seconds_count", table="market_conditions") > 0
+    assert sample(sink, "tickwire_batch_rows_sum", table="market_conditions") >= rows
+    assert sample(sink, "tickwire_publish_latency_seconds_count", stage="sink:market_conditions") > 0
+    assert sample(sink, "tickwire_event_latency_seconds_count", stage="sink:market_conditions") > 0
+    for process in (worker, sink):
+        assert sample(process, "tickwire_rebalances_total") >= 1
+        assert sample(process, "tickwire_ready") == 1
 
 
 async def read_dlq(settings: Settings, key: bytes, count: int, timeout_s: float = 60) -> list:

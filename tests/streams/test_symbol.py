@@ -1,0 +1,101 @@
+"""The per-symbol core the worker runs: timeframes, regimes, redeliveries and restarts."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import msgspec
+import pytest
+
+from schemas.errors import InvalidMessage
+from schemas.market import Bar, Condition, RegimeChange
+from streams.simulator import MarketSimulator
+from streams.symbol import SymbolProcessor, SymbolState, state_decoder, state_encoder
+
+START = datetime(2026, 3, 2, 0, 0, tzinfo=timezone.utc)
+
+
+def run(processor, bars, state=None):
+    state = state or SymbolState()
+    outputs = []
+    for bar in bars:
+        produced, redelivered = processor.process(state, bar)
+        assert not redelivered
+        outputs += produced
+    return state, outputs
+
+
+@pytest.fixture(scope="module")
+def bars() -> list[Bar]:
+    # Two and a half days of 1m bars with strong moves, so regimes change several times.
+    return list(MarketSimulator(["AAPL"], seed=3, start=START, bar_volatility=0.004).bars(3600))
+
+
+def test_every_timeframe_gets_its_closed_bars_once(bars):
+    _, outputs = run(SymbolProcessor(), bars)
+    conditions = [msgspec.json.decode(v, type=Condition) for kind, v in outputs if kind == "condition"]
+    by_tf = {}
+    for c in conditions:
+        by_tf.setdefault(c.timeframe, []).append(c)
+    # 60 hours of 1m bars: a period closes with its last minute; the third day is still open.
+    assert {tf: len(rows) for tf, rows in by_tf.items()} == {"1m": 3600, "5m": 720, "15m": 240, "1h": 60, "1d": 2}
+    for tf, rows in by_tf.items():
+        stamps = [c.timestamp for c in rows]
+        assert stamps == sorted(set(stamps)), tf
+    first_hour = [c for c in by_tf["1m"] if c.timestamp < START + timedelta(hours=1)]
+    hour = by_tf["1h"][0]
+    assert (hour.open, hour.close) == (first_hour[0].open, first_hour[-1].close)
+    assert hour.high == max(c.high for c in first_hour) and hour.low == min(c.low for c in first_hour)
+    assert hour.volume == sum(c.volume for c in first_hour)
+
+
+def test_regime_changes_chain_and_match_the_conditions(bars):
+    _, outputs = run(SymbolProcessor(resample_to=()), bars)
+    changes = [msgspec.json.decode(v, type=RegimeChange) for kind, v in outputs if kind == "regime"]
+    conditions = {c.timestamp: c for c in (msgspec.json.decode(v, type=Condition) for kind, v in outputs if kind == "condition")}
+    assert len(changes) >= 3
+    assert changes[0].previous_regime is None and changes[0].previous_regime_since is None
+    for before, after in zip(changes, changes[1:]):
+        assert after.previous_regime == before.regime != after.regime
+        assert after.previous_regime_since == before.timestamp
+    for change in changes:
+        condition = conditions[change.timestamp]
+        assert condition.detected_regime == change.regime
+        assert condition.regime_confidence == change.confidence
+        assert 0.0 <= change.confidence <= 1.0
+        assert change.adx_14 == condition.adx_14 and change.close == condition.close
+    warm = [c for c in conditions.values() if c.detected_regime is None]
+    assert warm and max(c.timestamp for c in warm) < changes[0].timestamp
+
+
+def test_a_redelivered_bar_resends_its_outputs_and_changes_nothing(bars):
+    processor = SymbolProcessor()
+    state, _ = run(processor, bars[:600])
+    produced, redelivered = processor.process(state, bars[600])
+    assert any(kind == "condition" for kind, _ in produced)
+    frozen = state_encoder.encode(state)
+    again, redelivered = processor.process(state, bars[600])
+    assert redelivered and again == produced
+    assert state_encoder.encode(state) == frozen
+
+
+def test_late_and_derived_bars_are_refused_without_touching_state(bars):
+    processor = SymbolProcessor()
+    state, _ = run(processor, bars[:100])
+    frozen = state_encoder.encode(state)
+    with pytest.raises(InvalidMessage) as late:
+        processor.process(state, bars[50])
+    assert late.value.reason == "late_bar"
+    with pytest.raises(InvalidMessage) as derived:
+        processor.process(state, msgspec.structs.replace(bars[100], timeframe="5m"))
+    assert derived.value.reason == "invalid_value"
+    assert state_encoder.encode(state) == frozen
+
+
+def test_a_restart_from_the_stored_state_gives_identical_outputs(bars):
+    processor = SymbolProcessor()
+    _, straight = run(processor, bars)
+    state, first = run(processor, bars[:1234])
+    restored = state_decoder.decode(state_encoder.encode(state))
+    _, rest = run(processor, bars[1234:], restored)
+    assert first + rest == straight
