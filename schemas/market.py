@@ -130,3 +130,4 @@ class RegimeChange(msgspec.Struct, frozen=True, kw_only=True):
     volatility_20d: float | None
     ema_slope_per_bar: float | None
     volatility_percentile: float | None
+    details: dict  # the rule's parameters when it decided

@@ -15,7 +15,7 @@ import hashlib
 import math
 import uuid
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 
@@ -184,7 +184,7 @@ class TradeOutcomeRow(msgspec.Struct, kw_only=True, omit_defaults=False):
     strategy_id: str
     model_version: str
     symbol: str
-    direction: Literal["LONG", "SHORT"]
+    direction: str
     entry_time: datetime
     exit_time: datetime | None
     entry_price: float

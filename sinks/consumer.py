@@ -17,6 +17,7 @@ from typing import Generic, TypeVar
 import asyncpg
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from schemas.codec import dlq_record
@@ -98,6 +99,7 @@ class TopicSink(Generic[T]):
         self._decoder = msgspec.json.Decoder(table.record)
         self._ts_index = table.columns.index(table.time_column) if table.time_column else None
         self._committed: dict[TopicPartition, int] = {}
+        self._lag_reported = 0.0
 
     def decode(self, record: ConsumerRecord) -> tuple:
         if not record.value:
@@ -124,7 +126,7 @@ class TopicSink(Generic[T]):
                 if batch.offsets:
                     pending = asyncio.create_task(self.checkpoint(batch))
                 else:
-                    self._report_lag()
+                    await self._report_lag()
         finally:
             if pending is not None:
                 pending.cancel()
@@ -160,6 +162,7 @@ class TopicSink(Generic[T]):
             if not task.done():
                 self.consumer.pause(*self.consumer.assignment())
                 await self.consumer.getmany(timeout_ms=100)
+                await self._report_lag()
         if self.consumer.paused():
             self.consumer.resume(*self.consumer.paused())
         task.result()
@@ -188,15 +191,25 @@ class TopicSink(Generic[T]):
             await self._send_dlq(batch.rejected)
         await self.consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in batch.offsets.items()})
         self._committed.update(batch.offsets)
-        self._report_lag()
+        await self._report_lag(force=True)
 
-    def _report_lag(self) -> None:
-        """Lag per assigned partition: the end offset the last fetch saw minus our commit."""
-        for tp in self.consumer.assignment():
-            highwater = self.consumer.highwater(tp)
-            committed = self._committed.get(tp)
-            if highwater is not None and committed is not None:
-                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - committed))
+    async def _report_lag(self, *, force: bool = False) -> None:
+        """Lag per assigned partition: its end offset minus our commit, at most once a second
+        unless ``force``. End offsets are asked of the broker: a paused partition's fetch
+        position says nothing about what keeps arriving."""
+        now = time.monotonic()
+        if not force and now - self._lag_reported < 1.0:
+            return
+        self._lag_reported = now
+        assigned = [tp for tp in self.consumer.assignment() if tp in self._committed]
+        if not assigned:
+            return
+        try:
+            ends = await self.consumer.end_offsets(assigned)
+        except KafkaError:
+            return  # the broker is away; readiness already says so
+        for tp, end in ends.items():
+            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, end - self._committed[tp]))
 
     def _observe_latency(self, batch: "_Batch") -> None:
         """Event time: the batch's newest row; publish time: each partition's oldest record."""

@@ -8,8 +8,11 @@ All SQL here is built from the table contract's identifiers, never from data.
 from __future__ import annotations
 
 import asyncpg
+import msgspec
 
 from schemas.tables import Table
+
+_json = msgspec.json.Encoder()
 
 
 def _ident(name: str) -> str:
@@ -39,6 +42,8 @@ class TableWriter:
             f"ON CONFLICT ({key}) {action}"
         )
         self._key_index = [table.columns.index(c) for c in table.key]
+        # COPY takes jsonb as text: these columns are encoded on the way in.
+        self._json_index = [i for i, t in enumerate(table.staging_types) if t == "jsonb"]
 
     async def prepare(self, conn: asyncpg.Connection) -> None:
         """Create this connection's staging table (pool ``init`` hook)."""
@@ -55,7 +60,16 @@ class TableWriter:
     async def write(self, conn: asyncpg.Connection, rows: list[tuple]) -> int:
         """Write ``rows`` in one transaction; return how many rows the merge inserted or updated."""
         rows = self.dedupe(rows)
+        if self._json_index:
+            rows = [self._encode_json(row) for row in rows]
         async with conn.transaction():
             await conn.copy_records_to_table(self.staging, records=rows, columns=self.table.columns)
             status = await conn.execute(self.merge_sql)
         return int(status.rsplit(" ", 1)[1])
+
+    def _encode_json(self, row: tuple) -> tuple:
+        values = list(row)
+        for i in self._json_index:
+            if values[i] is not None:
+                values[i] = _json.encode(values[i]).decode()
+        return tuple(values)

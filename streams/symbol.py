@@ -33,7 +33,6 @@ class FrameState(msgspec.Struct, array_like=True):
     last_ts_us: int
     indicators: IndicatorState
     regime: RegimeState
-    regime_since_us: int | None = None
     outputs: list[tuple[str, bytes]] = []  # what the last input bar of this timeframe produced
 
 
@@ -93,7 +92,7 @@ class SymbolProcessor:
                 ts_us, IndicatorState(vwap_anchor_s=self.vwap_anchor_s), RegimeState()
             )
         values = Indicators(frame.indicators).update(bar)
-        reading = RegimeDetector(self.regime, frame.regime).update(ts_us, values)
+        reading = RegimeDetector(self.regime, frame.regime).update(bar.ts, bar.close, values)
         frame.last_ts_us = ts_us
         condition = Condition(
             symbol=bar.symbol,
@@ -110,7 +109,6 @@ class SymbolProcessor:
         )
         outputs: list[Output] = [("condition", self._encode(condition))]
         if reading.changed:
-            since = frame.regime_since_us
             change = RegimeChange(
                 symbol=bar.symbol,
                 timeframe=bar.timeframe,
@@ -118,19 +116,10 @@ class SymbolProcessor:
                 regime=reading.regime,
                 confidence=reading.confidence,
                 previous_regime=reading.previous,
-                previous_regime_since=None if since is None else _EPOCH + since * _US,
-                close=bar.close,
-                adx_14=values["adx_14"],
-                plus_di_14=values["plus_di_14"],
-                minus_di_14=values["minus_di_14"],
-                ema_20=values["ema_20"],
-                ema_50=values["ema_50"],
-                atr_14=values["atr_14"],
-                rsi_14=values["rsi_14"],
-                volatility_20d=values["volatility_20d"],
-                ema_slope_per_bar=reading.values.get("ema_slope_per_bar"),
-                volatility_percentile=reading.values.get("volatility_percentile"),
+                previous_regime_since=reading.previous_since,
+                ema_slope_per_bar=reading.details["ema_slope_per_bar"],
+                details=reading.details,
+                **reading.values,
             )
-            frame.regime_since_us = ts_us
             outputs.append(("regime", self._encode(change)))
         return outputs

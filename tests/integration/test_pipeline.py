@@ -93,6 +93,21 @@ async def test_10000_bars_become_10000_rows_with_talib_ema_and_replay_changes_no
         # DECIMAL(18, 8) keeps 8 decimals: the stored EMA is TA-Lib's to within half a unit of the 8th.
         assert np.max(np.abs(ours[valid] - expected[valid])) <= 0.5e-8 + 1e-12, symbol
 
+    # Each symbol's regime history: its first regime has no previous one, each later one
+    # follows the regime before it, and the conditions row of that bar names it.
+    history = await conn.fetch(
+        "SELECT h.symbol, h.timeframe, h.regime, h.previous_regime, c.detected_regime FROM market_regime_history h "
+        "JOIN market_conditions c USING (symbol, timeframe, timestamp) WHERE h.symbol = ANY($1) "
+        "ORDER BY h.symbol, h.timeframe, h.timestamp",
+        SYMBOLS,
+    )
+    assert {r["symbol"] for r in history} == set(SYMBOLS)
+    previous = {}
+    for r in history:
+        assert r["previous_regime"] == previous.get((r["symbol"], r["timeframe"]))
+        assert r["detected_regime"] == r["regime"]
+        previous[(r["symbol"], r["timeframe"])] = r["regime"]
+
     # The same 10,000 bars again: nothing new may appear.
     before = scrape(worker_port)
     await publish(settings, messages)
