@@ -9,9 +9,8 @@ it) and never twice (a closed period is forgotten and input for it is refused).
 Output depends only on the input sequence, so restarts from the saved state change
 nothing.
 
-Late input raises ``InvalidMessage("out_of_order")`` with the state untouched: the
-worker sends it to the DLQ. (The issue names the reason ``late_bar``; it is not in
-``schemas.errors.REASONS`` yet, and ``out_of_order`` means the same.) An exact
+Late input raises ``InvalidMessage`` with the state untouched, reason ``late_bar``
+for a bar and ``out_of_order`` for a trade: the worker sends it to the DLQ. An exact
 redelivery of the last input is dropped and counted in ``state.duplicates``.
 """
 
@@ -81,7 +80,7 @@ class Resampler:
         """Add one base bar; return the bars of the periods it closed (shortest timeframe first).
 
         Raise ``InvalidMessage`` (state untouched) for a bar of another timeframe or not
-        aligned to it, or one not after the last bar or watermark (``out_of_order``).
+        aligned to it, or one not after the last bar or watermark (``late_bar``).
         """
         if bar.timeframe != self.base:
             raise InvalidMessage("invalid_value", f"resampler takes {self.base} bars, not {bar.timeframe}")
@@ -93,7 +92,7 @@ class Resampler:
             s.duplicates += 1
             return []
         if us < s.next_us:
-            raise InvalidMessage("out_of_order", f"bar at {bar.ts.isoformat()} is not after the last bar or watermark")
+            raise InvalidMessage("late_bar", f"bar at {bar.ts.isoformat()} is not after the last bar or watermark")
         # The period is complete once its last base slot is filled: no need to wait.
         slot_end = us + self._base_us
         closed = []
@@ -184,14 +183,14 @@ class TradePeriod(msgspec.Struct, array_like=True):
     low: float
     volume: int
     pv: float
-    trade_ids: list[str]
+    trade_ids: set[str]
 
 
 class TradeAggregatorState(msgspec.Struct, array_like=True):
     periods: list[TradePeriod] = []  # open periods, oldest first
     closed_before_us: int = _NEVER  # trades before this fall in closed periods
     max_ts_us: int = _NEVER
-    recent_ids: list[str] = []  # ids of the last closed period, to tell a duplicate from a late trade
+    recent_ids: set[str] = set()  # ids of the last closed period, to tell a duplicate from a late trade
     duplicates: int = 0  # trades dropped as duplicates, ever (a counter for metrics)
 
 
@@ -210,7 +209,7 @@ class TradeAggregator:
     is refused with ``out_of_order``. Memory: the ids of open periods plus one closed.
     """
 
-    __slots__ = ("state", "timeframe", "_period_us", "_grace_us", "_seen")
+    __slots__ = ("state", "timeframe", "_period_us", "_grace_us")
 
     def __init__(self, state: TradeAggregatorState | None = None, *, timeframe: str = "1m", grace_s: float = 0.0) -> None:
         if grace_s < 0:
@@ -219,13 +218,13 @@ class TradeAggregator:
         self.timeframe = timeframe
         self._period_us = timeframe_seconds(timeframe) * 1_000_000
         self._grace_us = round(grace_s * 1_000_000)
-        self._seen = {i for p in self.state.periods for i in p.trade_ids} | set(self.state.recent_ids)
 
     def update(self, trade: Trade) -> list[Bar]:
         """Add one trade; return the bars it closed, oldest first."""
         s = self.state
         trade_id = trade.trade_id
-        if trade_id in self._seen:
+        # The ids live in the state, per period: a worker may build an aggregator per message.
+        if trade_id in s.recent_ids or any(trade_id in period.trade_ids for period in s.periods):
             s.duplicates += 1
             return []
         us = _ts_us(trade.ts)
@@ -246,14 +245,13 @@ class TradeAggregator:
                     period.low = price
                 period.volume += size
                 period.pv += price * size
-                period.trade_ids.append(trade_id)
+                period.trade_ids.add(trade_id)
                 break
             if period.start_us > start:
                 s.periods.insert(index, self._new(start, trade, key))
                 break
         else:
             s.periods.append(self._new(start, trade, key))
-        self._seen.add(trade_id)
         if us > s.max_ts_us:
             s.max_ts_us = us
         return self._close_until(s.max_ts_us - self._grace_us)
@@ -264,7 +262,7 @@ class TradeAggregator:
 
     def _new(self, start: int, trade: Trade, key: tuple[int, int, str]) -> TradePeriod:
         p = trade.price
-        return TradePeriod(start, trade.symbol, key, p, key, p, p, p, trade.size, p * trade.size, [trade.trade_id])
+        return TradePeriod(start, trade.symbol, key, p, key, p, p, p, trade.size, p * trade.size, {trade.trade_id})
 
     def _close_until(self, us: int) -> list[Bar]:
         """Close every period that ends by ``us``, including ones no trade opened yet:
@@ -274,7 +272,6 @@ class TradeAggregator:
         closed = []
         while s.periods and s.periods[0].start_us < s.closed_before_us:
             period = s.periods.pop(0)
-            self._seen.difference_update(s.recent_ids)
             s.recent_ids = period.trade_ids
             closed.append(
                 Bar(

@@ -5,8 +5,11 @@ The rule, evaluated on every bar from that bar's indicator values:
 1. **Raw regime** (the thresholds depend on the regime currently held: hysteresis):
    - ``volatile`` when ``volatility_20d`` ranks at or above ``volatile_percentile``
      among the last ``volatility_window_bars`` values (rank = share of the window at
-     or below the current value, the current value included); a ``volatile`` regime
-     holds while the rank stays at or above ``volatile_percentile - percentile_margin``;
+     or below the current value, the current value included) and is at least
+     ``volatile_min_ratio`` times the window's median (so that a market of steady
+     noise, whose rank is high one bar in ten, is not called volatile); a
+     ``volatile`` regime holds while the rank stays at or above
+     ``volatile_percentile - percentile_margin``;
    - else ``trending_up`` when ``adx_14 >= trend_adx``, ``plus_di_14 > minus_di_14``
      and the EMA(20) rose over the last ``slope_bars`` bars by more than
      ``min_slope_per_bar`` (relative change per bar); ``trending_down`` mirrored; a
@@ -29,6 +32,7 @@ replays, batches and restarts (state restored from msgpack) give the same readin
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right, insort
 from collections.abc import Mapping
 from datetime import datetime
@@ -53,6 +57,7 @@ class RegimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     min_volatility_samples: int = 20
     volatile_percentile: float = 0.9
     percentile_margin: float = 0.1
+    volatile_min_ratio: float = 1.5
     confirm_bars: int = 3
 
     def __post_init__(self) -> None:
@@ -66,6 +71,8 @@ class RegimeConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("need 1 <= min_volatility_samples <= volatility_window_bars")
         if not 0 < self.volatile_percentile < 1 or not 0 <= self.percentile_margin < self.volatile_percentile:
             raise ValueError("need 0 < volatile_percentile < 1 and 0 <= percentile_margin < volatile_percentile")
+        if self.volatile_min_ratio < 0:
+            raise ValueError("volatile_min_ratio must not be negative")
 
     def as_details(self) -> dict[str, float | int]:
         """The parameters, for the history row's ``details``: a row says which rule decided it."""
@@ -105,14 +112,13 @@ class RegimeReading(msgspec.Struct, frozen=True, kw_only=True):
 class RegimeDetector:
     """Feed each bar's indicator values in event order; read the regime."""
 
-    __slots__ = ("config", "state", "_sorted", "_details")
+    __slots__ = ("config", "state", "_sorted")
 
     def __init__(self, config: RegimeConfig | None = None, state: RegimeState | None = None) -> None:
         self.config = config or RegimeConfig()
         self.state = state or RegimeState()
         # The ranking needs the window sorted; derived from the state, so not stored.
         self._sorted = sorted(self.state.volatilities)
-        self._details = self.config.as_details()
 
     def update(self, ts: datetime, close: float, values: Mapping[str, float | None]) -> RegimeReading:
         """One bar: its event time, close and ``Indicators.update`` values."""
@@ -140,11 +146,13 @@ class RegimeDetector:
         ):
             return RegimeReading(ts=ts, regime=None, confidence=None)
 
-        rank = bisect_right(self._sorted, volatility) / len(self._sorted)
+        ordered = self._sorted
+        rank = bisect_right(ordered, volatility) / len(ordered)
+        ratio = volatility / ordered[len(ordered) // 2] if ordered[len(ordered) // 2] else math.inf
         first = s.emas[0]
         slope = (s.emas[-1] / first - 1.0) / cfg.slope_bars
         held = s.regime
-        raw = self._classify(held, adx, plus_di, minus_di, slope, rank)
+        raw = self._classify(held, adx, plus_di, minus_di, slope, rank, ratio)
         if raw == held:
             s.candidate, s.candidate_bars = None, 0
             return RegimeReading(ts=ts, regime=held, confidence=self._confidence(held, adx, rank))
@@ -166,17 +174,24 @@ class RegimeDetector:
             previous=held,
             previous_since=previous_since,
             values=deciding,
-            details={"ema_slope_per_bar": slope, **self._details},
+            details={"ema_slope_per_bar": slope, "volatility_to_median": ratio, **cfg.as_details()},
         )
 
-    def _classify(self, held: str | None, adx: float, plus_di: float, minus_di: float, slope: float, rank: float) -> str:
+    def _classify(self, held: str | None, adx: float, plus_di: float, minus_di: float, slope: float, rank: float, ratio: float) -> str:
         cfg = self.config
-        if rank >= cfg.volatile_percentile - (cfg.percentile_margin if held == "volatile" else 0.0):
+        if held == "volatile":
+            if rank >= cfg.volatile_percentile - cfg.percentile_margin:
+                return "volatile"
+        elif rank >= cfg.volatile_percentile and ratio >= cfg.volatile_min_ratio:
             return "volatile"
-        if adx >= cfg.trend_adx - (cfg.adx_margin if held == "trending_up" or held == "trending_down" else 0.0):
-            if plus_di > minus_di and slope > cfg.min_slope_per_bar:
+        up = plus_di > minus_di and slope > cfg.min_slope_per_bar
+        down = minus_di > plus_di and slope < -cfg.min_slope_per_bar
+        # The margin keeps a trend, never starts one, nor turns it round.
+        threshold = cfg.trend_adx - cfg.adx_margin if (held == "trending_up" and up) or (held == "trending_down" and down) else cfg.trend_adx
+        if adx >= threshold:
+            if up:
                 return "trending_up"
-            if minus_di > plus_di and slope < -cfg.min_slope_per_bar:
+            if down:
                 return "trending_down"
         return "ranging"
 
