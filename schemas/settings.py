@@ -53,6 +53,11 @@ class Settings:
     regime_trend_adx: float = 25.0
     regime_volatile_percentile: float = 0.9
     regime_confirm_bars: int = 3
+    prediction_neutral_band: float = 0.0005  # |return| within this is NEUTRAL
+    prediction_expire_after_s: float = 86_400.0  # pending this long past its horizon: expired
+    prediction_history_bars: int = 390  # closes kept per symbol to validate late predictions
+    trade_breakeven_band: float = 0.0001  # |net P&L| within this share of entry notional: BREAKEVEN
+    performance_capital: float = 100_000.0  # account size that turns P&L into returns
     # Validation
     max_message_bytes: int = 1_000_000
     max_future_skew_s: float = 86_400.0

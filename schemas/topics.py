@@ -22,8 +22,17 @@ FILLS = Topic("exec.fills.v1", "symbol", 6, "delete", 30 * DAY_MS)
 CONDITIONS = Topic("md.conditions.v1", "symbol", 6, "delete", 7 * DAY_MS)
 REGIMES = Topic("md.regimes.v1", "symbol", 6, "delete", 30 * DAY_MS)
 CORRELATIONS = Topic("md.correlations.v1", "timeframe", 1, "delete", 7 * DAY_MS)
-OUTCOMES = Topic("signals.outcomes.v1", "symbol", 6, "delete", 30 * DAY_MS)
+# Keyed by what their performance statistics group by, so one partition holds a model's
+# (a strategy's) every outcome, in order.
+OUTCOMES = Topic("signals.outcomes.v1", "model_version", 6, "delete", 30 * DAY_MS)
 TRADE_OUTCOMES = Topic("exec.trades.v1", "strategy_id", 6, "delete", 30 * DAY_MS)
+MODEL_PERFORMANCE = Topic("signals.model_performance.v1", "model_version", 6, "delete", 30 * DAY_MS)
+STRATEGY_PERFORMANCE = Topic("exec.strategy_performance.v1", "strategy_id", 6, "delete", 30 * DAY_MS)
+# Internal: the worker's expiry clock, delivered to each symbol's own partition.
+EXPIRY_TICKS = Topic("tickwire.expiry_ticks.v1", "symbol", 6, "delete", DAY_MS)
 DLQ = Topic("tickwire.dlq.v1", "source key", 3, "delete", 30 * DAY_MS)
 
-ALL = (BARS, TRADES, PREDICTIONS, FILLS, CONDITIONS, REGIMES, CORRELATIONS, OUTCOMES, TRADE_OUTCOMES, DLQ)
+ALL = (
+    BARS, TRADES, PREDICTIONS, FILLS, CONDITIONS, REGIMES, CORRELATIONS, OUTCOMES, TRADE_OUTCOMES,
+    MODEL_PERFORMANCE, STRATEGY_PERFORMANCE, EXPIRY_TICKS, DLQ,
+)

@@ -35,6 +35,8 @@ class TableWriter:
         if table.on_conflict == "update":
             updates = ", ".join(f"{_ident(c)} = EXCLUDED.{_ident(c)}" for c in table.columns if c not in table.key)
             action = f"DO UPDATE SET {updates}"
+            if table.update_where:
+                action += f" WHERE {table.update_where}"
         else:
             action = "DO NOTHING"
         self.merge_sql = (

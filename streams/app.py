@@ -9,19 +9,32 @@ outputs; a message the core refuses goes to the DLQ with its reason and source o
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from datetime import timedelta
+from typing import Any, Callable
 
 import faust
 import msgspec
 
 from schemas.codec import Codec, dlq_record
 from schemas.errors import InvalidMessage
-from schemas.market import Bar
+from schemas.market import EPOCH, Bar, timeframe_seconds
 from schemas.metrics import Metrics, watch_broker
 from schemas.settings import Settings
-from schemas.topics import BARS, CONDITIONS, DLQ, REGIMES, TRADES
+from schemas.signals import Fill, Prediction, PredictionOutcome, TradeOutcomeRow
+from schemas.topics import ALL as ALL_TOPICS
+from schemas.topics import (
+    BARS, CONDITIONS, DLQ, EXPIRY_TICKS, FILLS, MODEL_PERFORMANCE, OUTCOMES, PREDICTIONS, REGIMES,
+    STRATEGY_PERFORMANCE, TRADE_OUTCOMES, TRADES, Topic,
+)
 from schemas.trades import Trade
 from streams.candles import TradeAggregator, TradeAggregatorState
+from streams.fills import TradeBook, TradeBuilder, TradeConfig
+from streams.fills import decode_state as decode_book
+from streams.fills import encode_state as encode_book
+from streams.performance import ModelPerformance, ModelPerformanceState, StrategyPerformance, StrategyPerformanceState
+from streams.predictions import PredictionState, PredictionValidator, ValidatorConfig
+from streams.predictions import decode_state as decode_predictions
+from streams.predictions import encode_state as encode_predictions
 from streams.regimes import REGIMES as REGIME_NAMES
 from streams.regimes import RegimeConfig
 from streams.symbol import SymbolProcessor, SymbolState, state_decoder, state_encoder
@@ -38,6 +51,41 @@ class TradeState(msgspec.Struct, array_like=True):
 
 
 _trades_decoder = msgspec.msgpack.Decoder(TradeState)
+_outcome_decoder = msgspec.json.Decoder(PredictionOutcome)
+_trade_decoder = msgspec.json.Decoder(TradeOutcomeRow)
+_model_state_decoder = msgspec.msgpack.Decoder(ModelPerformanceState)
+_strategy_state_decoder = msgspec.msgpack.Decoder(StrategyPerformanceState)
+_US = timedelta(microseconds=1)
+
+
+def _decode(decoder: msgspec.json.Decoder, value: bytes | None) -> Any:
+    """Our own topics carry our own records; anything else a producer put there is refused."""
+    try:
+        return decoder.decode(value or b"")
+    except msgspec.DecodeError as exc:
+        raise InvalidMessage("schema", str(exc)) from None
+
+
+# The worker's state tables and the topic each is partitioned like (its changelog's partitions).
+TABLES = (
+    ("symbol-state", BARS),
+    ("prediction-state", BARS),
+    ("trade-book", BARS),
+    ("trade-state", TRADES),
+    ("model-performance", OUTCOMES),
+    ("strategy-performance", TRADE_OUTCOMES),
+)
+
+
+def changelog_topics(settings: Settings) -> list[tuple[str, int]]:
+    """faust's changelog topic names and partitions for ``TABLES``.
+
+    Created with the registry's topics before a worker starts: a changelog faust creates
+    itself during the first rebalance may be missing from that rebalance's metadata,
+    and its table then cannot be written until the next one.
+    """
+    app_id = settings.topic_prefix + settings.processor_group
+    return [(f"{app_id}-{name}-changelog", source.partitions) for name, source in TABLES]
 
 
 def create_app(settings: Settings, metrics: Metrics) -> faust.App:
@@ -73,16 +121,27 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 
-    def topic(name: str, partitions: int) -> faust.TopicT:
-        return app.topic(settings.topic(name), partitions=partitions, **raw)
+    def topic(spec: Topic) -> faust.TopicT:
+        return app.topic(settings.topic(spec.name), partitions=spec.partitions, **raw)
 
-    bars_topic, trades_topic = topic(BARS.name, BARS.partitions), topic(TRADES.name, TRADES.partitions)
-    outputs = {"condition": topic(CONDITIONS.name, CONDITIONS.partitions), "regime": topic(REGIMES.name, REGIMES.partitions)}
-    dlq_topic = topic(DLQ.name, DLQ.partitions)
-    symbol_states = app.Table("symbol-state", default=bytes, partitions=BARS.partitions, key_type=bytes, value_type=bytes)
-    trade_states = app.Table("trade-state", default=bytes, partitions=TRADES.partitions, key_type=bytes, value_type=bytes)
+    def table(name: str, spec: Topic) -> faust.Table:
+        return app.Table(name, default=bytes, partitions=spec.partitions, key_type=bytes, value_type=bytes)
+
+    # One agent per key space. Bars, predictions, fills and expiry ticks are all keyed by
+    # symbol with the same partition count, so one agent sees a symbol's every input.
+    symbol_inputs = app.topic(
+        *(settings.topic(t.name) for t in (BARS, PREDICTIONS, FILLS, EXPIRY_TICKS)), partitions=BARS.partitions, **raw
+    )
+    names = {spec: settings.topic(spec.name) for spec in ALL_TOPICS}
+    bars_topic, trades_topic, ticks_topic = topic(BARS), topic(TRADES), topic(EXPIRY_TICKS)
+    out = {spec: topic(spec) for spec in (CONDITIONS, REGIMES, OUTCOMES, TRADE_OUTCOMES, MODEL_PERFORMANCE, STRATEGY_PERFORMANCE, DLQ)}
+    symbol_states, prediction_states, trade_books, trade_states, model_states, strategy_states = (
+        table(name, source) for name, source in TABLES
+    )
+
     limits = {"max_message_bytes": settings.max_message_bytes, "max_future_skew_s": settings.max_future_skew_s}
     bar_codec, trade_codec = Codec(Bar, **limits), Codec(Trade, **limits)
+    prediction_codec, fill_codec = Codec(Prediction, **limits), Codec(Fill, **limits)
     processor = SymbolProcessor(
         base_timeframe=settings.base_timeframe,
         resample_to=settings.resample_to,
@@ -93,13 +152,34 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         ),
         vwap_anchor_s=settings.vwap_anchor_s,
     )
-    state_sizes: dict[str, dict[bytes, int]] = {"symbol-state": {}, "trade-state": {}}
+    validator = PredictionValidator(
+        ValidatorConfig(
+            timeframe=settings.base_timeframe,
+            neutral_band=settings.prediction_neutral_band,
+            max_history_bars=settings.prediction_history_bars,
+            expire_after_s=settings.prediction_expire_after_s,
+        )
+    )
+    builder = TradeBuilder(TradeConfig(timeframe=settings.base_timeframe, breakeven_band=settings.trade_breakeven_band))
+    model_performance = ModelPerformance(retention_days=2)
+    strategy_performance = StrategyPerformance(capital=settings.performance_capital)
+    encode = msgspec.json.Encoder().encode
+    base_period_us = timeframe_seconds(settings.base_timeframe) * 1_000_000
+    state_sizes: dict[str, dict[bytes, int]] = {}
+    # The expiry clock: the latest bar close this worker saw, and the symbols still waiting on it.
+    watermark_us = [0]
+    waiting: set[bytes] = set()
+    rescan = [False]
 
-    def store(table: faust.Table, key: bytes, value: bytes) -> None:
-        table[key] = value
-        sizes = state_sizes[table.name]
+    def store(states: faust.Table, key: bytes, value: bytes) -> None:
+        states[key] = value
+        sizes = state_sizes.setdefault(states.name, {})
         sizes[key] = len(value)
-        metrics.state_bytes.labels(table.name).set(sum(sizes.values()))
+        metrics.state_bytes.labels(states.name).set(sum(sizes.values()))
+
+    async def send(spec: Topic, key: bytes, value: bytes, headers: list | None = None) -> None:
+        await out[spec].send(key=key, value=value, headers=headers)
+        metrics.produced.labels(names[spec]).inc()
 
     async def reject(event: faust.EventT, exc: InvalidMessage) -> None:
         message = event.message
@@ -112,8 +192,7 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
             key=message.key, value=event.value, reason=exc.reason, detail=exc.detail,
             topic=message.topic, partition=message.partition, offset=message.offset,
         )
-        await dlq_topic.send(key=dead.key, value=dead.value, headers=dead.headers)
-        metrics.produced.labels(dlq_topic.get_topic_name()).inc()
+        await send(DLQ, dead.key, dead.value, dead.headers)
 
     def keyed(message: faust.types.Message, symbol: str) -> bytes:
         key = symbol.encode()
@@ -122,52 +201,116 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
             raise InvalidMessage("invalid_value", f"record key {message.key!r} is not the symbol {symbol!r}")
         return key
 
-    def show_regime(bar: Bar, regime: str | None, timeframe: str) -> None:
-        if regime is not None:
-            for name in REGIME_NAMES:
-                metrics.regime.labels(bar.symbol, timeframe, name).set(1 if name == regime else 0)
+    def load(states: faust.Table, key: bytes, decode: Callable[[bytes], Any], default: Callable[[], Any]) -> Any:
+        stored = states[key]
+        return decode(stored) if stored else default()
+
+    async def on_bar(event: faust.EventT) -> None:
+        bar = bar_codec.decode(event.value, headers=event.message.headers or ())
+        key = keyed(event.message, bar.symbol)
+        state = load(symbol_states, key, state_decoder.decode, SymbolState)
+        produced, redelivered = processor.process(state, bar)
+        if not redelivered:
+            store(symbol_states, key, state_encoder.encode(state))
+            for timeframe, frame in state.frames.items():
+                if frame.regime.regime is not None:
+                    for name in REGIME_NAMES:
+                        metrics.regime.labels(bar.symbol, timeframe, name).set(1 if name == frame.regime.regime else 0)
+        for kind, value in produced:
+            await send(CONDITIONS if kind == "condition" else REGIMES, key, value)
+        if bar.timeframe != settings.base_timeframe:
+            return
+        close_us = (bar.ts - EPOCH) // _US + base_period_us
+        watermark_us[0] = max(watermark_us[0], close_us)
+        predictions = load(prediction_states, key, decode_predictions, PredictionState)
+        outcomes = validator.on_close(predictions, close_us, bar.close, state.frames[bar.timeframe].regime.regime)
+        store(prediction_states, key, encode_predictions(predictions))
+        await send_outcomes(key, predictions, outcomes)
+        book = load(trade_books, key, decode_book, TradeBook)
+        if book.trades:
+            rows = builder.on_bar(book, bar)
+            store(trade_books, key, encode_book(book))
+            for row in rows:
+                await send(TRADE_OUTCOMES, row.strategy_id.encode(), encode(row))
+
+    async def send_outcomes(key: bytes, state: PredictionState, outcomes: list) -> None:
+        (waiting.add if state.pending else waiting.discard)(key)
+        for outcome in outcomes:
+            await send(OUTCOMES, outcome.model_version.encode(), encode(outcome))
+
+    async def on_prediction(event: faust.EventT) -> None:
+        prediction = prediction_codec.decode(event.value, headers=event.message.headers or ())
+        key = keyed(event.message, prediction.symbol)
+        state = load(prediction_states, key, decode_predictions, PredictionState)
+        result = validator.on_prediction(state, prediction)
+        if result.duplicate:
+            metrics.duplicates.labels(event.message.topic).inc()
+        else:
+            store(prediction_states, key, encode_predictions(state))
+        await send_outcomes(key, state, result.outputs)
+
+    async def on_fill(event: faust.EventT) -> None:
+        fill = fill_codec.decode(event.value, headers=event.message.headers or ())
+        key = keyed(event.message, fill.symbol)
+        book = load(trade_books, key, decode_book, TradeBook)
+        result = builder.on_fill(book, fill)
+        if result.duplicate:
+            metrics.duplicates.labels(event.message.topic).inc()
+        else:
+            store(trade_books, key, encode_book(book))
+        await send(TRADE_OUTCOMES, result.row.strategy_id.encode(), encode(result.row))
+
+    async def on_tick(event: faust.EventT) -> None:
+        key = event.message.key
+        try:
+            watermark = EPOCH + int(event.value) * _US
+        except (TypeError, ValueError, OverflowError):
+            raise InvalidMessage("schema", "an expiry tick is a decimal epoch-microseconds watermark") from None
+        state = load(prediction_states, key, decode_predictions, PredictionState)
+        outcomes = validator.expire(state, watermark)
+        if outcomes:
+            store(prediction_states, key, encode_predictions(state))
+        await send_outcomes(key, state, outcomes)
+
+    handlers = {names[BARS]: on_bar, names[PREDICTIONS]: on_prediction, names[FILLS]: on_fill, names[EXPIRY_TICKS]: on_tick}
 
     @app.on_rebalance_complete.connect
     async def on_assigned(sender: object, **kwargs: object) -> None:
         metrics.rebalances.inc()
         metrics.set_ready(True)
+        rescan[0] = True
 
     @app.task
     async def broker_health() -> None:
         await watch_broker(metrics, settings.kafka_bootstrap)
 
-    @app.agent(bars_topic)
-    async def indicators(stream: faust.StreamT) -> None:
+    @app.timer(interval=10.0)
+    async def expiry_clock() -> None:
+        """Symbols that stopped trading still see time pass: a tick through their own partition."""
+        if rescan[0]:  # the partitions changed: find the pending predictions they hold
+            rescan[0] = False
+            waiting.clear()
+            waiting.update(key for key, value in prediction_states.items() if value and decode_predictions(value).pending)
+        for key in list(waiting):
+            await ticks_topic.send(key=key, value=str(watermark_us[0]).encode())
+
+    @app.agent(symbol_inputs)
+    async def symbols(stream: faust.StreamT) -> None:
         async for event in stream.events():
             metrics.consumed.labels(event.message.topic).inc()
             try:
-                bar = bar_codec.decode(event.value, headers=event.message.headers or ())
-                key = keyed(event.message, bar.symbol)
-                stored = symbol_states[key]
-                state = state_decoder.decode(stored) if stored else SymbolState()
-                produced, redelivered = processor.process(state, bar)
+                await handlers[event.message.topic](event)
             except InvalidMessage as exc:
                 await reject(event, exc)
-                continue
-            if not redelivered:
-                store(symbol_states, key, state_encoder.encode(state))
-                for timeframe, frame in state.frames.items():
-                    show_regime(bar, frame.regime.regime, timeframe)
-            for kind, value in produced:
-                await outputs[kind].send(key=key, value=value)
-                metrics.produced.labels(outputs[kind].get_topic_name()).inc()
 
     @app.agent(trades_topic)
     async def candles(stream: faust.StreamT) -> None:
-        bars_name = bars_topic.get_topic_name()
-        encode: Callable[[Bar], bytes] = msgspec.json.Encoder().encode
         async for event in stream.events():
             metrics.consumed.labels(event.message.topic).inc()
             try:
                 trade = trade_codec.decode(event.value, headers=event.message.headers or ())
                 key = keyed(event.message, trade.symbol)
-                stored = trade_states[key]
-                state = _trades_decoder.decode(stored) if stored else TradeState(TradeAggregatorState())
+                state = load(trade_states, key, _trades_decoder.decode, lambda: TradeState(TradeAggregatorState()))
                 aggregator = TradeAggregator(state.aggregator, timeframe=settings.base_timeframe)
                 duplicates = aggregator.state.duplicates
                 closed = [encode(bar) for bar in aggregator.update(trade)]
@@ -184,6 +327,37 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
                 store(trade_states, key, msgspec.msgpack.encode(state))
             for value in closed:
                 await bars_topic.send(key=key, value=value)
-                metrics.produced.labels(bars_name).inc()
+                metrics.produced.labels(names[BARS]).inc()
+
+    @app.agent(out[OUTCOMES])
+    async def model_statistics(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            metrics.consumed.labels(event.message.topic).inc()
+            try:
+                outcome = _decode(_outcome_decoder, event.value)
+            except InvalidMessage as exc:
+                await reject(event, exc)
+                continue
+            state = load(model_states, event.message.key, _model_state_decoder.decode, ModelPerformanceState)
+            row = model_performance.add(state, outcome)
+            if row is not None:
+                store(model_states, event.message.key, msgspec.msgpack.encode(state))
+                await send(MODEL_PERFORMANCE, event.message.key, encode(row))
+
+    @app.agent(out[TRADE_OUTCOMES])
+    async def strategy_statistics(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            metrics.consumed.labels(event.message.topic).inc()
+            try:
+                trade = _decode(_trade_decoder, event.value)
+            except InvalidMessage as exc:
+                await reject(event, exc)
+                continue
+            state = load(strategy_states, event.message.key, _strategy_state_decoder.decode, StrategyPerformanceState)
+            rows = strategy_performance.add(state, trade)
+            if rows:
+                store(strategy_states, event.message.key, msgspec.msgpack.encode(state))
+            for row in rows:
+                await send(STRATEGY_PERFORMANCE, event.message.key, encode(row))
 
     return app

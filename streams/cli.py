@@ -66,6 +66,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("role", help="an existing PostgreSQL role")
     p.set_defaults(func=lambda s, a: asyncio.run(_grant(s, a.role)))
 
+    p = sub.add_parser("export", help="write trades or strategy performance to CSV (UTF-8, with a header)")
+    p.add_argument("kind", choices=("trades", "performance"), help="trade_outcomes or strategy_performance")
+    p.add_argument("--strategy", help="only this strategy_id")
+    p.add_argument("--since", help="from this time on (ISO 8601; UTC unless it says otherwise)")
+    p.add_argument("--until", help="before this time (ISO 8601)")
+    p.add_argument("--period", help="performance only: DAY, WEEK or MONTH")
+    p.add_argument("--output", "-o", default="-", help="file to write, - for standard output (default)")
+    p.set_defaults(func=lambda s, a: asyncio.run(_export(s, a)))
+
     p = sub.add_parser("topics", help="create the registry's topics if they are missing")
     p.set_defaults(func=lambda s, a: asyncio.run(_topics(s)))
 
@@ -192,17 +201,39 @@ async def _grant(settings: Settings, role: str) -> None:
     print(f"granted {role} the sink privileges on {settings.safe_dsn()}")
 
 
+async def _export(settings: Settings, args: argparse.Namespace) -> None:
+    from sinks.export import ExportArgumentError, export_csv, validate_export_args
+
+    try:
+        request = validate_export_args(args.kind, strategy=args.strategy, since=args.since, until=args.until, period=args.period)
+    except ExportArgumentError as exc:
+        raise CommandError(str(exc)) from None
+    try:
+        out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise CommandError(f"cannot write {args.output}: {exc.strerror}") from None
+    conn = await _connect(settings)
+    try:
+        count = await export_csv(conn, out, request)
+    finally:
+        await conn.close()
+        if out is not sys.stdout:
+            out.close()
+    print(f"exported {count} {args.kind} rows", file=sys.stderr)
+
+
 async def _topics(settings: Settings) -> None:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import KafkaError
 
     from schemas.topics import ALL
+    from streams.app import changelog_topics
 
     admin = AIOKafkaAdminClient(**settings.kafka_options())
     try:
         await admin.start()
         existing = set(await admin.list_topics())
-        missing = [
+        wanted = [
             NewTopic(
                 settings.topic(t.name),
                 t.partitions,
@@ -210,8 +241,8 @@ async def _topics(settings: Settings) -> None:
                 topic_configs={"cleanup.policy": t.cleanup_policy, "retention.ms": str(t.retention_ms)},
             )
             for t in ALL
-            if settings.topic(t.name) not in existing
-        ]
+        ] + [NewTopic(name, partitions, 1, topic_configs={"cleanup.policy": "compact"}) for name, partitions in changelog_topics(settings)]
+        missing = [topic for topic in wanted if topic.name not in existing]
         if missing:
             await admin.create_topics(missing)
     except KafkaError as exc:
@@ -354,6 +385,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
     from streams.app import create_app
 
     metrics = _serve_metrics(settings, args.metrics_port)
+    asyncio.run(_topics(settings))  # its inputs, outputs and changelogs, before the first rebalance
     app = create_app(settings, metrics)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, logging_config=logging_config(settings.log_level))
     # faust's terminal spinner puts the root logger at DEBUG: every send then builds a log record.
