@@ -131,3 +131,20 @@ class RegimeChange(msgspec.Struct, frozen=True, kw_only=True):
     ema_slope_per_bar: float | None
     volatility_percentile: float | None
     details: dict  # the rule's parameters when it decided
+
+
+class CorrelationContext(msgspec.Struct, frozen=True, kw_only=True):
+    """A bar's correlation context (``md.correlation_context.v1``): its ``market_conditions``
+    key and bar, and its correlations with the benchmark and its sector
+    (``streams.correlations`` defines them)."""
+
+    symbol: str
+    timeframe: str
+    timestamp: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: int
+    spy_correlation: float | None
+    sector_correlation: float | None

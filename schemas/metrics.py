@@ -33,6 +33,12 @@ class Metrics:
         self.duplicates = Counter(
             "tickwire_duplicates_dropped_total", "Messages dropped as exact duplicates (same id or bar)", ["topic"], registry=registry
         )
+        self.late_bars = Counter(
+            "tickwire_late_bars_total",
+            "Bars that arrived after their timestamp was closed by the correlation watermark (dropped)",
+            ["topic"],
+            registry=registry,
+        )
         self.rows_written = Counter(
             "tickwire_rows_written_total", "Rows committed to a table (after de-duplication)", ["table"], registry=registry
         )

@@ -58,6 +58,14 @@ class Settings:
     prediction_history_bars: int = 390  # closes kept per symbol to validate late predictions
     trade_breakeven_band: float = 0.0001  # |net P&L| within this share of entry notional: BREAKEVEN
     performance_capital: float = 100_000.0  # account size that turns P&L into returns
+    correlation_timeframes: str = "1m,1h,1d"  # comma-separated; empty = no correlation stage
+    correlation_windows: str = "20,60"  # bars
+    correlation_min_common: int = 10  # fewer common returns than this: null
+    correlation_benchmark: str = "SPY"
+    correlation_threshold: float = 0.7  # |corr| at or above: grouped, and crossings are events
+    correlation_snapshot_every: int = 10  # publish a snapshot every N bar closes
+    correlation_sectors_file: str = ""  # CSV (symbol,sector) or JSON {symbol: sector}
+    correlation_quiet_bars: int = 1000  # a symbol silent this long no longer holds the others' bars back
     # Validation
     max_message_bytes: int = 1_000_000
     max_future_skew_s: float = 86_400.0
@@ -151,6 +159,26 @@ class Settings:
                 raise SettingsError(f"TICKWIRE_RESAMPLE_TIMEFRAMES: {tf!r} is not a timeframe that is a multiple of {self.base_timeframe}")
         if self.vwap_anchor_s <= 0:
             raise SettingsError("TICKWIRE_VWAP_ANCHOR_S: must be positive")
+        for tf in self.correlated:
+            if tf != self.base_timeframe and tf not in self.resample_to:
+                raise SettingsError(f"TICKWIRE_CORRELATION_TIMEFRAMES: {tf!r} is neither the base timeframe nor resampled")
+        try:
+            windows = self.correlation_window_bars
+        except ValueError:
+            raise SettingsError(f"TICKWIRE_CORRELATION_WINDOWS: {self.correlation_windows!r} is not a list of bar counts") from None
+        if not windows or len(set(windows)) != len(windows) or not 2 <= self.correlation_min_common <= min(windows):
+            raise SettingsError("TICKWIRE_CORRELATION_WINDOWS / _MIN_COMMON: need distinct windows and 2 <= min_common <= the smallest")
+        if not 0 < self.correlation_threshold <= 1 or self.correlation_snapshot_every < 1:
+            raise SettingsError("TICKWIRE_CORRELATION_THRESHOLD must be in (0, 1] and _SNAPSHOT_EVERY at least 1")
+
+    @property
+    def correlation_window_bars(self) -> tuple[int, ...]:
+        return tuple(int(w) for w in self.correlation_windows.split(",") if w.strip())
+
+    @property
+    def correlated(self) -> tuple[str, ...]:
+        """The timeframes the correlation stage follows."""
+        return tuple(tf.strip() for tf in self.correlation_timeframes.split(",") if tf.strip())
 
     @property
     def resample_to(self) -> tuple[str, ...]:

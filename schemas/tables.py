@@ -13,9 +13,14 @@ from typing import Literal, NamedTuple, Union, get_args, get_origin
 
 import msgspec
 
-from schemas.market import Condition, RegimeChange
+from schemas.correlations import (
+    CorrelationConflict, CorrelationEntry, CorrelationGroup, CorrelationGroupMember, CorrelationMatrix, CorrelationRecord,
+)
+from schemas.market import Condition, CorrelationContext, RegimeChange
 from schemas.signals import ModelPerformanceRow, ModelPredictionRow, StrategyPerformanceRow, TradeOutcomeRow
-from schemas.topics import CONDITIONS, MODEL_PERFORMANCE, OUTCOMES, REGIMES, STRATEGY_PERFORMANCE, TRADE_OUTCOMES
+from schemas.topics import (
+    CONDITIONS, CORRELATION_CONTEXT, CORRELATIONS, MODEL_PERFORMANCE, OUTCOMES, REGIMES, STRATEGY_PERFORMANCE, TRADE_OUTCOMES,
+)
 
 _STAGING_TYPES = {float: "float8", int: "int8", str: "text", bool: "bool", datetime: "timestamptz", date: "date", dict: "jsonb", uuid.UUID: "uuid"}
 
@@ -27,6 +32,13 @@ class Table(NamedTuple):
     on_conflict: Literal["nothing", "update"]
     time_column: str | None = None  # the event time, for the latency metric
     update_where: str | None = None  # DO UPDATE only where this holds (a constant SQL condition)
+    update_columns: tuple[str, ...] | None = None  # DO UPDATE sets these (default: every non-key column)
+    # The topic's message type when it carries a tagged union: records of other types are skipped.
+    message: object = None
+
+    @property
+    def updated(self) -> tuple[str, ...]:
+        return self.update_columns or tuple(c for c in self.columns if c not in self.key)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -44,7 +56,17 @@ def _staging_type(annotation: object) -> str:
     return _STAGING_TYPES[base]
 
 
-MARKET_CONDITIONS = Table("market_conditions", Condition, ("symbol", "timeframe", "timestamp"), "nothing", "timestamp")
+# Two writers fill market_conditions, in either order: the worker's conditions (every column
+# but the correlations) and the correlation stage's context (the correlations; its insert
+# carries the bar so a row it creates first is complete once the condition lands).
+_CONTEXT = ("spy_correlation", "sector_correlation")
+MARKET_CONDITIONS = Table(
+    "market_conditions", Condition, ("symbol", "timeframe", "timestamp"), "update", "timestamp",
+    update_columns=tuple(f.name for f in msgspec.structs.fields(Condition) if f.name not in ("symbol", "timeframe", "timestamp", *_CONTEXT)),
+)
+MARKET_CONTEXT = Table(
+    "market_conditions", CorrelationContext, ("symbol", "timeframe", "timestamp"), "update", "timestamp", update_columns=_CONTEXT
+)
 
 MARKET_REGIME_HISTORY = Table(
     "market_regime_history", RegimeChange, ("symbol", "timeframe", "timestamp"), "nothing", "timestamp"
@@ -63,14 +85,28 @@ STRATEGY_PERFORMANCE_TABLE = Table(
     "strategy_performance", StrategyPerformanceRow, ("strategy_id", "model_version", "period_type", "period_start"), "update"
 )
 
+_SNAPSHOT = ("timeframe", "window_bars", "timestamp")
+CORRELATION_TABLES = tuple(
+    Table(name, record, key, "nothing", "timestamp", message=CorrelationRecord)
+    for name, record, key in (
+        ("correlation_matrix", CorrelationMatrix, _SNAPSHOT),
+        ("correlation_entries", CorrelationEntry, (*_SNAPSHOT, "symbol_a", "symbol_b")),
+        ("correlation_groups", CorrelationGroup, (*_SNAPSHOT, "group_no")),
+        ("correlation_group_members", CorrelationGroupMember, (*_SNAPSHOT, "symbol")),
+        ("correlation_conflicts", CorrelationConflict, (*_SNAPSHOT, "symbol_a", "symbol_b")),
+    )
+)
+
 ALL = (
-    MARKET_CONDITIONS, MARKET_REGIME_HISTORY, MODEL_PREDICTIONS, TRADE_OUTCOMES_TABLE,
-    MODEL_PERFORMANCE_TABLE, STRATEGY_PERFORMANCE_TABLE,
+    MARKET_CONDITIONS, MARKET_CONTEXT, MARKET_REGIME_HISTORY, MODEL_PREDICTIONS, TRADE_OUTCOMES_TABLE,
+    MODEL_PERFORMANCE_TABLE, STRATEGY_PERFORMANCE_TABLE, *CORRELATION_TABLES,
 )
 
 # Which topic fills which table: one sink pipeline (and consumer group) per pair.
 SINKS = (
     (CONDITIONS, MARKET_CONDITIONS),
+    (CORRELATION_CONTEXT, MARKET_CONTEXT),
+    *((CORRELATIONS, table) for table in CORRELATION_TABLES),
     (REGIMES, MARKET_REGIME_HISTORY),
     (OUTCOMES, MODEL_PREDICTIONS),
     (TRADE_OUTCOMES, TRADE_OUTCOMES_TABLE),

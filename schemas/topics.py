@@ -22,6 +22,9 @@ FILLS = Topic("exec.fills.v1", "symbol", 6, "delete", 30 * DAY_MS)
 CONDITIONS = Topic("md.conditions.v1", "symbol", 6, "delete", 7 * DAY_MS)
 REGIMES = Topic("md.regimes.v1", "symbol", 6, "delete", 30 * DAY_MS)
 CORRELATIONS = Topic("md.correlations.v1", "timeframe", 1, "delete", 7 * DAY_MS)
+CORRELATION_CONTEXT = Topic("md.correlation_context.v1", "symbol", 6, "delete", 7 * DAY_MS)
+# Internal: conditions re-keyed by timeframe, so one partition sees every symbol of a timeframe.
+CONDITIONS_BY_TIMEFRAME = Topic("tickwire.conditions_by_timeframe.v1", "timeframe", 6, "delete", DAY_MS)
 # Keyed by what their performance statistics group by, so one partition holds a model's
 # (a strategy's) every outcome, in order.
 OUTCOMES = Topic("signals.outcomes.v1", "model_version", 6, "delete", 30 * DAY_MS)
@@ -33,6 +36,6 @@ EXPIRY_TICKS = Topic("tickwire.expiry_ticks.v1", "symbol", 6, "delete", DAY_MS)
 DLQ = Topic("tickwire.dlq.v1", "source key", 3, "delete", 30 * DAY_MS)
 
 ALL = (
-    BARS, TRADES, PREDICTIONS, FILLS, CONDITIONS, REGIMES, CORRELATIONS, OUTCOMES, TRADE_OUTCOMES,
-    MODEL_PERFORMANCE, STRATEGY_PERFORMANCE, EXPIRY_TICKS, DLQ,
+    BARS, TRADES, PREDICTIONS, FILLS, CONDITIONS, REGIMES, CORRELATIONS, CORRELATION_CONTEXT, OUTCOMES,
+    TRADE_OUTCOMES, MODEL_PERFORMANCE, STRATEGY_PERFORMANCE, CONDITIONS_BY_TIMEFRAME, EXPIRY_TICKS, DLQ,
 )

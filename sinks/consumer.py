@@ -96,18 +96,19 @@ class TopicSink(Generic[T]):
         self.producer = producer
         self.metrics = metrics
         self.max_retry_backoff_s = max_retry_backoff_s
-        self._decoder = msgspec.json.Decoder(table.record)
+        self._decoder = msgspec.json.Decoder(table.message or table.record)
         self._ts_index = table.columns.index(table.time_column) if table.time_column else None
         self._committed: dict[TopicPartition, int] = {}
         self._lag_reported = 0.0
 
-    def decode(self, record: ConsumerRecord) -> tuple:
+    def decode(self, record: ConsumerRecord) -> tuple | None:
         if not record.value:
             raise InvalidMessage("empty", "message has no value")
         try:
-            return msgspec.structs.astuple(self._decoder.decode(record.value))
+            row = self._decoder.decode(record.value)
         except msgspec.DecodeError as exc:
             raise InvalidMessage("schema", str(exc)) from None
+        return msgspec.structs.astuple(row) if type(row) is self.table.record else None
 
     async def run(self) -> None:
         """Consume until cancelled; every batch is written before its offsets are committed.
@@ -147,10 +148,13 @@ class TopicSink(Generic[T]):
                 rows, sources = batch.rows.setdefault(tp, []), batch.sources.setdefault(tp, [])
                 for record in records:
                     try:
-                        rows.append(self.decode(record))
-                        sources.append(record)
+                        row = self.decode(record)
                     except InvalidMessage as exc:
                         batch.rejected.append(_Rejected(record, exc.reason, exc.detail))
+                        continue
+                    if row is not None:  # None: another table's record type on a shared topic
+                        rows.append(row)
+                        sources.append(record)
                 batch.size += len(records)
         return batch
 

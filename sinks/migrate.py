@@ -71,8 +71,17 @@ async def detect_flavor(conn: asyncpg.Connection) -> Flavor:
     return "timescaledb"
 
 
-async def migrate(conn: asyncpg.Connection) -> list[Migration]:
-    """Apply pending migrations; return those applied by this call."""
+async def migrate(
+    conn: asyncpg.Connection, *, flavor: Flavor | None = None, until: int | None = None
+) -> list[Migration]:
+    """Apply pending migrations (up to version ``until`` if given); return those applied.
+
+    ``flavor`` forces the flavour of a fresh database (``"postgres"`` keeps a database
+    plain even where TimescaleDB is installed); by default it is detected. A database
+    migrated before keeps its recorded flavour: asking for the other one is an error.
+    """
+    if flavor not in (None, "timescaledb", "postgres"):
+        raise ValueError(f"unknown flavor {flavor!r}")
     await conn.execute("SET timezone = 'UTC'")
     await conn.execute("SELECT pg_advisory_lock($1)", LOCK_ID)
     try:
@@ -86,9 +95,19 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
         )
         rows = await conn.fetch("SELECT version, flavor, checksum, name FROM tickwire_migrations")
         done = {r["version"]: r for r in rows}
-        flavor: Flavor = rows[0]["flavor"] if rows else await detect_flavor(conn)
+        if rows:
+            recorded: Flavor = rows[0]["flavor"]
+            if flavor is not None and flavor != recorded:
+                raise RuntimeError(f"this database was migrated as {recorded}, not {flavor}")
+            flavor = recorded
+        elif flavor is None:
+            flavor = await detect_flavor(conn)
+        elif flavor == "timescaledb":
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
         applied = []
         for migration in load_migrations():
+            if until is not None and migration.version > until:
+                break
             if migration.version in done:
                 if done[migration.version]["checksum"] != migration.checksum:
                     raise RuntimeError(
@@ -96,7 +115,9 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
                     )
                 continue
             async with conn.transaction():
-                await conn.execute(migration.render(flavor))
+                sql = migration.render(flavor)
+                if not _only_comments(sql):  # a migration may hold nothing for this flavour
+                    await conn.execute(sql)
                 await conn.execute(
                     "INSERT INTO tickwire_migrations (version, name, flavor, checksum) VALUES ($1, $2, $3, $4)",
                     migration.version,
@@ -108,6 +129,10 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
         return applied
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_ID)
+
+
+def _only_comments(sql: str) -> bool:
+    return all(not line.strip() or line.strip().startswith("--") for line in sql.splitlines())
 
 
 async def flavor_of(conn: asyncpg.Connection) -> Flavor | None:

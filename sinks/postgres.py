@@ -24,7 +24,8 @@ class TableWriter:
 
     def __init__(self, table: Table) -> None:
         self.table = table
-        self.staging = f"_stage_{table.name}"
+        # Per row type: two writers of one table may share a pooled connection.
+        self.staging = f"_stage_{table.name}_{table.record.__name__.lower()}"
         cols = ", ".join(_ident(c) for c in table.columns)
         key = ", ".join(_ident(c) for c in table.key)
         self.create_staging_sql = (
@@ -33,7 +34,7 @@ class TableWriter:
             + ") ON COMMIT DELETE ROWS"
         )
         if table.on_conflict == "update":
-            updates = ", ".join(f"{_ident(c)} = EXCLUDED.{_ident(c)}" for c in table.columns if c not in table.key)
+            updates = ", ".join(f"{_ident(c)} = EXCLUDED.{_ident(c)}" for c in table.updated)
             action = f"DO UPDATE SET {updates}"
             if table.update_where:
                 action += f" WHERE {table.update_where}"

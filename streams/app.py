@@ -17,17 +17,18 @@ import msgspec
 
 from schemas.codec import Codec, dlq_record
 from schemas.errors import InvalidMessage
-from schemas.market import EPOCH, Bar, timeframe_seconds
+from schemas.market import EPOCH, Bar, Condition, CorrelationContext, timeframe_seconds
 from schemas.metrics import Metrics, watch_broker
 from schemas.settings import Settings
 from schemas.signals import Fill, Prediction, PredictionOutcome, TradeOutcomeRow
 from schemas.topics import ALL as ALL_TOPICS
 from schemas.topics import (
-    BARS, CONDITIONS, DLQ, EXPIRY_TICKS, FILLS, MODEL_PERFORMANCE, OUTCOMES, PREDICTIONS, REGIMES,
-    STRATEGY_PERFORMANCE, TRADE_OUTCOMES, TRADES, Topic,
+    BARS, CONDITIONS, CONDITIONS_BY_TIMEFRAME, CORRELATION_CONTEXT, CORRELATIONS, DLQ, EXPIRY_TICKS, FILLS,
+    MODEL_PERFORMANCE, OUTCOMES, PREDICTIONS, REGIMES, STRATEGY_PERFORMANCE, TRADE_OUTCOMES, TRADES, Topic,
 )
 from schemas.trades import Trade
 from streams.candles import TradeAggregator, TradeAggregatorState
+from streams.correlations import CorrelationConfig, Correlations, CorrelationState, load_sectors
 from streams.fills import TradeBook, TradeBuilder, TradeConfig
 from streams.fills import decode_state as decode_book
 from streams.fills import encode_state as encode_book
@@ -58,6 +59,63 @@ _strategy_state_decoder = msgspec.msgpack.Decoder(StrategyPerformanceState)
 _US = timedelta(microseconds=1)
 
 
+class _Timeframe(msgspec.Struct):
+    timeframe: str
+
+
+_timeframe_of = msgspec.json.Decoder(_Timeframe)
+_condition_decoder = msgspec.json.Decoder(Condition)
+_correlation_state_decoder = msgspec.msgpack.Decoder(CorrelationState)
+_open_bars_decoder = msgspec.msgpack.Decoder(dict[str, tuple[float, float, float, float, int]])
+_latest_decoder = msgspec.msgpack.Decoder(dict[str, int])
+
+
+class _CorrelationWindow:
+    """A timeframe's core plus the bars waiting for the watermark, as stored in the table."""
+
+    def __init__(self, timeframe: str, core: Correlations, open_bars: dict[int, dict[str, tuple]], latest: dict[str, int]) -> None:
+        self.timeframe, self.core, self.open, self.latest = timeframe, core, open_bars, latest
+
+    def key(self, part: int | str) -> bytes:
+        return f"{self.timeframe}/{part}".encode()
+
+    def closable(self, quiet_us: int) -> list[int]:
+        """Open timestamps every active symbol has moved past, oldest first."""
+        newest = max(self.latest.values())
+        watermark = min(t for t in self.latest.values() if t >= newest - quiet_us)
+        return sorted(ts for ts in self.open if ts < watermark)
+
+
+def _restore_window(states: faust.Table, settings: Settings, timeframe: str, sectors: dict[str, str]) -> _CorrelationWindow:
+    prefix = f"{timeframe}/".encode()
+    stored_core = states[prefix + b"core"]
+    core = Correlations(
+        _correlation_config(settings, timeframe),
+        _correlation_state_decoder.decode(stored_core) if stored_core else None,
+        sectors=sectors,
+    )
+    stored_latest = states[prefix + b"latest"]
+    latest = _latest_decoder.decode(stored_latest) if stored_latest else {}
+    open_bars = {
+        int(key[len(prefix):]): _open_bars_decoder.decode(value)
+        for key, value in states.items()
+        if key.startswith(prefix) and key[len(prefix):].isdigit() and value
+    }
+    return _CorrelationWindow(timeframe, core, open_bars, latest)
+
+
+def _correlation_config(settings: Settings, timeframe: str) -> CorrelationConfig:
+    return CorrelationConfig(
+        timeframe=timeframe,
+        windows=settings.correlation_window_bars,
+        min_common=settings.correlation_min_common,
+        benchmark=settings.correlation_benchmark,
+        threshold=settings.correlation_threshold,
+        snapshot_every=settings.correlation_snapshot_every,
+        max_open_timestamps=1,  # unused: the worker closes timestamps itself (``step``)
+    )
+
+
 def _decode(decoder: msgspec.json.Decoder, value: bytes | None) -> Any:
     """Our own topics carry our own records; anything else a producer put there is refused."""
     try:
@@ -74,6 +132,7 @@ TABLES = (
     ("trade-state", TRADES),
     ("model-performance", OUTCOMES),
     ("strategy-performance", TRADE_OUTCOMES),
+    ("correlation-state", CONDITIONS_BY_TIMEFRAME),
 )
 
 
@@ -134,10 +193,15 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     )
     names = {spec: settings.topic(spec.name) for spec in ALL_TOPICS}
     bars_topic, trades_topic, ticks_topic = topic(BARS), topic(TRADES), topic(EXPIRY_TICKS)
-    out = {spec: topic(spec) for spec in (CONDITIONS, REGIMES, OUTCOMES, TRADE_OUTCOMES, MODEL_PERFORMANCE, STRATEGY_PERFORMANCE, DLQ)}
-    symbol_states, prediction_states, trade_books, trade_states, model_states, strategy_states = (
+    out = {spec: topic(spec) for spec in (CONDITIONS, REGIMES, CORRELATIONS, CORRELATION_CONTEXT, OUTCOMES, TRADE_OUTCOMES, MODEL_PERFORMANCE, STRATEGY_PERFORMANCE, DLQ)}
+    symbol_states, prediction_states, trade_books, trade_states, model_states, strategy_states, correlation_states = (
         table(name, source) for name, source in TABLES
     )
+    by_timeframe = topic(CONDITIONS_BY_TIMEFRAME)
+    correlated = set(settings.correlated)
+    sectors = load_sectors(settings.correlation_sectors_file) if settings.correlation_sectors_file else {}
+    correlation_windows: dict[str, _CorrelationWindow] = {}  # live per timeframe; rebuilt from the table after a rebalance
+    correlation_quiet_us = {tf: settings.correlation_quiet_bars * timeframe_seconds(tf) * 1_000_000 for tf in correlated}
 
     limits = {"max_message_bytes": settings.max_message_bytes, "max_future_skew_s": settings.max_future_skew_s}
     bar_codec, trade_codec = Codec(Bar, **limits), Codec(Trade, **limits)
@@ -218,6 +282,10 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
                         metrics.regime.labels(bar.symbol, timeframe, name).set(1 if name == frame.regime.regime else 0)
         for kind, value in produced:
             await send(CONDITIONS if kind == "condition" else REGIMES, key, value)
+            if kind == "condition" and correlated:
+                timeframe = _timeframe_of.decode(value).timeframe
+                if timeframe in correlated:
+                    await by_timeframe.send(key=timeframe.encode(), value=value)
         if bar.timeframe != settings.base_timeframe:
             return
         close_us = (bar.ts - EPOCH) // _US + base_period_us
@@ -279,6 +347,53 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         metrics.rebalances.inc()
         metrics.set_ready(True)
         rescan[0] = True
+        correlation_windows.clear()
+
+    @app.agent(by_timeframe)
+    async def correlations(stream: faust.StreamT) -> None:
+        """One core per timeframe, fed a timestamp once every active symbol has moved past it.
+
+        Symbols arrive from different partitions at different paces, so bars wait per
+        timestamp (one table key each, so an event writes O(symbols), not the backlog)
+        until the watermark, the oldest latest-bar time of the symbols heard from within
+        ``correlation_quiet_bars``, passes them. The core itself is stored once per step."""
+        async for event in stream.events():
+            metrics.consumed.labels(event.message.topic).inc()
+            try:
+                condition = _decode(_condition_decoder, event.value)
+            except InvalidMessage as exc:
+                await reject(event, exc)
+                continue
+            timeframe = condition.timeframe
+            if timeframe not in correlated:
+                continue
+            window = correlation_windows.get(timeframe)
+            if window is None:
+                window = correlation_windows[timeframe] = _restore_window(correlation_states, settings, timeframe, sectors)
+            ts_us = (condition.timestamp - EPOCH) // _US
+            if window.core.state.timestamps and ts_us <= window.core.state.timestamps[-1]:
+                metrics.late_bars.labels(event.message.topic).inc()
+                continue
+            bars = window.open.setdefault(ts_us, {})
+            bars[condition.symbol] = (condition.open, condition.high, condition.low, condition.close, condition.volume)
+            store(correlation_states, window.key(ts_us), msgspec.msgpack.encode(bars))
+            latest = window.latest
+            if latest.get(condition.symbol, -1) < ts_us:
+                latest[condition.symbol] = ts_us
+                store(correlation_states, window.key("latest"), msgspec.msgpack.encode(latest))
+            for stepped in window.closable(correlation_quiet_us[timeframe]):
+                bars = window.open.pop(stepped)
+                for record in window.core.step(stepped, {symbol: bar[3] for symbol, bar in bars.items()}):
+                    await send(CORRELATIONS, timeframe.encode(), encode(record))
+                for symbol, (spy, sector) in window.core.context(min(window.core.config.windows)).items():
+                    o, h, low, c, v = bars[symbol]
+                    context = CorrelationContext(
+                        symbol=symbol, timeframe=timeframe, timestamp=EPOCH + stepped * _US,
+                        open=o, high=h, low=low, close=c, volume=v, spy_correlation=spy, sector_correlation=sector,
+                    )
+                    await send(CORRELATION_CONTEXT, symbol.encode(), encode(context))
+                del correlation_states[window.key(stepped)]
+                store(correlation_states, window.key("core"), msgspec.msgpack.encode(window.core.snapshot_state()))
 
     @app.task
     async def broker_health() -> None:

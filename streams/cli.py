@@ -62,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", help="apply pending SQL migrations (TimescaleDB when present)")
     p.set_defaults(func=lambda s, a: asyncio.run(_migrate(s)))
 
+    p = sub.add_parser("maintain", help="create future partitions, apply retention, refresh views (PostgreSQL); report jobs (TimescaleDB)")
+    p.add_argument("--months-ahead", type=_positive, default=3, help="monthly partitions to keep ready ahead (default 3)")
+    p.add_argument("--no-retention", action="store_true", help="keep partitions older than the seed retention")
+    p.set_defaults(func=lambda s, a: asyncio.run(_maintain(s, a)))
+
     p = sub.add_parser("grant-sink", help="grant a role the least privileges a sink needs (rows, no DDL)")
     p.add_argument("role", help="an existing PostgreSQL role")
     p.set_defaults(func=lambda s, a: asyncio.run(_grant(s, a.role)))
@@ -186,6 +191,21 @@ async def _migrate(settings: Settings) -> None:
         await conn.close()
     names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "nothing to apply"
     print(f"migrated {settings.safe_dsn()} ({flavor}): {names}")
+
+
+async def _maintain(settings: Settings, args: argparse.Namespace) -> int:
+    """Exit 1 when a TimescaleDB background job's last run failed."""
+    import json
+
+    from sinks.maintenance import maintain
+
+    conn = await _connect(settings)
+    try:
+        report = await maintain(conn, months_ahead=args.months_ahead, retention=not args.no_retention)
+    finally:
+        await conn.close()
+    print(json.dumps(report, indent=2, default=str))
+    return 1 if report.get("failed_jobs") else 0
 
 
 async def _grant(settings: Settings, role: str) -> None:
@@ -386,7 +406,10 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
 
     metrics = _serve_metrics(settings, args.metrics_port)
     asyncio.run(_topics(settings))  # its inputs, outputs and changelogs, before the first rebalance
-    app = create_app(settings, metrics)
+    try:
+        app = create_app(settings, metrics)
+    except ValueError as exc:  # a configuration file the settings name (sectors) is unusable
+        raise CommandError(str(exc)) from None
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, logging_config=logging_config(settings.log_level))
     # faust's terminal spinner puts the root logger at DEBUG: every send then builds a log record.
     worker.spinner = None
@@ -487,6 +510,8 @@ def _local_env() -> dict[str, str]:
         "TICKWIRE_PG_DSN", f"postgresql://tickwire@127.0.0.1:{os.environ.get('TICKWIRE_LOCAL_PG_PORT', '15432')}/tickwire"
     )
     env.setdefault("TICKWIRE_PG_PASSWORD_FILE", str(ROOT / "var" / "pg" / "password"))
+    # The simulator's named symbols and their sectors, for sector_correlation.
+    env.setdefault("TICKWIRE_CORRELATION_SECTORS_FILE", str(LOCAL / "sectors.csv"))
     return env
 
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 import csv
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Iterator, NamedTuple, get_origin
 
 import msgspec
 
 from schemas.errors import InvalidMessage
 from schemas.market import Bar
-from schemas.topics import BARS, TRADES, Topic
+from schemas.signals import Fill, Prediction
+from schemas.topics import BARS, FILLS, PREDICTIONS, TRADES, Topic
 from schemas.trades import Trade
 
 
@@ -34,6 +35,8 @@ class Kind(NamedTuple):
 KINDS = {
     "bars": Kind(Bar, BARS, "ts"),
     "trades": Kind(Trade, TRADES, "ts"),
+    "predictions": Kind(Prediction, PREDICTIONS, "predicted_at"),
+    "fills": Kind(Fill, FILLS, "ts"),
 }
 
 
@@ -68,6 +71,8 @@ def read_rows(
 ) -> Iterator[Row]:
     """Each data row after the first ``skip`` ones, decoded and validated."""
     fields = {f.lower(): f for f in message_type.__struct_fields__}
+    # Object fields (a prediction's feature_vector) are JSON text in a CSV cell.
+    objects = {f.name for f in msgspec.structs.fields(message_type) if (get_origin(f.type) or f.type) is dict}
     now = now or datetime.now(timezone.utc)
     for line, raw in _records(path, skip):
         record = dict(defaults)
@@ -76,8 +81,11 @@ def read_rows(
             if name is not None and value not in ("", None):
                 record[name] = value
         try:
+            for name in objects & record.keys():
+                if isinstance(record[name], str):
+                    record[name] = msgspec.json.decode(record[name])
             message = msgspec.convert(record, message_type, strict=False)
-        except msgspec.ValidationError as exc:
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             yield Row(line, None, InvalidMessage("schema", str(exc)))
             continue
         try:

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from schemas.market import Bar
+from schemas.signals import Prediction
 from schemas.trades import Trade
 from streams.cli import main
 from streams.replay import ReplayError, count_rows, read_rows
@@ -86,3 +87,15 @@ def test_replay_command_names_bad_arguments(tmp_path, capsys):
     assert "invalid choice: 'quotes'" in capsys.readouterr().err
     assert main(["replay", str(tmp_path / "missing.csv")]) == 1
     assert "missing.csv: no such file" in capsys.readouterr().err
+
+
+def test_prediction_features_are_json_cells(tmp_path):
+    path = tmp_path / "predictions.csv"
+    path.write_text(
+        "prediction_id,model_version,model_type,symbol,predicted_at,prediction_horizon_minutes,predicted_direction,confidence_score,feature_vector\n"
+        '6f1c2a34-0c1e-4f5e-9a57-1d2b3c4d5e6f,m1,gbm,AAPL,2024-01-02T14:30:00Z,15,LONG,0.7,"{""rsi"": 61.5}"\n'
+        '6f1c2a34-0c1e-4f5e-9a57-1d2b3c4d5e70,m1,gbm,AAPL,2024-01-02T14:31:00Z,15,LONG,0.7,"{rsi: broken"\n'
+    )
+    rows = list(read_rows(path, Prediction, defaults={}))
+    assert rows[0].message.feature_vector == {"rsi": 61.5}
+    assert rows[1].error.reason == "schema" and rows[1].line == 3

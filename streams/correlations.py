@@ -1,0 +1,491 @@
+"""Rolling cross-symbol correlations for one timeframe: pairs, benchmark, sector, groups.
+
+Definitions:
+
+- A *step* is one closed timestamp. A symbol's return at a step is the log return from
+  its previous bar (whenever that was) to its bar at this step; no bar, no return.
+- A window of ``W`` bars is the last ``W`` steps. A pair's correlation is the Pearson
+  correlation over the steps where both symbols have a return (pandas' pairwise-complete
+  rolling ``corr``); ``None`` with fewer than ``min_common`` such steps or when either
+  series is constant over them. *Active* symbols have at least one return in the window.
+- Benchmark correlation: with ``benchmark``'s returns. Sector correlation: with the
+  equal-weight mean of the returns the *other* members of the symbol's sector have at
+  each step (the symbol itself excluded; steps where no other member has one are gaps).
+- Groups: connected components of the graph whose edges are pairs with
+  ``|corr| >= threshold`` (seed 000's groups of mutually related instruments; a chain
+  A~B~C is one group even when A and C are not related). Components of one symbol are
+  not reported. Threshold events: a pair entering or leaving that edge set between two
+  snapshots.
+
+Speed: per window, ``G = W * sum(z z^T) - sum(z) sum(z)^T`` over the window (``z`` the
+return minus a per-symbol shift, zero where missing) is updated each step by one rank-4
+product: O(S^2) instead of O(S^2 W). For two symbols with a return at every step of the
+window, ``G_ij / sqrt(V_i V_j)`` is their correlation. Pairs with a gap are computed
+exactly from the window's masked sums (O(S W) per symbol with gaps). Every
+``recompute_every`` steps ``G`` is recomputed exactly, which bounds rounding drift and
+lets the serialized state stay small: it keeps the returns since the last recompute and
+rebuilds ``G`` by replaying them, bit for bit as the live object computed it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import msgspec
+import numpy as np
+
+from schemas.correlations import (
+    CorrelationConflict,
+    CorrelationEntry,
+    CorrelationGroup,
+    CorrelationGroupMember,
+    CorrelationMatrix,
+    CorrelationRecord,
+)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# A series whose centred sum of squares is below this share of its raw sum of squares
+# is constant up to rounding (std/|mean| below about 1e-6).
+_FLAT = 1e-12
+_SLOT_ROUND = 32
+
+
+class CorrelationConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """``snapshot_every``: publish every N steps (1 = every bar close)."""
+
+    timeframe: str = "1d"
+    windows: tuple[int, ...] = (20, 60)
+    min_common: int = 10
+    benchmark: str = "SPY"
+    threshold: float = 0.7
+    snapshot_every: int = 1
+    recompute_every: int = 32
+    max_open_timestamps: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.windows or min(self.windows) < 2 or len(set(self.windows)) != len(self.windows):
+            raise ValueError("windows must be distinct and at least 2 bars")
+        if not 2 <= self.min_common <= min(self.windows):
+            raise ValueError("need 2 <= min_common <= the smallest window")
+        if not 0 < self.threshold <= 1:
+            raise ValueError("threshold must be in (0, 1]")
+        if self.snapshot_every < 1 or self.recompute_every < 1 or self.max_open_timestamps < 1:
+            raise ValueError("snapshot_every, recompute_every and max_open_timestamps must be at least 1")
+
+
+class CorrelationState(msgspec.Struct, array_like=True):
+    """Everything needed to continue after a restart; O(symbols * (max window + recompute_every))."""
+
+    symbols: list[str | None] = []  # slot -> symbol; None is a free slot
+    returns: bytes = b""  # ring of rows (float64, NaN = no return), row of step s at (s - 1) % rows
+    timestamps: list[int] = []  # epoch µs of the steps in the ring, oldest first
+    steps: int = 0
+    anchor: int = 0  # step of the last exact recompute
+    last_close: dict[str, float] = {}
+    pending: dict[int, dict[str, float]] = {}  # open timestamps
+    above: dict[int, dict[str, float]] = {}  # window -> "a\tb" -> value, pairs above threshold at the last snapshot
+    late_bars: int = 0
+
+
+def load_sectors(path: str | Path) -> dict[str, str]:
+    """Symbol -> sector from a JSON object or a CSV with ``symbol`` and ``sector`` columns."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"sector file {path}: {exc.strerror}") from exc
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"sector file {path}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
+        if not isinstance(data, dict):
+            raise ValueError(f"sector file {path}: expected an object symbol -> sector")
+        rows = list(data.items())
+        where = lambda i: f"key {rows[i][0]!r}"  # noqa: E731
+    elif path.suffix.lower() == ".csv":
+        reader = csv.DictReader(text.splitlines())
+        missing = {"symbol", "sector"} - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"sector file {path}: missing column(s) {', '.join(sorted(missing))}")
+        rows = [(r["symbol"], r["sector"]) for r in reader]
+        where = lambda i: f"line {i + 2}"  # noqa: E731
+    else:
+        raise ValueError(f"sector file {path}: expected a .csv or .json file")
+    sectors: dict[str, str] = {}
+    for i, (symbol, sector) in enumerate(rows):
+        if not isinstance(symbol, str) or not isinstance(sector, str) or not symbol.strip() or not sector.strip():
+            raise ValueError(f"sector file {path}: {where(i)}: symbol and sector must be non-empty strings")
+        if symbol.strip() in sectors:
+            raise ValueError(f"sector file {path}: {where(i)}: symbol {symbol.strip()!r} listed twice")
+        sectors[symbol.strip()] = sector.strip()
+    return sectors
+
+
+class Correlations:
+    """Feed bars in event order; read matrices, benchmark/sector context and snapshot records."""
+
+    def __init__(
+        self, config: CorrelationConfig | None = None, state: CorrelationState | None = None, *, sectors: Mapping[str, str] | None = None
+    ) -> None:
+        self.config = config or CorrelationConfig()
+        self.sectors = dict(sectors or {})
+        self.state = state or CorrelationState()
+        cfg, s = self.config, self.state
+        self._rows = max(cfg.windows) + cfg.recompute_every
+        n = len(s.symbols)
+        self._ring = np.frombuffer(s.returns, dtype=np.float64).reshape(self._rows, n).copy() if s.returns else np.full((self._rows, 0), np.nan)
+        self._slot = {sym: i for i, sym in enumerate(s.symbols) if sym is not None}
+        self._shift = np.zeros(n)
+        self._g = {w: np.zeros((n, n)) for w in cfg.windows}
+        self._tmp = np.empty((n, n))
+        if s.steps:
+            self._replay()
+
+    # ---- input -------------------------------------------------------------------
+
+    def add_bar(self, symbol: str, ts: int, close: float) -> list[CorrelationRecord]:
+        """``ts`` in epoch µs. Closes the oldest open timestamp once more than
+        ``max_open_timestamps`` are open; a bar older than the last closed step is late
+        (counted, dropped). Returns the records of any snapshot taken."""
+        if not math.isfinite(close) or close <= 0:
+            raise ValueError(f"{symbol}: close {close!r} is not a positive number")
+        s = self.state
+        if s.timestamps and ts <= s.timestamps[-1]:
+            s.late_bars += 1
+            return []
+        s.pending.setdefault(ts, {})[symbol] = close
+        out: list[CorrelationRecord] = []
+        while len(s.pending) > self.config.max_open_timestamps:
+            oldest = min(s.pending)
+            out += self.step(oldest, s.pending.pop(oldest))
+        return out
+
+    def add_bars(self, bars: Iterable[tuple[str, int, float]]) -> list[CorrelationRecord]:
+        """Batch form of ``add_bar``."""
+        out: list[CorrelationRecord] = []
+        for symbol, ts, close in bars:
+            out += self.add_bar(symbol, ts, close)
+        return out
+
+    def flush(self) -> list[CorrelationRecord]:
+        """Close every open timestamp (end of a replay, or a watermark passed them)."""
+        out: list[CorrelationRecord] = []
+        while self.state.pending:
+            oldest = min(self.state.pending)
+            out += self.step(oldest, self.state.pending.pop(oldest))
+        return out
+
+    def step(self, ts: int, closes: Mapping[str, float]) -> list[CorrelationRecord]:
+        """Close timestamp ``ts`` with every bar it has; the batch API."""
+        s, cfg = self.state, self.config
+        if s.timestamps and ts <= s.timestamps[-1]:
+            raise ValueError(f"step {ts} is not after the last step {s.timestamps[-1]}")
+        names = list(closes)
+        now = np.fromiter(closes.values(), np.float64, len(names))
+        last = s.last_close
+        prev = np.fromiter((last.get(sym, np.nan) for sym in names), np.float64, len(names))
+        last.update(closes)
+        known = ~np.isnan(prev)
+        rets = dict.fromkeys(sym for sym, k in zip(names, known.tolist()) if k)
+        s.steps += 1
+        joining = [sym for sym in rets if sym not in self._slot]
+        short = len(joining) - s.symbols.count(None)
+        exact = s.steps - s.anchor >= cfg.recompute_every or short > 0
+        if exact:
+            self._free_quiet_slots(keep=rets)
+            short = len(joining) - s.symbols.count(None)
+            if short > 0:
+                self._grow(-(-short // _SLOT_ROUND) * _SLOT_ROUND)
+        for sym in joining:
+            self._assign(sym)
+        row = self._ring[(s.steps - 1) % self._rows]
+        row.fill(np.nan)
+        if rets:
+            row[[self._slot[sym] for sym in rets]] = np.log(now[known] / prev[known])
+        s.timestamps.append(ts)
+        del s.timestamps[: -self._rows]
+        if exact:
+            self._recompute(s.steps)
+        else:
+            self._roll(s.steps)
+        s.returns = b""  # rebuilt by snapshot_state(); avoids a copy per step
+        if s.steps % cfg.snapshot_every == 0:
+            return self.snapshot()
+        return []
+
+    def snapshot_state(self) -> CorrelationState:
+        """The state with its returns ring filled in, ready for msgpack."""
+        self.state.returns = self._ring.tobytes()
+        return self.state
+
+    # ---- slots -------------------------------------------------------------------
+
+    def _free_quiet_slots(self, keep: Mapping[str, float]) -> None:
+        """At a recompute only (so G holds no residue of it): a slot with no return in
+        the largest window, and none now, is freed and its column cleared."""
+        s = self.state
+        window = self._window_rows(max(self.config.windows), s.steps - 1)
+        quiet = [int(i) for i in np.flatnonzero(np.isnan(window).all(axis=0)) if s.symbols[i] not in keep]
+        for i in quiet:
+            if s.symbols[i] is not None:
+                del self._slot[s.symbols[i]]
+                s.symbols[i] = None
+        self._ring[:, quiet] = np.nan
+
+    def _grow(self, count: int) -> None:
+        """More slots, at a recompute only (G changes shape there)."""
+        self.state.symbols += [None] * count
+        self._ring = np.hstack([self._ring, np.full((self._rows, count), np.nan)])
+
+    def _assign(self, symbol: str) -> None:
+        s = self.state
+        i = s.symbols.index(None)
+        s.symbols[i] = symbol
+        self._slot[symbol] = i
+
+    # ---- numeric core ------------------------------------------------------------
+
+    def _window_rows(self, window: int, step: int) -> np.ndarray:
+        """Rows of steps ``max(1, step - window + 1) .. step`` (a copy, oldest first)."""
+        idx = [(t - 1) % self._rows for t in range(max(1, step - window + 1), step + 1)]
+        return self._ring[idx]
+
+    def _recompute(self, step: int) -> None:
+        """Exact G at ``step``; resets the shift to the window means (better conditioning)."""
+        n = len(self.state.symbols)
+        big = self._window_rows(max(self.config.windows), step)
+        present = ~np.isnan(big)
+        counts = present.sum(axis=0)
+        self._shift = np.divide(np.where(present, big, 0.0).sum(axis=0), counts, out=np.zeros(n), where=counts > 0)
+        for w in self.config.windows:
+            z = np.nan_to_num(self._window_rows(w, step) - self._shift, nan=0.0)
+            sx = z.sum(axis=0)
+            self._g[w] = w * (z.T @ z) - np.outer(sx, sx)
+        if self._tmp.shape[0] != n:
+            self._tmp = np.empty((n, n))
+        self.state.anchor = step
+
+    def _roll(self, step: int) -> None:
+        """Rank-4 update of every window's G for the row of ``step``."""
+        new = np.nan_to_num(self._ring[(step - 1) % self._rows] - self._shift, nan=0.0)
+        for w, g in self._g.items():
+            before = np.nan_to_num(self._window_rows(w, step - 1) - self._shift, nan=0.0)
+            sx = before.sum(axis=0)
+            old = before[0] if step > w else np.zeros_like(new)
+            delta = new - old
+            u = np.stack([new, old, sx, delta], axis=1)
+            v = np.stack([w * new, -w * old, -delta, -(sx + delta)])
+            np.matmul(u, v, out=self._tmp)
+            np.add(g, self._tmp, out=g)
+
+    def _replay(self) -> None:
+        """Rebuild G as the live object had it: exact at the anchor, then rolled."""
+        s = self.state
+        self._tmp = np.empty((len(s.symbols),) * 2)
+        self._recompute(s.anchor)
+        for step in range(s.anchor + 1, s.steps + 1):
+            self._roll(step)
+
+    # ---- reading -----------------------------------------------------------------
+
+    def matrix(self, window: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """(symbols, correlations, common counts) over the active symbols, in slot order;
+        NaN where the value is None."""
+        corr, counts, active = self._matrix(window)
+        syms = [self.state.symbols[i] for i in active]
+        return syms, corr[np.ix_(active, active)], counts[np.ix_(active, active)]
+
+    def _matrix(self, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Full slot-by-slot correlation and count matrices and the active slots."""
+        s, cfg = self.state, self.config
+        rows = self._window_rows(window, s.steps)
+        present = ~np.isnan(rows)
+        cnt = present.sum(axis=0)
+        complete = cnt == window
+        z = np.nan_to_num(rows - self._shift, nan=0.0)
+        sx, sxx = z.sum(axis=0), (z * z).sum(axis=0)
+        var = window * sxx - sx * sx
+        flat = var <= _FLAT * window * sxx
+        u = np.zeros(len(cnt))
+        good = complete & ~flat
+        u[good] = 1.0 / np.sqrt(var[good])
+        corr = np.multiply(self._g[window], u[:, None])
+        corr *= u
+        counts = np.full(corr.shape, window, dtype=np.int64)
+        bad = ~good & complete
+        corr[bad, :] = np.nan
+        corr[:, bad] = np.nan
+        gaps = np.flatnonzero(~complete & (cnt > 0))
+        if len(gaps):
+            r, c = _masked(z[:, gaps], present[:, gaps], z, present, cfg.min_common)
+            corr[gaps, :] = r
+            corr[:, gaps] = r.T
+            counts[gaps, :] = c
+            counts[:, gaps] = c.T
+        inactive = cnt == 0
+        corr[inactive, :] = np.nan
+        corr[:, inactive] = np.nan
+        counts[inactive, :] = 0
+        counts[:, inactive] = 0
+        return corr, counts, np.flatnonzero(~inactive)
+
+    def context(self, window: int) -> dict[str, tuple[float | None, float | None]]:
+        """Symbol -> (benchmark, sector) correlation for the symbols with a bar at the last
+        step: the values for ``market_conditions.spy_correlation`` / ``sector_correlation``."""
+        s, cfg = self.state, self.config
+        if not s.steps:
+            return {}
+        rows = self._window_rows(window, s.steps)
+        present = ~np.isnan(rows)
+        x = np.nan_to_num(rows, nan=0.0)
+        bench = np.full(len(s.symbols), np.nan)
+        b = self._slot.get(cfg.benchmark)
+        if b is not None:
+            bench = _masked(x[:, [b]], present[:, [b]], x, present, cfg.min_common)[0][0]
+        sector = np.full(len(s.symbols), np.nan)
+        by_sector: dict[str, list[int]] = {}
+        for sym, i in self._slot.items():
+            if sym in self.sectors:
+                by_sector.setdefault(self.sectors[sym], []).append(i)
+        for members in by_sector.values():
+            if len(members) < 2:
+                continue
+            xm, pm = x[:, members], present[:, members]
+            total, n = xm.sum(axis=1, keepdims=True), pm.sum(axis=1, keepdims=True)
+            others = n - pm  # members other than the symbol itself with a return
+            mean = np.divide(total - xm, others, out=np.zeros_like(xm), where=others > 0)
+            sector[members] = _paired(xm, pm, mean, pm & (others > 0), cfg.min_common)
+        last = ~np.isnan(self._ring[(s.steps - 1) % self._rows])
+        return {
+            sym: (_value(bench[i]), _value(sector[i]))
+            for sym, i in self._slot.items()
+            if last[i]
+        }
+
+    # ---- snapshots ---------------------------------------------------------------
+
+    def snapshot(self) -> list[CorrelationRecord]:
+        """Matrix, entries, groups, members and threshold events of every window, now."""
+        s, cfg = self.state, self.config
+        ts = EPOCH + timedelta(microseconds=s.timestamps[-1])
+        out: list[CorrelationRecord] = []
+        for w in cfg.windows:
+            corr, counts, active = self._matrix(w)
+            order = active[np.argsort([s.symbols[i] for i in active], kind="stable")]
+            names = [s.symbols[i] for i in order]
+            c, n = corr[np.ix_(order, order)], counts[np.ix_(order, order)]
+            ia, ib = np.triu_indices(len(order), 1)
+            values = c[ia, ib]
+            valid = ~np.isnan(values)
+            common = dict(timeframe=cfg.timeframe, window_bars=w, timestamp=ts)
+            out.append(_summary(values[valid], len(order), cfg.threshold, common))
+            vals = np.clip(values, -1.0, 1.0).tolist()
+            for a, b, v, k, ok in zip(ia.tolist(), ib.tolist(), vals, n[ia, ib].tolist(), valid.tolist()):
+                out.append(CorrelationEntry(**common, symbol_a=names[a], symbol_b=names[b], value=v if ok else None, common_bars=k))
+            strong = valid & (np.abs(values) >= cfg.threshold)
+            out += _groups(names, c, strong, ia, ib, cfg.threshold, common)
+            now = {f"{names[a]}\t{names[b]}": v for a, b, v in zip(ia[strong].tolist(), ib[strong].tolist(), np.clip(values[strong], -1, 1).tolist())}
+            out += self._events(w, now, names, c, common)
+        return out
+
+    def _events(self, window: int, now: dict[str, float], names: list[str], corr: np.ndarray, common: dict) -> list[CorrelationRecord]:
+        before = self.state.above.get(window, {})
+        where = {sym: i for i, sym in enumerate(names)}
+        out: list[CorrelationRecord] = []
+        for key in sorted(now.keys() - before.keys()):
+            a, b = key.split("\t")
+            out.append(CorrelationConflict(**common, symbol_a=a, symbol_b=b, crossing="above", threshold=self.config.threshold, value=now[key]))
+        for key in sorted(before.keys() - now.keys()):
+            a, b = key.split("\t")
+            value = corr[where[a], where[b]] if a in where and b in where else np.nan
+            out.append(CorrelationConflict(
+                **common, symbol_a=a, symbol_b=b, crossing="below", threshold=self.config.threshold,
+                value=_value(max(-1.0, min(1.0, value))), previous_value=before[key],
+            ))
+        self.state.above[window] = now
+        return out
+
+
+def _value(x: float) -> float | None:
+    return None if math.isnan(x) else float(x)
+
+
+def _masked(xa: np.ndarray, pa: np.ndarray, xb: np.ndarray, pb: np.ndarray, min_common: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairwise-complete correlation of every column of ``xa`` with every column of ``xb``
+    (zero-filled values, boolean presence): (values with NaN for None, common counts)."""
+    ma, mb = pa.astype(np.float64), pb.astype(np.float64)
+    n = ma.T @ mb
+    sa, sb = xa.T @ mb, ma.T @ xb
+    saa, sbb = (xa * xa).T @ mb, ma.T @ (xb * xb)
+    sab = xa.T @ xb
+    va, vb = n * saa - sa * sa, n * sbb - sb * sb
+    ok = (n >= min_common) & (va > _FLAT * n * saa) & (vb > _FLAT * n * sbb)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(ok, (n * sab - sa * sb) / np.sqrt(np.where(ok, va * vb, 1.0)), np.nan)
+    return r, n.astype(np.int64)
+
+
+def _paired(x: np.ndarray, px: np.ndarray, y: np.ndarray, py: np.ndarray, min_common: int) -> np.ndarray:
+    """Column-wise pairwise-complete correlation of ``x[:, j]`` with ``y[:, j]``."""
+    m = (px & py).astype(np.float64)
+    n = m.sum(axis=0)
+    xm, ym = x * m, y * m
+    sx, sy = xm.sum(axis=0), ym.sum(axis=0)
+    sxx, syy, sxy = (xm * xm).sum(axis=0), (ym * ym).sum(axis=0), (xm * ym).sum(axis=0)
+    vx, vy = n * sxx - sx * sx, n * syy - sy * sy
+    ok = (n >= min_common) & (vx > _FLAT * n * sxx) & (vy > _FLAT * n * syy)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ok, (n * sxy - sx * sy) / np.sqrt(np.where(ok, vx * vy, 1.0)), np.nan)
+
+
+def _summary(values: np.ndarray, symbols: int, threshold: float, common: dict) -> CorrelationMatrix:
+    if not len(values):
+        return CorrelationMatrix(**common, symbol_count=symbols, pair_count=0, threshold=threshold, pairs_above_threshold=0)
+    v = np.clip(values, -1.0, 1.0)
+    return CorrelationMatrix(
+        **common, symbol_count=symbols, pair_count=len(v),
+        mean_correlation=float(v.mean()), median_correlation=float(np.median(v)), stddev_correlation=float(v.std()),
+        min_correlation=float(v.min()), max_correlation=float(v.max()), mean_abs_correlation=float(np.abs(v).mean()),
+        threshold=threshold, pairs_above_threshold=int((np.abs(v) >= threshold).sum()),
+    )
+
+
+def _groups(names: list[str], corr: np.ndarray, strong: np.ndarray, ia: np.ndarray, ib: np.ndarray, threshold: float, common: dict) -> list[CorrelationRecord]:
+    """Connected components of the strong pairs, numbered by size (largest first), then name."""
+    parent = list(range(len(names)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in zip(ia[strong].tolist(), ib[strong].tolist()):
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    comps: dict[int, list[int]] = {}
+    for i in range(len(names)):
+        comps.setdefault(root(i), []).append(i)
+    groups = sorted((m for m in comps.values() if len(m) > 1), key=lambda m: (-len(m), names[m[0]]))
+    out: list[CorrelationRecord] = []
+    for no, members in enumerate(groups):
+        sub = np.abs(corr[np.ix_(members, members)])
+        pairs = sub[np.triu_indices(len(members), 1)]
+        pairs = np.minimum(pairs[~np.isnan(pairs)], 1.0)
+        out.append(CorrelationGroup(
+            **common, group_no=no, threshold=threshold, member_count=len(members),
+            mean_abs_correlation=float(pairs.mean()) if len(pairs) else None,
+            min_abs_correlation=float(pairs.min()) if len(pairs) else None,
+        ))
+        np.fill_diagonal(sub, np.nan)
+        for k, i in enumerate(members):
+            row = np.minimum(sub[k][~np.isnan(sub[k])], 1.0)
+            out.append(CorrelationGroupMember(**common, group_no=no, symbol=names[i], mean_abs_correlation=float(row.mean()) if len(row) else None))
+    return out

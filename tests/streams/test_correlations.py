@@ -1,0 +1,262 @@
+import gzip
+import importlib.metadata
+import json
+
+import msgspec
+import numpy as np
+import pandas as pd
+import pytest
+import talib
+
+from schemas.correlations import CorrelationConflict, CorrelationEntry, CorrelationGroup, CorrelationGroupMember, CorrelationMatrix, CorrelationRecord
+from streams.correlations import CorrelationConfig, Correlations, CorrelationState, load_sectors
+
+DAY_US = 86_400_000_000
+SECTORS = {
+    "AAPL": "tech", "AMD": "tech", "MSFT": "tech", "BAC": "fin", "JPM": "fin", "CVX": "energy", "XOM": "energy",
+    "RRC": "energy", "JNJ": "health", "LLY": "health", "MRK": "health", "PFE": "health", "UNH": "health",
+    "KO": "staples", "PEP": "staples", "PG": "staples", "WMT": "staples", "HD": "retail", "BBY": "retail", "GE": "industrial",
+}
+
+
+def sp500_daily(days: int) -> pd.DataFrame:
+    """Real daily closes of 20 US stocks and the S&P 500 index (as SPY), shipped in skfolio's wheel."""
+    files = {f.name: f.locate() for f in importlib.metadata.files("skfolio") if f.name.endswith(".csv.gz")}
+    with gzip.open(files["sp500_dataset.csv.gz"]) as fh:
+        stocks = pd.read_csv(fh, index_col="Date")
+    with gzip.open(files["sp500_index.csv.gz"]) as fh:
+        index = pd.read_csv(fh, index_col="Date")
+    return stocks.join(index.rename(columns={"SP500": "SPY"}), how="inner").iloc[-days:].reset_index(drop=True)
+
+
+def feed(core: Correlations, closes: pd.DataFrame) -> list:
+    out = []
+    for t, row in enumerate(closes.itertuples(index=False)):
+        out += core.step(t * DAY_US, {s: v for s, v in zip(closes.columns, row) if v == v})
+    return out
+
+
+def reference_returns(closes: pd.DataFrame) -> pd.DataFrame:
+    """Log returns between consecutive bars of each symbol, aligned by timestamp."""
+    return pd.DataFrame({s: np.log(closes[s].dropna()).diff() for s in closes.columns}).reindex(closes.index)
+
+
+def assert_matches_pandas(core: Correlations, closes: pd.DataFrame, window: int, min_common: int) -> int:
+    """Compare the current matrix with pandas' rolling corr at the last row; return pairs checked."""
+    ret = reference_returns(closes)
+    names, corr, _ = core.matrix(window)
+    tail = ret.iloc[-window:]
+    ref = tail[names].corr(min_periods=min_common).to_numpy()
+    roll = ret[names[0]].rolling(window, min_periods=min_common).corr(ret[names[1]]).iloc[-1]
+    assert roll == pytest.approx(ref[0, 1], abs=1e-12, nan_ok=True)  # DataFrame.corr over the window == rolling corr
+    iu = np.triu_indices(len(names), 1)
+    ours, theirs = corr[iu], ref[iu]
+    assert np.array_equal(np.isnan(ours), np.isnan(theirs))
+    ok = ~np.isnan(theirs)
+    assert np.max(np.abs(ours[ok] - theirs[ok]), initial=0.0) <= 1e-9
+    return int(ok.sum())
+
+
+def correlated_walks(n: int, rho: float, symbols: int, seed: int) -> pd.DataFrame:
+    """Log-price random walks whose returns all share correlation ``rho``."""
+    rng = np.random.default_rng(seed)
+    common = rng.normal(0, 0.01, (n, 1))
+    own = rng.normal(0, 0.01, (n, symbols))
+    rets = np.sqrt(rho) * common + np.sqrt(1 - rho) * own
+    return pd.DataFrame(100 * np.exp(np.cumsum(rets, axis=0)), columns=[f"W{i:02d}" for i in range(symbols)])
+
+
+@pytest.mark.parametrize("window", [20, 60])
+def test_real_daily_bars_match_pandas_and_talib(window):
+    closes = sp500_daily(400)
+    core = Correlations(CorrelationConfig(windows=(window,), min_common=10, recompute_every=50), sectors=SECTORS)
+    checked = 0
+    for t, row in enumerate(closes.itertuples(index=False)):
+        core.step(t * DAY_US, dict(zip(closes.columns, row)))
+        if t >= 5 and t % 37 == 0:
+            checked += assert_matches_pandas(core, closes.iloc[: t + 1], window, 10)
+    assert checked > 1000
+    ret = reference_returns(closes)
+    names, corr, counts = core.matrix(window)
+    assert (counts[np.triu_indices(len(names), 1)] == window).all()
+    for a, b in (("AAPL", "MSFT"), ("XOM", "CVX"), ("KO", "SPY")):
+        ta = talib.CORREL(ret[a].to_numpy(), ret[b].to_numpy(), timeperiod=window)[-1]
+        assert abs(corr[names.index(a), names.index(b)] - ta) <= 1e-9
+
+
+def test_synthetic_walks_with_gaps_late_joiners_and_quiet_symbols_match_pandas():
+    closes = correlated_walks(700, 0.6, 12, seed=5)
+    rng = np.random.default_rng(9)
+    closes = closes.mask(rng.random(closes.shape) < 0.07)  # missing bars everywhere
+    closes.iloc[:250, 2] = np.nan  # joins late
+    closes.iloc[400:, 3] = np.nan  # goes quiet for good
+    closes.iloc[300:340, 4] = np.nan  # quiet for a while, then back
+    core = Correlations(CorrelationConfig(windows=(20, 60), min_common=12, recompute_every=25))
+    for t, row in enumerate(closes.itertuples(index=False)):
+        core.step(t * DAY_US, {s: v for s, v in zip(closes.columns, row) if v == v})
+        if t >= 25 and (t % 29 == 0 or t in (251, 262, 401, 470, 339, 345)):
+            for w in (20, 60):
+                assert_matches_pandas(core, closes.iloc[: t + 1], w, 12)
+    names, _, _ = core.matrix(60)
+    assert "W03" not in names and "W02" in names and "W04" in names
+
+
+def test_known_correlation_is_recovered():
+    closes = correlated_walks(3000, 0.8, 2, seed=11)
+    core = Correlations(CorrelationConfig(windows=(60,), min_common=30, recompute_every=1000))
+    values = []
+    for t, row in enumerate(closes.itertuples(index=False)):
+        core.step(t * DAY_US, dict(zip(closes.columns, row)))
+        if t >= 60:
+            values.append(core.matrix(60)[1][0, 1])
+    # 3000 steps since the last exact recompute at most 1000 ago: drift stays below 1e-9.
+    ret = reference_returns(closes)
+    ref = ret["W00"].rolling(60).corr(ret["W01"]).iloc[60:].to_numpy()
+    assert np.max(np.abs(np.array(values) - ref)) <= 1e-9
+    assert abs(np.mean(values) - 0.8) < 0.02
+
+
+def test_constant_series_is_none_without_warnings():
+    closes = correlated_walks(80, 0.5, 3, seed=2)
+    closes["FLAT"] = 50.0
+    closes.loc[30:, "W02"] = 20.0  # flat returns (exactly 0) after a while
+    core = Correlations(CorrelationConfig(windows=(20,), min_common=5, benchmark="FLAT"), sectors={"W00": "x", "FLAT": "x"})
+    records = feed(core, closes)
+    names, corr, _ = core.matrix(20)
+    assert np.isnan(corr[names.index("FLAT")]).sum() == len(names)
+    assert np.isnan(corr[names.index("W02"), names.index("W00")])
+    assert not np.isnan(corr[names.index("W00"), names.index("W01")])
+    last = [r for r in records if isinstance(r, CorrelationEntry) and r.timestamp == records[-1].timestamp]
+    assert all(r.value is None for r in last if "FLAT" in (r.symbol_a, r.symbol_b))
+    ctx = core.context(20)
+    assert ctx["W00"] == (None, None) and ctx["W01"][0] is None
+
+
+def test_benchmark_and_sector_exclude_self_match_pandas():
+    closes = sp500_daily(200)
+    closes = closes.mask(np.random.default_rng(3).random(closes.shape) < 0.05)
+    core = Correlations(CorrelationConfig(windows=(20,), min_common=8), sectors=SECTORS)
+    feed(core, closes)
+    ret = reference_returns(closes).iloc[-20:]
+    ctx = core.context(20)
+    assert ctx
+    for sym, (bench, sector) in ctx.items():
+        ref_bench = ret[sym].corr(ret["SPY"], min_periods=8) if sym != "SPY" else 1.0
+        assert bench == pytest.approx(ref_bench, abs=1e-9)
+        if sym not in SECTORS or sum(v == SECTORS[sym] for v in SECTORS.values()) < 2:
+            assert sector is None
+            continue
+        others = [s for s, v in SECTORS.items() if v == SECTORS[sym] and s != sym]
+        sector_ret = ret[others].mean(axis=1, skipna=True)
+        expected = ret[sym].corr(sector_ret, min_periods=8)
+        assert (sector is None) == np.isnan(expected)
+        if sector is not None:
+            assert abs(sector - expected) <= 1e-9
+    assert ctx["GE"][1] is None  # alone in its sector
+
+
+def test_groups_and_threshold_events():
+    rng = np.random.default_rng(4)
+    n = 120
+    base = rng.normal(0, 0.01, n)
+    rets = {
+        "A": base + rng.normal(0, 0.001, n), "B": base + rng.normal(0, 0.001, n), "C": base + rng.normal(0, 0.001, n),
+        "X": rng.normal(0, 0.01, n), "Y": rng.normal(0, 0.01, n),
+    }
+    rets["C"][70:] = rng.normal(0, 0.01, 50)  # C decouples from A and B
+    closes = pd.DataFrame({k: 100 * np.exp(np.cumsum(v)) for k, v in rets.items()})
+    core = Correlations(CorrelationConfig(windows=(20,), min_common=10, threshold=0.8, snapshot_every=10))
+    records = feed(core, closes)
+    by_ts: dict = {}
+    for r in records:
+        by_ts.setdefault(r.timestamp, []).append(r)
+    first = by_ts[min(by_ts)]  # after 10 steps: 9 returns, below min_common: no values yet
+    assert [type(r) for r in first].count(CorrelationEntry) == 10 and not any(isinstance(r, CorrelationGroup) for r in first)
+    early = by_ts[sorted(by_ts)[2]]
+    groups = [r for r in early if isinstance(r, CorrelationGroup)]
+    members = [r.symbol for r in early if isinstance(r, CorrelationGroupMember)]
+    assert len(groups) == 1 and groups[0].member_count == 3 and sorted(members) == ["A", "B", "C"]
+    above = {(r.symbol_a, r.symbol_b) for rs in by_ts.values() for r in rs if isinstance(r, CorrelationConflict) and r.crossing == "above"}
+    below = [r for rs in by_ts.values() for r in rs if isinstance(r, CorrelationConflict) and r.crossing == "below"]
+    assert above == {("A", "B"), ("A", "C"), ("B", "C")}
+    assert {(r.symbol_a, r.symbol_b) for r in below} == {("A", "C"), ("B", "C")}
+    assert all(r.previous_value >= 0.8 and abs(r.value) < 0.8 for r in below)
+    last = by_ts[max(by_ts)]
+    assert [r.symbol for r in last if isinstance(r, CorrelationGroupMember)] == ["A", "B"]
+    matrix = next(r for r in last if isinstance(r, CorrelationMatrix))
+    assert matrix.symbol_count == 5 and matrix.pair_count == 10 and matrix.pairs_above_threshold == 1
+
+
+def test_restart_from_serialized_state_gives_identical_output():
+    closes = correlated_walks(260, 0.4, 15, seed=8)
+    closes = closes.mask(np.random.default_rng(1).random(closes.shape) < 0.1)
+    closes.iloc[:90, 5] = np.nan
+    closes.iloc[120:, 6] = np.nan
+    cfg = CorrelationConfig(windows=(20, 60), min_common=10, threshold=0.5, snapshot_every=3, recompute_every=16)
+    whole = feed(Correlations(cfg, sectors={"W00": "a", "W01": "a", "W02": "a"}), closes)
+    head = Correlations(cfg, sectors={"W00": "a", "W01": "a", "W02": "a"})
+    records = feed(head, closes.iloc[:141])
+    blob = msgspec.msgpack.encode(head.snapshot_state())
+    tail = Correlations(cfg, msgspec.msgpack.decode(blob, type=CorrelationState), sectors={"W00": "a", "W01": "a", "W02": "a"})
+    assert tail.context(20) == head.context(20)
+    for t, row in enumerate(closes.iloc[141:].itertuples(index=False), start=141):
+        records += tail.step(t * DAY_US, {s: v for s, v in zip(closes.columns, row) if v == v})
+    assert msgspec.msgpack.encode(records) == msgspec.msgpack.encode(whole)
+
+
+def test_bars_close_timestamps_in_event_order_and_late_bars_are_dropped():
+    core = Correlations(CorrelationConfig(windows=(2,), min_common=2, max_open_timestamps=2))
+    assert core.add_bars([("A", 1, 10.0), ("B", 1, 20.0), ("A", 2, 11.0)]) == []
+    assert core.state.steps == 0
+    assert core.add_bar("B", 3, 22.0)  # a third open timestamp closes ts 1: a snapshot
+    assert core.state.steps == 1
+    core.add_bar("B", 2, 21.0)  # ts 2 is still open
+    core.add_bar("A", 4, 12.0)  # closes ts 2
+    assert core.state.steps == 2 and core.state.late_bars == 0
+    core.add_bar("A", 1, 99.0)  # older than the last closed step
+    assert core.state.late_bars == 1
+    core.flush()
+    assert core.state.steps == 4 and core.state.last_close == {"A": 12.0, "B": 22.0}
+    assert core.matrix(2)[1].shape == (2, 2)
+    with pytest.raises(ValueError):
+        core.add_bar("A", 5, float("nan"))
+
+
+def test_records_decode_as_the_topic_union():
+    core = Correlations(CorrelationConfig(windows=(3,), min_common=2, threshold=0.5))
+    records = feed(core, correlated_walks(6, 0.9, 3, seed=1))
+    raw = msgspec.json.encode(records)
+    assert msgspec.json.decode(raw, type=list[CorrelationRecord]) == records
+    assert json.loads(raw)[0]["record"] == "matrix"
+    entry = next(r for r in records if isinstance(r, CorrelationEntry))
+    assert [f.name for f in msgspec.structs.fields(entry)] == ["timeframe", "window_bars", "timestamp", "symbol_a", "symbol_b", "value", "common_bars"]
+
+
+def test_sector_file_loader(tmp_path):
+    good_csv = tmp_path / "s.csv"
+    good_csv.write_text("symbol,sector\nAAPL,tech\n MSFT , tech\n")
+    assert load_sectors(good_csv) == {"AAPL": "tech", "MSFT": "tech"}
+    good_json = tmp_path / "s.json"
+    good_json.write_text('{"XOM": "energy"}')
+    assert load_sectors(good_json) == {"XOM": "energy"}
+    cases = {
+        "a.csv": ("symbol,industry\nA,b\n", "missing column"),
+        "b.csv": ("symbol,sector\nA,x\nA,y\n", "line 3: symbol 'A' listed twice"),
+        "c.csv": ("symbol,sector\nA,\n", "line 2"),
+        "d.json": ("[1, 2]", "expected an object"),
+        "e.json": ('{"A": 1}', "non-empty strings"),
+        "f.json": ('{"A": ', "invalid JSON"),
+        "g.txt": ("A,b", "expected a .csv or .json"),
+    }
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ValueError, match=message):
+            load_sectors(tmp_path / name)
+    with pytest.raises(ValueError, match="No such file"):
+        load_sectors(tmp_path / "missing.csv")
+
+
+def test_config_is_checked():
+    for bad in ({"windows": (1,)}, {"windows": (20,), "min_common": 21}, {"threshold": 0.0}, {"snapshot_every": 0}):
+        with pytest.raises(ValueError):
+            CorrelationConfig(**bad)
