@@ -12,7 +12,9 @@ _DATA_CLASSES = {"22", "23"}
 
 def is_retriable(exc: BaseException) -> bool:
     """A transient failure: retry the same batch later."""
-    if isinstance(exc, (OSError, ConnectionError, asyncpg.InterfaceError)):
+    # InternalClientError: the driver lost track of a connection's protocol state (seen when the
+    # server goes away mid-commit); the pool discards that connection and a retry takes another.
+    if isinstance(exc, (OSError, ConnectionError, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError)):
         return True
     sqlstate = getattr(exc, "sqlstate", None)
     return isinstance(sqlstate, str) and sqlstate[:2] in _RETRIABLE_CLASSES

@@ -34,10 +34,16 @@ class TableWriter:
             + ") ON COMMIT DELETE ROWS"
         )
         if table.on_conflict == "update":
-            updates = ", ".join(f"{_ident(c)} = EXCLUDED.{_ident(c)}" for c in table.updated)
-            action = f"DO UPDATE SET {updates}"
+            updated = [_ident(c) for c in table.updated]
+            target = _ident(table.name)
+            action = f"DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in updated)}"
+            # A replayed row changes nothing: no new row version, and it is not counted as written.
+            action += (
+                f" WHERE ({', '.join(f'{target}.{c}' for c in updated)}) IS DISTINCT FROM"
+                f" ({', '.join(f'EXCLUDED.{c}' for c in updated)})"
+            )
             if table.update_where:
-                action += f" WHERE {table.update_where}"
+                action += f" AND {table.update_where}"
         else:
             action = "DO NOTHING"
         self.merge_sql = (

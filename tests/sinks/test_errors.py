@@ -9,6 +9,7 @@ def test_retriable_by_sqlstate_class_not_by_text():
     assert is_retriable(asyncpg.exceptions.TooManyConnectionsError("x"))
     assert is_retriable(asyncpg.exceptions.AdminShutdownError("x"))
     assert is_retriable(ConnectionResetError())
+    assert is_retriable(asyncpg.exceptions.InternalClientError("cannot switch to state 15"))
     assert not is_retriable(asyncpg.exceptions.NumericValueOutOfRangeError("x"))
 
 
