@@ -69,6 +69,9 @@ class Codec(Generic[T]):
             raise InvalidMessage("schema", str(exc)) from None
         except msgspec.DecodeError as exc:
             raise InvalidMessage("not_json" if self._fmt == "json" else "schema", str(exc)) from None
+        except RecursionError:
+            # Deeply nested arrays or objects in a free-form field (``feature_vector``).
+            raise InvalidMessage("schema", "nesting too deep") from None
         if self._validates:
             message.validate(now=now or datetime.now(timezone.utc), max_future_skew_s=self.max_future_skew_s)
         return message

@@ -27,8 +27,9 @@ SIDES = ("BUY", "SELL")
 OUTCOME_TYPES = ("WIN", "LOSS", "BREAKEVEN", "OPEN")
 PERIOD_TYPES = ("DAY", "WEEK", "MONTH")
 
-ModelVersion = Annotated[str, msgspec.Meta(min_length=1, max_length=20)]
-ModelType = Annotated[str, msgspec.Meta(min_length=1, max_length=30)]
+# No control characters: PostgreSQL text refuses U+0000, and the rest have no place in a label.
+ModelVersion = Annotated[str, msgspec.Meta(min_length=1, max_length=20, pattern=r"^[^\x00-\x1f\x7f]+$")]
+ModelType = Annotated[str, msgspec.Meta(min_length=1, max_length=30, pattern=r"^[^\x00-\x1f\x7f]+$")]
 StrategyId = Annotated[str, msgspec.Meta(min_length=1, max_length=50, pattern=r"^[\x21-\x7e]+$")]
 FillId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
 # INTEGER column; a horizon longer than a year is a unit mistake, not a forecast.
@@ -36,11 +37,31 @@ MAX_HORIZON_MINUTES = 525_600
 # DECIMAL(18, 8) prices and DECIMAL(10, 6) volatility hold values below these.
 MAX_PRICE = 1e10
 MAX_VOLATILITY = 1e4
+# DECIMAL(18, 4) money columns (commission, P&L) hold values below this.
+MAX_MONEY = 1e14
+# feature_vector is stored as JSONB and re-encoded on the way: keep it shallow.
+MAX_FEATURE_DEPTH = 32
 
 
 def _finite(name: str, value: float) -> None:
     if not math.isfinite(value):
         raise InvalidMessage("invalid_value", f"{name} is not finite")
+
+
+def _check_features(value: Any, depth: int = 0) -> None:
+    """JSONB refuses U+0000 in keys and strings; deep nesting would overflow the encoders' stacks."""
+    if depth > MAX_FEATURE_DEPTH:
+        raise InvalidMessage("invalid_value", f"feature_vector is nested deeper than {MAX_FEATURE_DEPTH} levels")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidMessage("invalid_value", "feature_vector contains U+0000")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_features(key, depth + 1)
+            _check_features(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_features(item, depth + 1)
 
 
 def feature_hash(features: dict[str, Any]) -> str:
@@ -81,8 +102,10 @@ class Prediction(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             raise InvalidMessage("invalid_value", f"confidence_score {self.confidence_score} is outside [0, 1]")
         if self.predicted_volatility is not None:
             _finite("predicted_volatility", self.predicted_volatility)
-            if not 0.0 <= self.predicted_volatility < MAX_VOLATILITY:
+            # Compared as stored (6 decimals): 9999.9999999 would round up to 10000.
+            if not 0.0 <= round(self.predicted_volatility, 6) < MAX_VOLATILITY:
                 raise InvalidMessage("invalid_value", f"predicted_volatility {self.predicted_volatility} is outside [0, {MAX_VOLATILITY:g})")
+        _check_features(self.feature_vector)
         return self
 
 
@@ -120,8 +143,8 @@ class Fill(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
         if not 0 < self.quantity < 2**31:
             raise InvalidMessage("invalid_value", f"quantity {self.quantity} is not a positive 32-bit integer")
         _finite("commission", self.commission)
-        if self.commission < 0:
-            raise InvalidMessage("invalid_value", f"commission {self.commission} is negative")
+        if not 0 <= self.commission < MAX_MONEY:
+            raise InvalidMessage("invalid_value", f"commission {self.commission} is not in [0, {MAX_MONEY:g})")
         return self
 
 

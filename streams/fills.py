@@ -48,7 +48,7 @@ import msgspec
 
 from schemas.errors import InvalidMessage
 from schemas.market import Bar, timeframe_seconds
-from schemas.signals import Fill, TradeOutcomeRow
+from schemas.signals import MAX_MONEY, Fill, TradeOutcomeRow
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)
@@ -150,6 +150,14 @@ class TradeBuilder:
             raise InvalidMessage(
                 "invalid_value", f"closing quantity {fill.quantity} exceeds the open position {trade.open_qty} of trade {tid}"
             )
+        if opening and trade.opened_qty + fill.quantity >= 2**31:
+            # trade_outcomes.quantity is INTEGER: a total it cannot hold would be refused there.
+            raise InvalidMessage(
+                "invalid_value", f"opening quantity {fill.quantity} takes trade {tid} past 2^31 - 1 units"
+            )
+        if trade.commission + fill.commission >= MAX_MONEY:
+            # trade_outcomes.commission is DECIMAL(18, 4).
+            raise InvalidMessage("invalid_value", f"commission {fill.commission} takes trade {tid}'s total past {MAX_MONEY:g}")
         book.trades[tid] = trade
         self._fold(trade, lambda bar_us: bar_us < ts_us)
         if trade.open_qty:
