@@ -37,5 +37,6 @@ REASONS = frozenset(
         "late_bar",  # a bar older than the last one of its (symbol, timeframe)
         "unknown_version",
         "database_rejected",  # a sink's database refused the row (data error)
+        "internal",  # a stage failed on the message (a bug): kept in the DLQ, the stream goes on
     }
 )

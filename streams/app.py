@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import faust
 import msgspec
+from aiokafka.errors import KafkaError
 
 from schemas.codec import Codec, dlq_record
 from schemas.errors import InvalidMessage
@@ -114,6 +115,10 @@ def _correlation_config(settings: Settings, timeframe: str) -> CorrelationConfig
         snapshot_every=settings.correlation_snapshot_every,
         max_open_timestamps=1,  # unused: the worker closes timestamps itself (``step``)
     )
+
+
+def _where(message: faust.types.Message) -> dict[str, object]:
+    return {"topic": message.topic, "partition": message.partition, "offset": message.offset}
 
 
 def _decode(decoder: msgspec.json.Decoder, value: bytes | None) -> Any:
@@ -248,15 +253,28 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     async def reject(event: faust.EventT, exc: InvalidMessage) -> None:
         message = event.message
         metrics.dlq.labels(message.topic, exc.reason).inc()
-        log.warning(
-            "rejected: %s", exc,
-            extra={"topic": message.topic, "partition": message.partition, "offset": message.offset, "reason": exc.reason},
-        )
+        log.warning("rejected: %s", exc, extra={**_where(message), "reason": exc.reason})
         dead = dlq_record(
             key=message.key, value=event.value, reason=exc.reason, detail=exc.detail,
             topic=message.topic, partition=message.partition, offset=message.offset,
         )
         await send(DLQ, dead.key, dead.value, dead.headers)
+
+    async def guarded(event: faust.EventT, handler: Callable[[faust.EventT], Awaitable[None]]) -> None:
+        """Run one message through its handler; whatever it refuses, or fails on, goes to the DLQ.
+
+        A failure of the broker is not the message's fault: it propagates, and faust's
+        supervisor restarts the agent from the last committed offset."""
+        metrics.consumed.labels(event.message.topic).inc()
+        try:
+            await handler(event)
+        except InvalidMessage as exc:
+            await reject(event, exc)
+        except KafkaError:
+            raise
+        except Exception as exc:  # a bug must cost one message, never the stream
+            log.exception("internal error on a message; it goes to the DLQ", extra=_where(event.message))
+            await reject(event, InvalidMessage("internal", f"{type(exc).__name__}: {str(exc)[:500]}"))
 
     def keyed(message: faust.types.Message, symbol: str) -> bytes:
         key = symbol.encode()
@@ -358,42 +376,48 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         until the watermark, the oldest latest-bar time of the symbols heard from within
         ``correlation_quiet_bars``, passes them. The core itself is stored once per step."""
         async for event in stream.events():
-            metrics.consumed.labels(event.message.topic).inc()
-            try:
-                condition = _decode(_condition_decoder, event.value)
-            except InvalidMessage as exc:
-                await reject(event, exc)
-                continue
-            timeframe = condition.timeframe
-            if timeframe not in correlated:
-                continue
-            window = correlation_windows.get(timeframe)
-            if window is None:
-                window = correlation_windows[timeframe] = _restore_window(correlation_states, settings, timeframe, sectors)
-            ts_us = (condition.timestamp - EPOCH) // _US
-            if window.core.state.timestamps and ts_us <= window.core.state.timestamps[-1]:
-                metrics.late_bars.labels(event.message.topic).inc()
-                continue
-            bars = window.open.setdefault(ts_us, {})
-            bars[condition.symbol] = (condition.open, condition.high, condition.low, condition.close, condition.volume)
-            store(correlation_states, window.key(ts_us), msgspec.msgpack.encode(bars))
-            latest = window.latest
-            if latest.get(condition.symbol, -1) < ts_us:
-                latest[condition.symbol] = ts_us
-                store(correlation_states, window.key("latest"), msgspec.msgpack.encode(latest))
-            for stepped in window.closable(correlation_quiet_us[timeframe]):
-                bars = window.open.pop(stepped)
-                for record in window.core.step(stepped, {symbol: bar[3] for symbol, bar in bars.items()}):
-                    await send(CORRELATIONS, timeframe.encode(), encode(record))
-                for symbol, (spy, sector) in window.core.context(min(window.core.config.windows)).items():
-                    o, h, low, c, v = bars[symbol]
-                    context = CorrelationContext(
-                        symbol=symbol, timeframe=timeframe, timestamp=EPOCH + stepped * _US,
-                        open=o, high=h, low=low, close=c, volume=v, spy_correlation=spy, sector_correlation=sector,
-                    )
-                    await send(CORRELATION_CONTEXT, symbol.encode(), encode(context))
-                del correlation_states[window.key(stepped)]
-                store(correlation_states, window.key("core"), msgspec.msgpack.encode(window.core.snapshot_state()))
+            await guarded(event, on_condition)
+
+    async def on_condition(event: faust.EventT) -> None:
+        condition = _decode(_condition_decoder, event.value)
+        timeframe = condition.timeframe
+        if timeframe not in correlated:
+            return
+        window = correlation_windows.get(timeframe)
+        if window is None:
+            window = correlation_windows[timeframe] = _restore_window(correlation_states, settings, timeframe, sectors)
+        try:
+            await advance(window, condition, event)
+        except Exception:
+            correlation_windows.pop(timeframe, None)  # rebuilt from the table, not from a half-applied step
+            raise
+
+    async def advance(window: _CorrelationWindow, condition: Condition, event: faust.EventT) -> None:
+        timeframe = condition.timeframe
+        ts_us = (condition.timestamp - EPOCH) // _US
+        if window.core.state.timestamps and ts_us <= window.core.state.timestamps[-1]:
+            metrics.late_bars.labels(event.message.topic).inc()
+            return
+        bars = window.open.setdefault(ts_us, {})
+        bars[condition.symbol] = (condition.open, condition.high, condition.low, condition.close, condition.volume)
+        store(correlation_states, window.key(ts_us), msgspec.msgpack.encode(bars))
+        latest = window.latest
+        if latest.get(condition.symbol, -1) < ts_us:
+            latest[condition.symbol] = ts_us
+            store(correlation_states, window.key("latest"), msgspec.msgpack.encode(latest))
+        for stepped in window.closable(correlation_quiet_us[timeframe]):
+            bars = window.open.pop(stepped)
+            for record in window.core.step(stepped, {symbol: bar[3] for symbol, bar in bars.items()}):
+                await send(CORRELATIONS, timeframe.encode(), encode(record))
+            for symbol, (spy, sector) in window.core.context(min(window.core.config.windows)).items():
+                o, h, low, c, v = bars[symbol]
+                context = CorrelationContext(
+                    symbol=symbol, timeframe=timeframe, timestamp=EPOCH + stepped * _US,
+                    open=o, high=h, low=low, close=c, volume=v, spy_correlation=spy, sector_correlation=sector,
+                )
+                await send(CORRELATION_CONTEXT, symbol.encode(), encode(context))
+            del correlation_states[window.key(stepped)]
+            store(correlation_states, window.key("core"), msgspec.msgpack.encode(window.core.snapshot_state()))
 
     @app.task
     async def broker_health() -> None:
@@ -412,67 +436,57 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     @app.agent(symbol_inputs)
     async def symbols(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            metrics.consumed.labels(event.message.topic).inc()
-            try:
-                await handlers[event.message.topic](event)
-            except InvalidMessage as exc:
-                await reject(event, exc)
+            await guarded(event, handlers[event.message.topic])
 
     @app.agent(trades_topic)
     async def candles(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            metrics.consumed.labels(event.message.topic).inc()
-            try:
-                trade = trade_codec.decode(event.value, headers=event.message.headers or ())
-                key = keyed(event.message, trade.symbol)
-                state = load(trade_states, key, _trades_decoder.decode, lambda: TradeState(TradeAggregatorState()))
-                aggregator = TradeAggregator(state.aggregator, timeframe=settings.base_timeframe)
-                duplicates = aggregator.state.duplicates
-                closed = [encode(bar) for bar in aggregator.update(trade)]
-            except InvalidMessage as exc:
-                await reject(event, exc)
-                continue
-            if aggregator.state.duplicates > duplicates:
-                metrics.duplicates.labels(event.message.topic).inc()
-                if trade.trade_id != state.last_trade_id:
-                    continue
-                closed = state.outputs  # a redelivery: send again what it produced
-            else:
-                state.last_trade_id, state.outputs = trade.trade_id, closed
-                store(trade_states, key, msgspec.msgpack.encode(state))
-            for value in closed:
-                await bars_topic.send(key=key, value=value)
-                metrics.produced.labels(names[BARS]).inc()
+            await guarded(event, on_trade)
+
+    async def on_trade(event: faust.EventT) -> None:
+        trade = trade_codec.decode(event.value, headers=event.message.headers or ())
+        key = keyed(event.message, trade.symbol)
+        state = load(trade_states, key, _trades_decoder.decode, lambda: TradeState(TradeAggregatorState()))
+        aggregator = TradeAggregator(state.aggregator, timeframe=settings.base_timeframe)
+        duplicates = aggregator.state.duplicates
+        closed = [encode(bar) for bar in aggregator.update(trade)]
+        if aggregator.state.duplicates > duplicates:
+            metrics.duplicates.labels(event.message.topic).inc()
+            if trade.trade_id != state.last_trade_id:
+                return
+            closed = state.outputs  # a redelivery: send again what it produced
+        else:
+            state.last_trade_id, state.outputs = trade.trade_id, closed
+            store(trade_states, key, msgspec.msgpack.encode(state))
+        for value in closed:
+            await bars_topic.send(key=key, value=value)
+            metrics.produced.labels(names[BARS]).inc()
 
     @app.agent(out[OUTCOMES])
     async def model_statistics(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            metrics.consumed.labels(event.message.topic).inc()
-            try:
-                outcome = _decode(_outcome_decoder, event.value)
-            except InvalidMessage as exc:
-                await reject(event, exc)
-                continue
-            state = load(model_states, event.message.key, _model_state_decoder.decode, ModelPerformanceState)
-            row = model_performance.add(state, outcome)
-            if row is not None:
-                store(model_states, event.message.key, msgspec.msgpack.encode(state))
-                await send(MODEL_PERFORMANCE, event.message.key, encode(row))
+            await guarded(event, on_outcome)
+
+    async def on_outcome(event: faust.EventT) -> None:
+        outcome = _decode(_outcome_decoder, event.value)
+        state = load(model_states, event.message.key, _model_state_decoder.decode, ModelPerformanceState)
+        row = model_performance.add(state, outcome)
+        if row is not None:
+            store(model_states, event.message.key, msgspec.msgpack.encode(state))
+            await send(MODEL_PERFORMANCE, event.message.key, encode(row))
 
     @app.agent(out[TRADE_OUTCOMES])
     async def strategy_statistics(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            metrics.consumed.labels(event.message.topic).inc()
-            try:
-                trade = _decode(_trade_decoder, event.value)
-            except InvalidMessage as exc:
-                await reject(event, exc)
-                continue
-            state = load(strategy_states, event.message.key, _strategy_state_decoder.decode, StrategyPerformanceState)
-            rows = strategy_performance.add(state, trade)
-            if rows:
-                store(strategy_states, event.message.key, msgspec.msgpack.encode(state))
-            for row in rows:
-                await send(STRATEGY_PERFORMANCE, event.message.key, encode(row))
+            await guarded(event, on_trade_outcome)
+
+    async def on_trade_outcome(event: faust.EventT) -> None:
+        trade = _decode(_trade_decoder, event.value)
+        state = load(strategy_states, event.message.key, _strategy_state_decoder.decode, StrategyPerformanceState)
+        rows = strategy_performance.add(state, trade)
+        if rows:
+            store(strategy_states, event.message.key, msgspec.msgpack.encode(state))
+        for row in rows:
+            await send(STRATEGY_PERFORMANCE, event.message.key, encode(row))
 
     return app
