@@ -551,7 +551,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         host = settings.metrics_host
         print(
             f"""
-Tickwire is running: simulator -> md.bars.v1 -> worker (EMA) -> md.conditions.v1 -> sink -> market_conditions
+Tickwire is running: simulator (bars, predictions, fills) -> worker (indicators, regimes, correlations, validation, trades) -> sink -> 12 tables
   metrics:  http://{host}:{port}/metrics (worker)  http://{host}:{port + 1}/metrics (sink)  http://{host}:{port + 2}/metrics (simulator)
   database: {settings.safe_dsn()}  (password in {env.get('TICKWIRE_PG_PASSWORD_FILE', 'TICKWIRE_PG_PASSWORD')})
   see rows: PGPASSWORD=$(cat var/pg/password) psql "{settings.safe_dsn()}" -c "SELECT symbol, timestamp, close, ema_20 FROM market_conditions ORDER BY timestamp DESC LIMIT 10"

@@ -17,14 +17,18 @@ Definitions:
   not reported. Threshold events: a pair entering or leaving that edge set between two
   snapshots.
 
-Speed: per window, ``G = W * sum(z z^T) - sum(z) sum(z)^T`` over the window (``z`` the
-return minus a per-symbol shift, zero where missing) is updated each step by one rank-4
-product: O(S^2) instead of O(S^2 W). For two symbols with a return at every step of the
-window, ``G_ij / sqrt(V_i V_j)`` is their correlation. Pairs with a gap are computed
-exactly from the window's masked sums (O(S W) per symbol with gaps). Every
-``recompute_every`` steps ``G`` is recomputed exactly, which bounds rounding drift and
-lets the serialized state stay small: it keeps the returns since the last recompute and
-rebuilds ``G`` by replaying them, bit for bit as the live object computed it.
+Speed: per window, ``Q = sum(z z^T)`` over the window (``z`` the return minus a
+per-symbol shift, zero where missing) is the only thing a step updates: one rank-2
+product (the row entering the window minus the row leaving it), O(S^2) in two passes
+over preallocated buffers, instead of O(S^2 W). Everything else is built lazily, when a
+matrix, snapshot or context is read: the window's exact per-symbol sums and counts
+(O(S W)), then ``G = W Q - sum(z) sum(z)^T`` normalised in place; for two symbols with a
+return at every step of the window, ``G_ij / sqrt(V_i V_j)`` is their correlation. Pairs
+with a gap are computed exactly from the window's masked sums (O(S W) per symbol with
+gaps); with no gaps that path is skipped. Every ``recompute_every`` steps ``Q`` is
+recomputed exactly, which bounds rounding drift and lets the serialized state stay
+small: it keeps the returns since the last recompute and rebuilds ``Q`` by replaying
+them, bit for bit as the live object computed it.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import json
 import math
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from itertools import repeat
 from typing import Iterable, Mapping
 
 import msgspec
@@ -141,11 +146,25 @@ class Correlations:
         n = len(s.symbols)
         self._ring = np.frombuffer(s.returns, dtype=np.float64).reshape(self._rows, n).copy() if s.returns else np.full((self._rows, 0), np.nan)
         self._slot = {sym: i for i, sym in enumerate(s.symbols) if sym is not None}
+        self._free = s.symbols.count(None)
+        # Per-slot last close (NaN for a free slot): the step's previous closes in one gather.
+        # ``state.last_close`` stays the record of every symbol ever seen (cheap dict.update).
+        self._close = np.full(n, np.nan)
+        for sym, i in self._slot.items():
+            self._close[i] = s.last_close[sym]
         self._shift = np.zeros(n)
-        self._g = {w: np.zeros((n, n)) for w in cfg.windows}
-        self._tmp = np.empty((n, n))
+        self._q = {w: np.zeros((n, n)) for w in cfg.windows}
+        self._buffers(n)
         if s.steps:
             self._replay()
+
+    def _buffers(self, n: int) -> None:
+        """Scratch arrays sized to the slot count, reused by every step and read."""
+        self._tmp = np.empty((n, n))  # the rank-2 product, then the lazily built matrix's outer term
+        self._corr = np.empty((n, n))  # the lazily built correlation matrix
+        self._counts = np.empty((n, n), dtype=np.int64)
+        self._u = np.empty((2, n))  # rows entering / leaving the window (z), as the columns of U
+        self._v = np.empty((2, n))  # the same rows, the leaving one negated: Q += U V
 
     # ---- input -------------------------------------------------------------------
 
@@ -186,30 +205,47 @@ class Correlations:
         s, cfg = self.state, self.config
         if s.timestamps and ts <= s.timestamps[-1]:
             raise ValueError(f"step {ts} is not after the last step {s.timestamps[-1]}")
-        names = list(closes)
-        now = np.fromiter(closes.values(), np.float64, len(names))
-        last = s.last_close
-        prev = np.fromiter((last.get(sym, np.nan) for sym in names), np.float64, len(names))
-        last.update(closes)
-        known = ~np.isnan(prev)
-        rets = dict.fromkeys(sym for sym, k in zip(names, known.tolist()) if k)
+        k = len(closes)
+        now = np.fromiter(closes.values(), np.float64, k)
+        idx = np.fromiter(map(self._slot.get, closes, repeat(-1)), np.intp, k)
+        joining: list[str] = []
+        unslotted = bool(k) and idx.min() < 0
+        if unslotted:  # a symbol without a slot: first bar ever, joining, or back after being freed
+            names = list(closes)
+            prev = np.full(k, np.nan)
+            slotted = idx >= 0
+            prev[slotted] = self._close[idx[slotted]]
+            last = s.last_close
+            for j in np.flatnonzero(~slotted).tolist():
+                p = last.get(names[j])
+                if p is not None:
+                    prev[j] = p
+                    joining.append(names[j])
+        else:  # every symbol has a slot, hence a previous close
+            prev = self._close[idx]
+        s.last_close.update(closes)
         s.steps += 1
-        joining = [sym for sym in rets if sym not in self._slot]
-        short = len(joining) - s.symbols.count(None)
-        exact = s.steps - s.anchor >= cfg.recompute_every or short > 0
+        exact = s.steps - s.anchor >= cfg.recompute_every or len(joining) > self._free
         if exact:
-            self._free_quiet_slots(keep=rets)
-            short = len(joining) - s.symbols.count(None)
+            self._free_quiet_slots(keep=closes)
+            short = len(joining) - self._free
             if short > 0:
-                self._grow(-(-short // _SLOT_ROUND) * _SLOT_ROUND)
-        for sym in joining:
-            self._assign(sym)
+                self._grow(_capacity(len(s.symbols) + short) - len(s.symbols))
+        if unslotted:  # joiners get their slot; first bars (no return) stay out
+            for sym in joining:
+                self._assign(sym)
+            idx = np.fromiter(map(self._slot.get, closes, repeat(-1)), np.intp, k)
+            known = idx >= 0
+            idx, now, prev = idx[known], now[known], prev[known]
+        self._close[idx] = now
         row = self._ring[(s.steps - 1) % self._rows]
         row.fill(np.nan)
-        if rets:
-            row[[self._slot[sym] for sym in rets]] = np.log(now[known] / prev[known])
+        if len(idx):
+            np.divide(now, prev, out=now)
+            row[idx] = np.log(now, out=now)
         s.timestamps.append(ts)
-        del s.timestamps[: -self._rows]
+        if len(s.timestamps) > self._rows:
+            del s.timestamps[: -self._rows]
         if exact:
             self._recompute(s.steps)
         else:
@@ -227,8 +263,9 @@ class Correlations:
     # ---- slots -------------------------------------------------------------------
 
     def _free_quiet_slots(self, keep: Mapping[str, float]) -> None:
-        """At a recompute only (so G holds no residue of it): a slot with no return in
-        the largest window, and none now, is freed and its column cleared."""
+        """At a recompute only (so Q holds no residue of it): a slot with no return in
+        the largest window, and no bar now (a slotted symbol's bar is a return), is freed
+        and its column cleared."""
         s = self.state
         window = self._window_rows(max(self.config.windows), s.steps - 1)
         quiet = [int(i) for i in np.flatnonzero(np.isnan(window).all(axis=0)) if s.symbols[i] not in keep]
@@ -236,18 +273,23 @@ class Correlations:
             if s.symbols[i] is not None:
                 del self._slot[s.symbols[i]]
                 s.symbols[i] = None
+                self._free += 1
         self._ring[:, quiet] = np.nan
+        self._close[quiet] = np.nan
 
     def _grow(self, count: int) -> None:
-        """More slots, at a recompute only (G changes shape there)."""
+        """More slots, at a recompute only (Q changes shape there)."""
         self.state.symbols += [None] * count
+        self._free += count
         self._ring = np.hstack([self._ring, np.full((self._rows, count), np.nan)])
+        self._close = np.concatenate([self._close, np.full(count, np.nan)])
 
     def _assign(self, symbol: str) -> None:
         s = self.state
         i = s.symbols.index(None)
         s.symbols[i] = symbol
         self._slot[symbol] = i
+        self._free -= 1
 
     # ---- numeric core ------------------------------------------------------------
 
@@ -257,7 +299,7 @@ class Correlations:
         return self._ring[idx]
 
     def _recompute(self, step: int) -> None:
-        """Exact G at ``step``; resets the shift to the window means (better conditioning)."""
+        """Exact Q at ``step``; resets the shift to the window means (better conditioning)."""
         n = len(self.state.symbols)
         big = self._window_rows(max(self.config.windows), step)
         present = ~np.isnan(big)
@@ -265,32 +307,43 @@ class Correlations:
         self._shift = np.divide(np.where(present, big, 0.0).sum(axis=0), counts, out=np.zeros(n), where=counts > 0)
         for w in self.config.windows:
             z = np.nan_to_num(self._window_rows(w, step) - self._shift, nan=0.0)
-            sx = z.sum(axis=0)
-            self._g[w] = w * (z.T @ z) - np.outer(sx, sx)
+            self._q[w] = z.T @ z  # numpy uses syrk here: symmetric, half the work
         if self._tmp.shape[0] != n:
-            self._tmp = np.empty((n, n))
+            self._buffers(n)
         self.state.anchor = step
 
     def _roll(self, step: int) -> None:
-        """Rank-4 update of every window's G for the row of ``step``."""
-        new = np.nan_to_num(self._ring[(step - 1) % self._rows] - self._shift, nan=0.0)
-        for w, g in self._g.items():
-            before = np.nan_to_num(self._window_rows(w, step - 1) - self._shift, nan=0.0)
-            sx = before.sum(axis=0)
-            old = before[0] if step > w else np.zeros_like(new)
-            delta = new - old
-            u = np.stack([new, old, sx, delta], axis=1)
-            v = np.stack([w * new, -w * old, -delta, -(sx + delta)])
-            np.matmul(u, v, out=self._tmp)
-            np.add(g, self._tmp, out=g)
+        """``Q += n n^T - o o^T`` for every window: the row of ``step`` enters, the row
+        ``window`` steps back leaves. One BLAS product into a scratch matrix and one
+        in-place add per window; no other O(S^2) work and no allocation."""
+        u, v, shift = self._u, self._v, self._shift
+        new, old = u[0], u[1]
+        np.subtract(self._ring[(step - 1) % self._rows], shift, out=new)
+        np.copyto(new, 0.0, where=np.isnan(new))
+        v[0] = new
+        product = u.T  # (S, 2), Fortran-ordered: BLAS reads it transposed, no copy
+        for w, q in self._q.items():
+            if step > w:
+                np.subtract(self._ring[(step - w - 1) % self._rows], shift, out=old)
+                np.copyto(old, 0.0, where=np.isnan(old))
+                np.negative(old, out=v[1])
+            else:
+                old.fill(0.0)
+                v[1].fill(0.0)
+            np.matmul(product, v, out=self._tmp)
+            np.add(q, self._tmp, out=q)
 
     def _replay(self) -> None:
-        """Rebuild G as the live object had it: exact at the anchor, then rolled."""
+        """Rebuild Q as the live object had it: exact at the anchor, then rolled."""
         s = self.state
-        self._tmp = np.empty((len(s.symbols),) * 2)
         self._recompute(s.anchor)
         for step in range(s.anchor + 1, s.steps + 1):
             self._roll(step)
+
+    def _memory(self) -> int:
+        """Bytes held in numpy arrays (Q per window, scratch, the returns ring)."""
+        arrays = [*self._q.values(), self._tmp, self._corr, self._counts, self._u, self._v, self._ring, self._close, self._shift]
+        return sum(a.nbytes for a in arrays)
 
     # ---- reading -----------------------------------------------------------------
 
@@ -299,41 +352,52 @@ class Correlations:
         NaN where the value is None."""
         corr, counts, active = self._matrix(window)
         syms = [self.state.symbols[i] for i in active]
-        return syms, corr[np.ix_(active, active)], counts[np.ix_(active, active)]
+        return syms, _take(corr, active), _take(counts, active)
 
     def _matrix(self, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Full slot-by-slot correlation and count matrices and the active slots."""
+        """Full slot-by-slot correlation and count matrices and the active slots. The two
+        matrices are scratch buffers, valid until the next read or step."""
         s, cfg = self.state, self.config
+        n = len(s.symbols)
         rows = self._window_rows(window, s.steps)
         present = ~np.isnan(rows)
         cnt = present.sum(axis=0)
         complete = cnt == window
-        z = np.nan_to_num(rows - self._shift, nan=0.0)
+        z = np.subtract(rows, self._shift, out=rows)
+        np.copyto(z, 0.0, where=~present)
         sx, sxx = z.sum(axis=0), (z * z).sum(axis=0)
         var = window * sxx - sx * sx
         flat = var <= _FLAT * window * sxx
-        u = np.zeros(len(cnt))
+        u = np.zeros(n)
         good = complete & ~flat
         u[good] = 1.0 / np.sqrt(var[good])
-        corr = np.multiply(self._g[window], u[:, None])
-        corr *= u
-        counts = np.full(corr.shape, window, dtype=np.int64)
-        bad = ~good & complete
-        corr[bad, :] = np.nan
-        corr[:, bad] = np.nan
+        # corr_ij = (W Q_ij - sx_i sx_j) u_i u_j, built in place in two scratch matrices.
+        corr, outer = self._corr, self._tmp
+        np.multiply(self._q[window], (window * u)[:, None], out=corr)
+        np.multiply(corr, u, out=corr)
+        a = sx * u
+        np.multiply(a[:, None], a, out=outer)
+        np.subtract(corr, outer, out=corr)
+        counts = self._counts
+        counts.fill(window)
+        bad = np.flatnonzero(~good & complete)
+        if len(bad):
+            corr[bad, :] = np.nan
+            corr[:, bad] = np.nan
         gaps = np.flatnonzero(~complete & (cnt > 0))
-        if len(gaps):
+        if len(gaps):  # only symbols with a missing return in the window
             r, c = _masked(z[:, gaps], present[:, gaps], z, present, cfg.min_common)
             corr[gaps, :] = r
             corr[:, gaps] = r.T
             counts[gaps, :] = c
             counts[:, gaps] = c.T
-        inactive = cnt == 0
-        corr[inactive, :] = np.nan
-        corr[:, inactive] = np.nan
-        counts[inactive, :] = 0
-        counts[:, inactive] = 0
-        return corr, counts, np.flatnonzero(~inactive)
+        inactive = np.flatnonzero(cnt == 0)
+        if len(inactive):
+            corr[inactive, :] = np.nan
+            corr[:, inactive] = np.nan
+            counts[inactive, :] = 0
+            counts[:, inactive] = 0
+        return corr, counts, np.flatnonzero(cnt > 0)
 
     def context(self, window: int) -> dict[str, tuple[float | None, float | None]]:
         """Symbol -> (benchmark, sector) correlation for the symbols with a bar at the last
@@ -379,7 +443,7 @@ class Correlations:
             corr, counts, active = self._matrix(w)
             order = active[np.argsort([s.symbols[i] for i in active], kind="stable")]
             names = [s.symbols[i] for i in order]
-            c, n = corr[np.ix_(order, order)], counts[np.ix_(order, order)]
+            c, n = _take(corr, order), _take(counts, order)
             ia, ib = np.triu_indices(len(order), 1)
             values = c[ia, ib]
             valid = ~np.isnan(values)
@@ -410,6 +474,22 @@ class Correlations:
             ))
         self.state.above[window] = now
         return out
+
+
+def _capacity(n: int) -> int:
+    """Slot count for ``n`` symbols: a multiple of ``_SLOT_ROUND``, but never of 256, so
+    the S x S matrices' row stride is not a large power of two (which makes every row
+    land in the same cache sets and slows the BLAS update several times over)."""
+    n = -(-n // _SLOT_ROUND) * _SLOT_ROUND
+    return n + _SLOT_ROUND if n % 256 == 0 else n
+
+
+def _take(m: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``m[np.ix_(idx, idx)]``; a plain slice copy when ``idx`` is ``0 .. k-1``."""
+    k = len(idx)
+    if k == 0 or (idx[0] == 0 and idx[-1] == k - 1 and (k < 2 or bool((np.diff(idx) == 1).all()))):
+        return m[:k, :k].copy()
+    return m[np.ix_(idx, idx)]
 
 
 def _value(x: float) -> float | None:

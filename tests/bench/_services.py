@@ -15,9 +15,14 @@ ROOT = Path(__file__).resolve().parents[2]
 def local_settings(**overrides: object) -> Settings:
     """Settings for the local stack of deploy/local (started here when not reachable)."""
     env = dict(os.environ)
-    env.setdefault("TICKWIRE_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
-    env.setdefault("TICKWIRE_PG_DSN", "postgresql://tickwire@127.0.0.1:15432/tickwire")
-    env.setdefault("TICKWIRE_PG_PASSWORD_FILE", str(ROOT / "var" / "pg" / "password"))
+    # deploy/local/common.sh's overrides (TICKWIRE_VAR_DIR, TICKWIRE_LOCAL_*_PORT) pick the stack,
+    # so a bench can run beside another test run on its own ports and data.
+    var = Path(env.get("TICKWIRE_VAR_DIR") or ROOT / "var")
+    kafka_port = env.get("TICKWIRE_LOCAL_KAFKA_PORT", "19092")
+    pg_port = env.get("TICKWIRE_LOCAL_PG_PORT", "15432")
+    env.setdefault("TICKWIRE_KAFKA_BOOTSTRAP", f"127.0.0.1:{kafka_port}")
+    env.setdefault("TICKWIRE_PG_DSN", f"postgresql://tickwire@127.0.0.1:{pg_port}/tickwire")
+    env.setdefault("TICKWIRE_PG_PASSWORD_FILE", str(var / "pg" / "password"))
     for script, hostport in (("kafka.sh", env["TICKWIRE_KAFKA_BOOTSTRAP"]), ("postgres.sh", env["TICKWIRE_PG_DSN"].split("@")[1].split("/")[0])):
         host, port = hostport.rsplit(":", 1)
         try:
