@@ -11,6 +11,7 @@ import asyncio
 import logging
 import logging.config
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -90,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     p.add_argument("--start", type=_utc_time, help="event time of the first bar, ISO 8601 (default: 30 days ago)")
     p.add_argument("--no-signals", dest="signals", action="store_false", help="bars only: no predictions and fills from the toy strategy")
+    p.add_argument("--timeframe", type=_timeframe, help="bar timeframe (default TICKWIRE_BASE_TIMEFRAME; the worker resamples from that one)")
     p.add_argument("--metrics-port", type=int, help="serve /metrics here (default: TICKWIRE_METRICS_PORT)")
     p.set_defaults(func=cmd_simulate)
 
@@ -135,6 +137,12 @@ def _replay_kinds() -> list[str]:
     from streams.replay import KINDS
 
     return list(KINDS)
+
+
+def _timeframe(text: str) -> str:
+    if not re.fullmatch(r"[1-9][0-9]{0,3}[mhd]", text):
+        raise argparse.ArgumentTypeError(f"not a timeframe like 1m, 15m, 1h or 1d: {text!r}")
+    return text
 
 
 def _positive(text: str) -> int:
@@ -299,7 +307,7 @@ async def _simulate(settings: Settings, metrics: Metrics, args: argparse.Namespa
     encode = msgspec.json.Encoder().encode
     # Default start: far enough back that a fast simulation stays behind the wall clock.
     start = args.start or (datetime.now(timezone.utc) - timedelta(days=30)).replace(second=0, microsecond=0)
-    simulator = MarketSimulator(default_symbols(args.symbols), seed=args.seed, start=start)
+    simulator = MarketSimulator(default_symbols(args.symbols), seed=args.seed, start=start, timeframe=args.timeframe or settings.base_timeframe)
     strategy = ToyStrategy(seed=args.seed) if args.signals else None
     sent = 0
     started = time.monotonic()

@@ -1,8 +1,10 @@
-"""Worker throughput on the real broker: the faust worker against a plain aiokafka loop.
+"""Worker throughput on the real broker: the faust worker against plain aiokafka loops.
 
-Both read the same pre-loaded bars from md.bars.v1 and do the same per-bar work (decode,
-validate, EMA state, encode, produce to md.conditions.v1); the baseline skips faust's
-stream machinery and changelog. Prints messages/s for each and their ratio (medians).
+All read the same pre-loaded bars from md.bars.v1. Baselines: a consume-and-produce
+passthrough of the same messages (the client's own limit), and the per-symbol core
+(decode, validate, resample, indicators, regime, encode, produce) in a getmany loop,
+which skips faust's stream machinery, the changelogs and the other stages. Prints
+bars/s for each and the worker's ratio to each (medians).
 
     python tests/bench/bench_pipeline.py [--quick]
 """
@@ -46,26 +48,22 @@ async def preload(settings, count: int, symbols: int) -> None:
     await producer.stop()
 
 
-async def aiokafka_baseline(settings, count: int) -> float:
-    """The same per-bar work in a getmany loop: the floor faust is measured against."""
+async def getmany_loop(settings, count: int, group: str, outputs) -> float:
+    """Consume ``count`` bars in getmany batches, produce ``outputs(record)`` for each; bars/s."""
     consumer = AIOKafkaConsumer(
-        settings.topic(BARS.name), **settings.kafka_options(), group_id="bench-baseline",
+        settings.topic(BARS.name), **settings.kafka_options(), group_id=group,
         enable_auto_commit=False, auto_offset_reset="earliest",
     )
     producer = AIOKafkaProducer(**settings.kafka_options(), linger_ms=5)
     await consumer.start()
     await producer.start()
-    codec, processor, states = Codec(Bar, max_future_skew_s=1e9), SymbolProcessor(), {}
-    out = settings.topic(CONDITIONS.name) + ".baseline"
+    out = settings.topic(CONDITIONS.name) + "." + group
     done = 0
     started = time.perf_counter()
     while done < count:
         for records in (await consumer.getmany(timeout_ms=1000, max_records=5000)).values():
             for record in records:
-                bar = codec.decode(record.value)
-                state = states.setdefault(bar.symbol, SymbolState())
-                outputs, _ = processor.process(state, bar)
-                for _, value in outputs:
+                for value in outputs(record):
                     await producer.send(out, key=record.key, value=value)
             done += len(records)
         await consumer.commit()
@@ -74,6 +72,23 @@ async def aiokafka_baseline(settings, count: int) -> float:
     await consumer.stop()
     await producer.stop()
     return count / elapsed
+
+
+async def passthrough(settings, count: int) -> float:
+    """The same bytes out as in, nothing else: what the Kafka client can do."""
+    return await getmany_loop(settings, count, "passthrough", lambda record: (record.value,))
+
+
+async def aiokafka_baseline(settings, count: int) -> float:
+    """The per-symbol core in a getmany loop, without faust's machinery or the other stages."""
+    codec, processor, states = Codec(Bar, max_future_skew_s=1e9), SymbolProcessor(), {}
+
+    def outputs(record):
+        bar = codec.decode(record.value)
+        produced, _ = processor.process(states.setdefault(bar.symbol, SymbolState()), bar)
+        return [value for _, value in produced]
+
+    return await getmany_loop(settings, count, "core", outputs)
 
 
 def faust_worker(settings, count: int) -> float:
@@ -108,14 +123,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20k bars, one repeat")
     args = parser.parse_args()
     count, repeats = (20_000, 1) if args.quick else (200_000, 3)
-    faust_rates, base_rates = [], []
+    faust_rates, base_rates, pass_rates = [], [], []
     for _ in range(repeats):
         settings = local_settings(topic_prefix=f"bench{uuid.uuid4().hex[:8]}.")
         asyncio.run(preload(settings, count, 50))
+        pass_rates.append(asyncio.run(passthrough(settings, count)))
         base_rates.append(asyncio.run(aiokafka_baseline(settings, count)))
         faust_rates.append(faust_worker(settings, count))
-    emit("pipeline", "worker_throughput", statistics.median(faust_rates), "msgs/s",
-         "aiokafka getmany loop, same per-bar work", statistics.median(base_rates))
+    worker = statistics.median(faust_rates)
+    emit("pipeline", "worker_throughput", worker, "bars/s", "aiokafka consume-and-produce passthrough", statistics.median(pass_rates))
+    emit("pipeline", "worker_throughput", worker, "bars/s", "aiokafka getmany loop, per-symbol core only", statistics.median(base_rates))
 
 
 if __name__ == "__main__":
