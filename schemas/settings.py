@@ -55,7 +55,7 @@ class Settings:
     regime_confirm_bars: int = 3
     prediction_neutral_band: float = 0.0005  # |return| within this is NEUTRAL
     prediction_expire_after_s: float = 86_400.0  # pending this long past its horizon: expired
-    prediction_history_bars: int = 390  # closes kept per symbol to validate late predictions
+    prediction_history_bars: int = 60  # closes kept per symbol to validate late predictions (its changelog cost is per bar)
     trade_breakeven_band: float = 0.0001  # |net P&L| within this share of entry notional: BREAKEVEN
     performance_capital: float = 100_000.0  # account size that turns P&L into returns
     correlation_timeframes: str = "1m,1h,1d"  # comma-separated; empty = no correlation stage

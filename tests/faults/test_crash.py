@@ -88,14 +88,14 @@ async def test_random_sigkills_lose_and_duplicate_nothing(isolated, processes):
     async def caught_up():
         return await conn.fetchval("SELECT count(*) FROM market_conditions") >= len(expected)
 
-    await wait_for(caught_up, timeout_s=300, interval_s=1)
+    await wait_for(caught_up, timeout_s=2400 if FULL else 300, interval_s=1)
     final = sum(1 for o in want_outcomes.values() if o.validated_at or o.expiry_reason)
 
     async def signals_caught_up():
         done = await conn.fetchval("SELECT count(*) FROM model_predictions WHERE validated_at IS NOT NULL OR expiry_reason IS NOT NULL")
         return done >= final
 
-    await wait_for(signals_caught_up, timeout_s=120, interval_s=1)
+    await wait_for(signals_caught_up, timeout_s=600 if FULL else 120, interval_s=1)
     await asyncio.sleep(3)  # let any late duplicate show itself
     # The correlation stage's columns are compared in tests/integration/test_correlations_stage.py.
     columns = ", ".join(f'"{c}"' for c in MARKET_CONDITIONS.columns if not c.endswith("_correlation"))
