@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from datetime import datetime, timezone
-from typing import Generic, TypeVar
+from typing import Callable, Generic, TypeVar
 
 import asyncpg
 import msgspec
@@ -31,6 +31,7 @@ from sinks.postgres import TableWriter
 
 log = logging.getLogger("tickwire.sink")
 T = TypeVar("T", bound=msgspec.Struct)
+_MIN_GROUP_ROWS = 500  # a batch is spread over more connections only in groups at least this big
 
 
 class _Rejected(msgspec.Struct):
@@ -49,12 +50,26 @@ class _Batch:
         self.offsets: dict[TopicPartition, int] = {}
         self.size = 0
 
-    def groups(self, count: int) -> list[tuple[list[tuple], list[ConsumerRecord]]]:
-        """Partitions dealt into at most ``count`` groups, one per database connection."""
+    def groups(self, count: int, key: Callable[[tuple], object]) -> list[tuple[list[tuple], list[ConsumerRecord]]]:
+        """Rows dealt into at most ``count`` groups, one per database connection, by the hash
+        of their table key: every row of one key lands in one group (so the last one wins
+        there and no two transactions touch one key), in its partition's order, and the
+        groups are even however few partitions the batch drew from. Small batches stay in
+        fewer groups: a transaction per handful of rows costs more than it saves."""
+        rows_count = sum(len(rows) for rows in self.rows.values())
+        count = max(1, min(count, rows_count // _MIN_GROUP_ROWS))
+        ordered = sorted(self.rows, key=lambda tp: (tp.topic, tp.partition))
+        if count == 1:
+            return [(
+                [row for tp in ordered for row in self.rows[tp]],
+                [source for tp in ordered for source in self.sources[tp]],
+            )]
         groups: list[tuple[list[tuple], list[ConsumerRecord]]] = [([], []) for _ in range(count)]
-        for i, tp in enumerate(sorted(self.rows, key=lambda tp: (tp.topic, tp.partition))):
-            groups[i % count][0].extend(self.rows[tp])
-            groups[i % count][1].extend(self.sources[tp])
+        for tp in ordered:
+            for row, source in zip(self.rows[tp], self.sources[tp]):
+                rows, sources = groups[hash(key(row)) % count]
+                rows.append(row)
+                sources.append(source)
         return [g for g in groups if g[0]]
 
 
@@ -178,7 +193,7 @@ class TopicSink(Generic[T]):
         if rows_count:
             started = time.perf_counter()
             results = await asyncio.gather(
-                *(self._write_isolating(rows, sources) for rows, sources in batch.groups(self.settings.pg_pool_size))
+                *(self._write_isolating(rows, sources) for rows, sources in batch.groups(self.settings.pg_pool_size, self.writer.key_of))
             )
             self.metrics.flush_seconds.labels(self.table.name).observe(time.perf_counter() - started)
             self.metrics.batch_rows.labels(self.table.name).observe(rows_count)
@@ -195,7 +210,8 @@ class TopicSink(Generic[T]):
             await self._send_dlq(batch.rejected)
         await self.consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in batch.offsets.items()})
         self._committed.update(batch.offsets)
-        await self._report_lag(force=True)
+        # At most once a second: an end-offsets round trip per batch would hold up the next one.
+        await self._report_lag()
 
     async def _report_lag(self, *, force: bool = False) -> None:
         """Lag per assigned partition: its end offset minus our commit, at most once a second

@@ -7,6 +7,8 @@ All SQL here is built from the table contract's identifiers, never from data.
 
 from __future__ import annotations
 
+import operator
+
 import asyncpg
 import msgspec
 
@@ -51,6 +53,8 @@ class TableWriter:
             f"ON CONFLICT ({key}) {action}"
         )
         self._key_index = [table.columns.index(c) for c in table.key]
+        # A row's key (a tuple, or the value itself for a one-column key), in C.
+        self.key_of = operator.itemgetter(*self._key_index)
         # COPY takes jsonb as text: these columns are encoded on the way in.
         self._json_index = [i for i, t in enumerate(table.staging_types) if t == "jsonb"]
 
@@ -60,11 +64,8 @@ class TableWriter:
 
     def dedupe(self, rows: list[tuple]) -> list[tuple]:
         """Last row wins per key: ``ON CONFLICT DO UPDATE`` may not touch a row twice."""
-        idx = self._key_index
-        if len(idx) == 1:
-            (i,) = idx
-            return list({row[i]: row for row in rows}.values())
-        return list({tuple(row[i] for i in idx): row for row in rows}.values())
+        deduped = dict(zip(map(self.key_of, rows), rows))
+        return rows if len(deduped) == len(rows) else list(deduped.values())
 
     async def write(self, conn: asyncpg.Connection, rows: list[tuple]) -> int:
         """Write ``rows`` in one transaction; return how many rows the merge inserted or updated."""

@@ -58,6 +58,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # is constant up to rounding (std/|mean| below about 1e-6).
 _FLAT = 1e-12
 _SLOT_ROUND = 32
+_BLOCK = 64  # rows per block of Q's upper triangle (a scratch block of 64 x S stays in L2)
 
 
 class CorrelationConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -153,18 +154,26 @@ class Correlations:
         for sym, i in self._slot.items():
             self._close[i] = s.last_close[sym]
         self._shift = np.zeros(n)
-        self._q = {w: np.zeros((n, n)) for w in cfg.windows}
         self._buffers(n)
+        self._q = {w: [np.zeros((r.stop - r.start, n - r.start)) for r, _, _, _ in self._blocks] for w in cfg.windows}
         if s.steps:
             self._replay()
 
     def _buffers(self, n: int) -> None:
         """Scratch arrays sized to the slot count, reused by every step and read."""
-        self._tmp = np.empty((n, n))  # the rank-2 product, then the lazily built matrix's outer term
+        self._n = n
         self._corr = np.empty((n, n))  # the lazily built correlation matrix
         self._counts = np.empty((n, n), dtype=np.int64)
         self._u = np.empty((2, n))  # rows entering / leaving the window (z), as the columns of U
         self._v = np.empty((2, n))  # the same rows, the leaving one negated: Q += U V
+        # Q is symmetric: only its upper block triangle is kept, as contiguous row blocks
+        # (rows r, columns r.start..n). Per block: the row range, U's rows, V's columns and
+        # a scratch block small enough to stay in cache between the product and the add.
+        scratch = np.empty(min(n, _BLOCK) * n)
+        self._blocks = [
+            (r, self._u.T[r], self._v[:, r.start :], scratch[: (r.stop - r.start) * (n - r.start)].reshape(r.stop - r.start, n - r.start))
+            for r in (slice(i, min(i + _BLOCK, n)) for i in range(0, n, _BLOCK))
+        ]
 
     # ---- input -------------------------------------------------------------------
 
@@ -301,27 +310,29 @@ class Correlations:
     def _recompute(self, step: int) -> None:
         """Exact Q at ``step``; resets the shift to the window means (better conditioning)."""
         n = len(self.state.symbols)
+        if self._n != n:
+            self._buffers(n)
         big = self._window_rows(max(self.config.windows), step)
         present = ~np.isnan(big)
         counts = present.sum(axis=0)
         self._shift = np.divide(np.where(present, big, 0.0).sum(axis=0), counts, out=np.zeros(n), where=counts > 0)
         for w in self.config.windows:
             z = np.nan_to_num(self._window_rows(w, step) - self._shift, nan=0.0)
-            self._q[w] = z.T @ z  # numpy uses syrk here: symmetric, half the work
-        if self._tmp.shape[0] != n:
-            self._buffers(n)
+            q = z.T @ z  # numpy uses syrk here: symmetric, half the work
+            self._q[w] = [q[r, r.start :].copy() for r, _, _, _ in self._blocks]
         self.state.anchor = step
 
     def _roll(self, step: int) -> None:
         """``Q += n n^T - o o^T`` for every window: the row of ``step`` enters, the row
-        ``window`` steps back leaves. One BLAS product into a scratch matrix and one
-        in-place add per window; no other O(S^2) work and no allocation."""
+        ``window`` steps back leaves. Per block of the upper triangle, one BLAS product
+        into a cached scratch block and one in-place add; no other O(S^2) work and no
+        allocation."""
         u, v, shift = self._u, self._v, self._shift
         new, old = u[0], u[1]
         np.subtract(self._ring[(step - 1) % self._rows], shift, out=new)
         np.copyto(new, 0.0, where=np.isnan(new))
         v[0] = new
-        product = u.T  # (S, 2), Fortran-ordered: BLAS reads it transposed, no copy
+        blocks = self._blocks
         for w, q in self._q.items():
             if step > w:
                 np.subtract(self._ring[(step - w - 1) % self._rows], shift, out=old)
@@ -330,8 +341,9 @@ class Correlations:
             else:
                 old.fill(0.0)
                 v[1].fill(0.0)
-            np.matmul(product, v, out=self._tmp)
-            np.add(q, self._tmp, out=q)
+            for (_, ub, vb, tb), qb in zip(blocks, q):
+                np.matmul(ub, vb, out=tb)  # ub: (rows, 2) Fortran-ordered view of u, no copy
+                np.add(qb, tb, out=qb)
 
     def _replay(self) -> None:
         """Rebuild Q as the live object had it: exact at the anchor, then rolled."""
@@ -342,7 +354,7 @@ class Correlations:
 
     def _memory(self) -> int:
         """Bytes held in numpy arrays (Q per window, scratch, the returns ring)."""
-        arrays = [*self._q.values(), self._tmp, self._corr, self._counts, self._u, self._v, self._ring, self._close, self._shift]
+        arrays = [*(b for q in self._q.values() for b in q), self._blocks[0][3].base, self._corr, self._counts, self._u, self._v, self._ring, self._close, self._shift]
         return sum(a.nbytes for a in arrays)
 
     # ---- reading -----------------------------------------------------------------
@@ -371,13 +383,17 @@ class Correlations:
         u = np.zeros(n)
         good = complete & ~flat
         u[good] = 1.0 / np.sqrt(var[good])
-        # corr_ij = (W Q_ij - sx_i sx_j) u_i u_j, built in place in two scratch matrices.
-        corr, outer = self._corr, self._tmp
-        np.multiply(self._q[window], (window * u)[:, None], out=corr)
-        np.multiply(corr, u, out=corr)
-        a = sx * u
-        np.multiply(a[:, None], a, out=outer)
-        np.subtract(corr, outer, out=corr)
+        # corr_ij = (W Q_ij - sx_i sx_j) u_i u_j, built in place block by block from Q's
+        # upper block triangle, then mirrored below the diagonal blocks.
+        corr = self._corr
+        wu, a = window * u, sx * u
+        for (r, _, _, tb), qb in zip(self._blocks, self._q[window]):
+            cb = corr[r, r.start :]
+            np.multiply(qb, wu[r, None], out=cb)
+            np.multiply(cb, u[r.start :], out=cb)
+            np.multiply(a[r, None], a[r.start :], out=tb)
+            np.subtract(cb, tb, out=cb)
+            corr[r.stop :, r] = cb[:, r.stop - r.start :].T
         counts = self._counts
         counts.fill(window)
         bad = np.flatnonzero(~good & complete)

@@ -14,6 +14,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def local_settings(**overrides: object) -> Settings:
     """Settings for the local stack of deploy/local (started here when not reachable)."""
+    return Settings.from_env(local_env(), **overrides)
+
+
+def local_env() -> dict[str, str]:
+    """The environment for the local stack (started here when not reachable): also what a
+    ``tickwire`` child process needs to reach it."""
     env = dict(os.environ)
     # deploy/local/common.sh's overrides (TICKWIRE_VAR_DIR, TICKWIRE_LOCAL_*_PORT) pick the stack,
     # so a bench can run beside another test run on its own ports and data.
@@ -29,7 +35,7 @@ def local_settings(**overrides: object) -> Settings:
             socket.create_connection((host, int(port)), timeout=1).close()
         except OSError:
             subprocess.run(["bash", str(ROOT / "deploy" / "local" / script), "start"], check=True)
-    return Settings.from_env(env, **overrides)
+    return env
 
 
 def emit(bench: str, metric: str, value: float, unit: str, baseline: str, baseline_value: float) -> None:
