@@ -213,12 +213,12 @@ class TopicSink(Generic[T]):
         # At most once a second: an end-offsets round trip per batch would hold up the next one.
         await self._report_lag()
 
-    async def _report_lag(self, *, force: bool = False) -> None:
-        """Lag per assigned partition: its end offset minus our commit, at most once a second
-        unless ``force``. End offsets are asked of the broker: a paused partition's fetch
-        position says nothing about what keeps arriving."""
+    async def _report_lag(self) -> None:
+        """Lag per assigned partition: its end offset minus our commit, at most once a second.
+        End offsets are asked of the broker: a paused partition's fetch position says
+        nothing about what keeps arriving."""
         now = time.monotonic()
-        if not force and now - self._lag_reported < 1.0:
+        if now - self._lag_reported < 1.0:
             return
         self._lag_reported = now
         assigned = [tp for tp in self.consumer.assignment() if tp in self._committed]
