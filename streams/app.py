@@ -235,8 +235,10 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     encode = msgspec.json.Encoder().encode
     base_period_us = timeframe_seconds(settings.base_timeframe) * 1_000_000
     state_sizes: dict[str, dict[bytes, int]] = {}
-    # The expiry clock: the latest bar close this worker saw, and the symbols still waiting on it.
-    watermark_us = [0]
+    # The expiry clock: per bars partition, the latest bar close seen; the clock is the slowest
+    # partition's (of those with bars), so a partition that is behind (a replay, a restart)
+    # never expires the predictions of symbols whose bars are merely still on their way.
+    latest_close_us: dict[int, int] = {}
     waiting: set[bytes] = set()
     rescan = [False]
 
@@ -307,7 +309,8 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         if bar.timeframe != settings.base_timeframe:
             return
         close_us = (bar.ts - EPOCH) // _US + base_period_us
-        watermark_us[0] = max(watermark_us[0], close_us)
+        partition = event.message.partition
+        latest_close_us[partition] = max(latest_close_us.get(partition, 0), close_us)
         predictions = load(prediction_states, key, decode_predictions, PredictionState)
         outcomes = validator.on_close(predictions, close_us, bar.close, state.frames[bar.timeframe].regime.regime)
         store(prediction_states, key, encode_predictions(predictions))
@@ -365,6 +368,7 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         metrics.rebalances.inc()
         metrics.set_ready(True)
         rescan[0] = True
+        latest_close_us.clear()
         correlation_windows.clear()
 
     @app.agent(by_timeframe)
@@ -430,8 +434,11 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
             rescan[0] = False
             waiting.clear()
             waiting.update(key for key, value in prediction_states.items() if value and decode_predictions(value).pending)
+        if not waiting or not latest_close_us:
+            return
+        watermark = min(latest_close_us.values())
         for key in list(waiting):
-            await ticks_topic.send(key=key, value=str(watermark_us[0]).encode())
+            await ticks_topic.send(key=key, value=str(watermark).encode())
 
     @app.agent(symbol_inputs)
     async def symbols(stream: faust.StreamT) -> None:

@@ -17,18 +17,21 @@ Definitions:
   not reported. Threshold events: a pair entering or leaving that edge set between two
   snapshots.
 
-Speed: per window, ``Q = sum(z z^T)`` over the window (``z`` the return minus a
-per-symbol shift, zero where missing) is the only thing a step updates: one rank-2
-product (the row entering the window minus the row leaving it), O(S^2) in two passes
-over preallocated buffers, instead of O(S^2 W). Everything else is built lazily, when a
-matrix, snapshot or context is read: the window's exact per-symbol sums and counts
-(O(S W)), then ``G = W Q - sum(z) sum(z)^T`` normalised in place; for two symbols with a
-return at every step of the window, ``G_ij / sqrt(V_i V_j)`` is their correlation. Pairs
-with a gap are computed exactly from the window's masked sums (O(S W) per symbol with
-gaps); with no gaps that path is skipped. Every ``recompute_every`` steps ``Q`` is
-recomputed exactly, which bounds rounding drift and lets the serialized state stay
-small: it keeps the returns since the last recompute and rebuilds ``Q`` by replaying
-them, bit for bit as the live object computed it.
+Speed: per window, ``G = W * sum(z z^T) - sum(z) sum(z)^T`` over the window (``z`` the
+return minus a per-symbol shift, zero where missing) and ``sum(z)`` are the only things a
+step updates: one rank-4 product for the row entering the window and the row leaving
+it, O(S^2) instead of O(S^2 W). Only G's upper block triangle is kept, as contiguous row
+blocks, each updated by a BLAS product into a cached scratch block and an in-place add;
+a step allocates no S x S temporary and has no per-symbol Python loop (the previous
+closes are a per-slot array). The matrix is built lazily, when a matrix or snapshot is
+read: the window's exact per-symbol sums and counts (O(S W)), then ``G * (u u^T)``
+with ``u = 1 / sqrt(V)``; for two symbols with a return at every step of the window,
+``G_ij / sqrt(V_i V_j)`` is their correlation. Pairs with a gap are computed exactly
+from the window's masked sums (O(S W) per symbol with gaps); with no gaps that path is
+skipped entirely. Every ``recompute_every`` steps ``G`` is recomputed exactly, which
+bounds rounding drift and lets the serialized state stay small: it keeps the returns
+since the last recompute and rebuilds ``G`` by replaying them, bit for bit as the live
+object computed it.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # is constant up to rounding (std/|mean| below about 1e-6).
 _FLAT = 1e-12
 _SLOT_ROUND = 32
-_BLOCK = 64  # rows per block of Q's upper triangle (a scratch block of 64 x S stays in L2)
+_BLOCK = 64  # rows per block of G's upper triangle (a scratch block of 64 x S stays in L2)
 
 
 class CorrelationConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -92,7 +95,7 @@ class CorrelationState(msgspec.Struct, array_like=True):
     timestamps: list[int] = []  # epoch µs of the steps in the ring, oldest first
     steps: int = 0
     anchor: int = 0  # step of the last exact recompute
-    last_close: dict[str, float] = {}
+    last_close: dict[str, float] = {}  # symbol -> last close; complete after snapshot_state()
     pending: dict[int, dict[str, float]] = {}  # open timestamps
     above: dict[int, dict[str, float]] = {}  # window -> "a\tb" -> value, pairs above threshold at the last snapshot
     late_bars: int = 0
@@ -148,14 +151,18 @@ class Correlations:
         self._ring = np.frombuffer(s.returns, dtype=np.float64).reshape(self._rows, n).copy() if s.returns else np.full((self._rows, 0), np.nan)
         self._slot = {sym: i for i, sym in enumerate(s.symbols) if sym is not None}
         self._free = s.symbols.count(None)
+        self._keys: list[str] | None = None  # the last step's symbols and their slots (_slots_of)
+        self._keys_slots = np.empty(0, dtype=np.intp)
         # Per-slot last close (NaN for a free slot): the step's previous closes in one gather.
-        # ``state.last_close`` stays the record of every symbol ever seen (cheap dict.update).
+        # ``state.last_close`` keeps the symbols without a slot live; the slotted ones'
+        # entries are written back by snapshot_state() and when a slot is freed.
         self._close = np.full(n, np.nan)
         for sym, i in self._slot.items():
             self._close[i] = s.last_close[sym]
         self._shift = np.zeros(n)
         self._buffers(n)
-        self._q = {w: [np.zeros((r.stop - r.start, n - r.start)) for r, _, _, _ in self._blocks] for w in cfg.windows}
+        self._g = {w: [np.zeros((r.stop - r.start, n - r.start)) for r, _, _, _ in self._blocks] for w in cfg.windows}
+        self._sx = {w: np.zeros(n) for w in cfg.windows}  # sum(z) over the window, rolled like G
         if s.steps:
             self._replay()
 
@@ -164,16 +171,20 @@ class Correlations:
         self._n = n
         self._corr = np.empty((n, n))  # the lazily built correlation matrix
         self._counts = np.empty((n, n), dtype=np.int64)
-        self._u = np.empty((2, n))  # rows entering / leaving the window (z), as the columns of U
-        self._v = np.empty((2, n))  # the same rows, the leaving one negated: Q += U V
-        # Q is symmetric: only its upper block triangle is kept, as contiguous row blocks
+        self._u = np.empty((4, n))  # G += U V, the rank-4 update of a step: U's columns ...
+        self._v = np.empty((4, n))  # ... and V's rows (see _roll)
+        # G is symmetric: only its upper block triangle is kept, as contiguous row blocks
         # (rows r, columns r.start..n). Per block: the row range, U's rows, V's columns and
         # a scratch block small enough to stay in cache between the product and the add.
-        scratch = np.empty(min(n, _BLOCK) * n)
-        self._blocks = [
-            (r, self._u.T[r], self._v[:, r.start :], scratch[: (r.stop - r.start) * (n - r.start)].reshape(r.stop - r.start, n - r.start))
-            for r in (slice(i, min(i + _BLOCK, n)) for i in range(0, n, _BLOCK))
-        ]
+        # A second set (_u2, _v2 and their scratch) serves the second product of a read.
+        self._u2, self._v2 = np.zeros((2, n)), np.zeros((2, n))
+        self._blocks, self._blocks2 = [], []
+        scratch, scratch2 = np.empty(min(n, _BLOCK) * n), np.empty(min(n, _BLOCK) * n)
+        for r in (slice(i, min(i + _BLOCK, n)) for i in range(0, n, _BLOCK)):
+            shape = (r.stop - r.start, n - r.start)
+            size = shape[0] * shape[1]
+            self._blocks.append((r, self._u.T[r], self._v[:, r.start :], scratch[:size].reshape(shape)))
+            self._blocks2.append((self._u2.T[r], self._v2[:, r.start :], scratch2[:size].reshape(shape)))
 
     # ---- input -------------------------------------------------------------------
 
@@ -216,7 +227,7 @@ class Correlations:
             raise ValueError(f"step {ts} is not after the last step {s.timestamps[-1]}")
         k = len(closes)
         now = np.fromiter(closes.values(), np.float64, k)
-        idx = np.fromiter(map(self._slot.get, closes, repeat(-1)), np.intp, k)
+        idx = self._slots_of(closes)
         joining: list[str] = []
         unslotted = bool(k) and idx.min() < 0
         if unslotted:  # a symbol without a slot: first bar ever, joining, or back after being freed
@@ -230,9 +241,9 @@ class Correlations:
                 if p is not None:
                     prev[j] = p
                     joining.append(names[j])
+                last[names[j]] = closes[names[j]]
         else:  # every symbol has a slot, hence a previous close
             prev = self._close[idx]
-        s.last_close.update(closes)
         s.steps += 1
         exact = s.steps - s.anchor >= cfg.recompute_every or len(joining) > self._free
         if exact:
@@ -243,7 +254,7 @@ class Correlations:
         if unslotted:  # joiners get their slot; first bars (no return) stay out
             for sym in joining:
                 self._assign(sym)
-            idx = np.fromiter(map(self._slot.get, closes, repeat(-1)), np.intp, k)
+            idx = self._slots_of(closes)
             known = idx >= 0
             idx, now, prev = idx[known], now[known], prev[known]
         self._close[idx] = now
@@ -265,14 +276,26 @@ class Correlations:
         return []
 
     def snapshot_state(self) -> CorrelationState:
-        """The state with its returns ring filled in, ready for msgpack."""
-        self.state.returns = self._ring.tobytes()
-        return self.state
+        """The state with its returns ring and slotted symbols' last closes filled in,
+        ready for msgpack."""
+        s = self.state
+        s.returns = self._ring.tobytes()
+        s.last_close.update(zip(self._slot, self._close[list(self._slot.values())].tolist()))
+        return s
+
+    def _slots_of(self, closes: Mapping[str, float]) -> np.ndarray:
+        """Slot of each symbol of ``closes`` in order, -1 without one. The symbol list is
+        usually the same step after step: its slots are then reused, not looked up."""
+        keys = list(closes)
+        if keys != self._keys:
+            self._keys = keys
+            self._keys_slots = np.fromiter(map(self._slot.get, keys, repeat(-1)), np.intp, len(keys))
+        return self._keys_slots
 
     # ---- slots -------------------------------------------------------------------
 
     def _free_quiet_slots(self, keep: Mapping[str, float]) -> None:
-        """At a recompute only (so Q holds no residue of it): a slot with no return in
+        """At a recompute only (so G holds no residue of it): a slot with no return in
         the largest window, and no bar now (a slotted symbol's bar is a return), is freed
         and its column cleared."""
         s = self.state
@@ -280,14 +303,16 @@ class Correlations:
         quiet = [int(i) for i in np.flatnonzero(np.isnan(window).all(axis=0)) if s.symbols[i] not in keep]
         for i in quiet:
             if s.symbols[i] is not None:
+                s.last_close[s.symbols[i]] = float(self._close[i])
                 del self._slot[s.symbols[i]]
                 s.symbols[i] = None
                 self._free += 1
         self._ring[:, quiet] = np.nan
         self._close[quiet] = np.nan
+        self._keys = None
 
     def _grow(self, count: int) -> None:
-        """More slots, at a recompute only (Q changes shape there)."""
+        """More slots, at a recompute only (G changes shape there)."""
         self.state.symbols += [None] * count
         self._free += count
         self._ring = np.hstack([self._ring, np.full((self._rows, count), np.nan)])
@@ -299,6 +324,7 @@ class Correlations:
         s.symbols[i] = symbol
         self._slot[symbol] = i
         self._free -= 1
+        self._keys = None
 
     # ---- numeric core ------------------------------------------------------------
 
@@ -308,7 +334,7 @@ class Correlations:
         return self._ring[idx]
 
     def _recompute(self, step: int) -> None:
-        """Exact Q at ``step``; resets the shift to the window means (better conditioning)."""
+        """Exact G at ``step``; resets the shift to the window means (better conditioning)."""
         n = len(self.state.symbols)
         if self._n != n:
             self._buffers(n)
@@ -319,42 +345,50 @@ class Correlations:
         for w in self.config.windows:
             z = np.nan_to_num(self._window_rows(w, step) - self._shift, nan=0.0)
             q = z.T @ z  # numpy uses syrk here: symmetric, half the work
-            self._q[w] = [q[r, r.start :].copy() for r, _, _, _ in self._blocks]
+            sx = self._sx[w] = z.sum(axis=0)
+            self._g[w] = [np.subtract(np.multiply(q[r, r.start :], w), np.multiply.outer(sx[r], sx[r.start :])) for r, _, _, _ in self._blocks]
         self.state.anchor = step
 
     def _roll(self, step: int) -> None:
-        """``Q += n n^T - o o^T`` for every window: the row of ``step`` enters, the row
-        ``window`` steps back leaves. Per block of the upper triangle, one BLAS product
-        into a cached scratch block and one in-place add; no other O(S^2) work and no
-        allocation."""
+        """Every window's G and sum(z) for the row of ``step`` entering (``n``) and the row
+        ``window`` steps back leaving (``o``): with ``s`` the sum before and ``d = n - o``,
+        ``G += W n n^T - W o o^T - s d^T - d (s + d)^T``, one rank-4 product. Per block of
+        G's upper triangle, one BLAS product into a cached scratch block and one in-place
+        add; no other O(S^2) work and no allocation."""
         u, v, shift = self._u, self._v, self._shift
-        new, old = u[0], u[1]
+        new, old, s, d = u
         np.subtract(self._ring[(step - 1) % self._rows], shift, out=new)
         np.copyto(new, 0.0, where=np.isnan(new))
-        v[0] = new
         blocks = self._blocks
-        for w, q in self._q.items():
+        for w, g in self._g.items():
             if step > w:
                 np.subtract(self._ring[(step - w - 1) % self._rows], shift, out=old)
                 np.copyto(old, 0.0, where=np.isnan(old))
-                np.negative(old, out=v[1])
             else:
                 old.fill(0.0)
-                v[1].fill(0.0)
-            for (_, ub, vb, tb), qb in zip(blocks, q):
-                np.matmul(ub, vb, out=tb)  # ub: (rows, 2) Fortran-ordered view of u, no copy
-                np.add(qb, tb, out=qb)
+            sx = self._sx[w]
+            s[:] = sx
+            np.subtract(new, old, out=d)
+            np.multiply(new, w, out=v[0])
+            np.multiply(old, -w, out=v[1])
+            np.negative(d, out=v[2])
+            np.add(s, d, out=sx)  # the sum after the step
+            np.negative(sx, out=v[3])
+            for (_, ub, vb, tb), gb in zip(blocks, g):
+                np.matmul(ub, vb, out=tb)  # ub: (rows, 4) Fortran-ordered view of u, no copy
+                np.add(gb, tb, out=gb)
 
     def _replay(self) -> None:
-        """Rebuild Q as the live object had it: exact at the anchor, then rolled."""
+        """Rebuild G as the live object had it: exact at the anchor, then rolled."""
         s = self.state
         self._recompute(s.anchor)
         for step in range(s.anchor + 1, s.steps + 1):
             self._roll(step)
 
     def _memory(self) -> int:
-        """Bytes held in numpy arrays (Q per window, scratch, the returns ring)."""
-        arrays = [*(b for q in self._q.values() for b in q), self._blocks[0][3].base, self._corr, self._counts, self._u, self._v, self._ring, self._close, self._shift]
+        """Bytes held in numpy arrays (G per window, scratch, the returns ring)."""
+        scratch = [b[3].base for b in self._blocks[:1]] + [b[2].base for b in self._blocks2[:1]]
+        arrays = [*(b for g in self._g.values() for b in g), *self._sx.values(), *scratch, self._corr, self._counts, self._u, self._v, self._u2, self._v2, self._ring, self._close, self._shift]
         return sum(a.nbytes for a in arrays)
 
     # ---- reading -----------------------------------------------------------------
@@ -364,11 +398,13 @@ class Correlations:
         NaN where the value is None."""
         corr, counts, active = self._matrix(window)
         syms = [self.state.symbols[i] for i in active]
-        return syms, _take(corr, active), _take(counts, active)
+        return syms, _take(corr, active), _take_counts(counts, active, window)
 
-    def _matrix(self, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Full slot-by-slot correlation and count matrices and the active slots. The two
-        matrices are scratch buffers, valid until the next read or step."""
+    def _matrix(self, window: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Slot-by-slot correlation and common-count matrices, and the active slots (the
+        rows and columns of the others are left undefined). The matrices are scratch
+        buffers, valid until the next read or step; counts is None when every active
+        symbol has a return at every step of the window (every count is ``window``)."""
         s, cfg = self.state, self.config
         n = len(s.symbols)
         rows = self._window_rows(window, s.steps)
@@ -383,36 +419,31 @@ class Correlations:
         u = np.zeros(n)
         good = complete & ~flat
         u[good] = 1.0 / np.sqrt(var[good])
-        # corr_ij = (W Q_ij - sx_i sx_j) u_i u_j, built in place block by block from Q's
-        # upper block triangle, then mirrored below the diagonal blocks.
+        # corr = G * (u u^T), block by block over G's upper block triangle, u u^T as a
+        # BLAS product into a contiguous scratch block (elementwise ops with
+        # broadcasting, or on strided views, are several times slower), then copied in
+        # place and mirrored below the diagonal blocks.
         corr = self._corr
-        wu, a = window * u, sx * u
-        for (r, _, _, tb), qb in zip(self._blocks, self._q[window]):
-            cb = corr[r, r.start :]
-            np.multiply(qb, wu[r, None], out=cb)
-            np.multiply(cb, u[r.start :], out=cb)
-            np.multiply(a[r, None], a[r.start :], out=tb)
-            np.subtract(cb, tb, out=cb)
-            corr[r.stop :, r] = cb[:, r.stop - r.start :].T
-        counts = self._counts
-        counts.fill(window)
+        self._u2[0], self._v2[0] = u, u
+        for (r, _, _, _), (ub, vb, tb), gb in zip(self._blocks, self._blocks2, self._g[window]):
+            np.matmul(ub, vb, out=tb)
+            np.multiply(gb, tb, out=tb)
+            corr[r, r.start :] = tb
+            corr[r.stop :, r] = tb[:, r.stop - r.start :].T
         bad = np.flatnonzero(~good & complete)
         if len(bad):
             corr[bad, :] = np.nan
             corr[:, bad] = np.nan
         gaps = np.flatnonzero(~complete & (cnt > 0))
-        if len(gaps):  # only symbols with a missing return in the window
-            r, c = _masked(z[:, gaps], present[:, gaps], z, present, cfg.min_common)
-            corr[gaps, :] = r
-            corr[:, gaps] = r.T
-            counts[gaps, :] = c
-            counts[:, gaps] = c.T
-        inactive = np.flatnonzero(cnt == 0)
-        if len(inactive):
-            corr[inactive, :] = np.nan
-            corr[:, inactive] = np.nan
-            counts[inactive, :] = 0
-            counts[:, inactive] = 0
+        if not len(gaps):  # the masked path only for symbols with a missing return in the window
+            return corr, None, np.flatnonzero(cnt > 0)
+        counts = self._counts
+        counts.fill(window)
+        r, c = _masked(z[:, gaps], present[:, gaps], z, present, cfg.min_common)
+        corr[gaps, :] = r
+        corr[:, gaps] = r.T
+        counts[gaps, :] = c
+        counts[:, gaps] = c.T
         return corr, counts, np.flatnonzero(cnt > 0)
 
     def context(self, window: int) -> dict[str, tuple[float | None, float | None]]:
@@ -459,7 +490,7 @@ class Correlations:
             corr, counts, active = self._matrix(w)
             order = active[np.argsort([s.symbols[i] for i in active], kind="stable")]
             names = [s.symbols[i] for i in order]
-            c, n = _take(corr, order), _take(counts, order)
+            c, n = _take(corr, order), _take_counts(counts, order, w)
             ia, ib = np.triu_indices(len(order), 1)
             values = c[ia, ib]
             valid = ~np.isnan(values)
@@ -493,11 +524,12 @@ class Correlations:
 
 
 def _capacity(n: int) -> int:
-    """Slot count for ``n`` symbols: a multiple of ``_SLOT_ROUND``, but never of 256, so
-    the S x S matrices' row stride is not a large power of two (which makes every row
-    land in the same cache sets and slows the BLAS update several times over)."""
+    """Slot count for ``n`` symbols: a multiple of ``_SLOT_ROUND``, plus 8 when that is a
+    multiple of 256, so the S x S matrices' row stride is not a large power of two (which
+    makes every row land in the same cache sets and slows the BLAS products several
+    times over)."""
     n = -(-n // _SLOT_ROUND) * _SLOT_ROUND
-    return n + _SLOT_ROUND if n % 256 == 0 else n
+    return n + 8 if n % 256 == 0 else n
 
 
 def _take(m: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -506,6 +538,11 @@ def _take(m: np.ndarray, idx: np.ndarray) -> np.ndarray:
     if k == 0 or (idx[0] == 0 and idx[-1] == k - 1 and (k < 2 or bool((np.diff(idx) == 1).all()))):
         return m[:k, :k].copy()
     return m[np.ix_(idx, idx)]
+
+
+def _take_counts(counts: np.ndarray | None, idx: np.ndarray, window: int) -> np.ndarray:
+    """``_take`` for ``_matrix``'s counts (None: all ``window``)."""
+    return np.full((len(idx), len(idx)), window, dtype=np.int64) if counts is None else _take(counts, idx)
 
 
 def _value(x: float) -> float | None:

@@ -108,6 +108,14 @@ async def test_random_sigkills_lose_and_duplicate_nothing(isolated, processes):
     assert len(expected) > len(bars)  # the higher timeframes are in the comparison too
     assert (missing, extra, total) == (0, 0, len(expected))
     assert set(predictions) == set(want_outcomes) and set(trades) == set(want_trades)
-    wrong = [pid for pid, want in want_outcomes.items() if (predictions[pid]["validated_at"], predictions[pid]["actual_direction"], predictions[pid]["expiry_reason"]) != (want.validated_at, want.actual_direction, want.expiry_reason)]
-    wrong += [tid for tid, want in want_trades.items() if (trades[tid]["outcome_type"], trades[tid]["exit_time"], trades[tid]["quantity"]) != (want.outcome_type, want.exit_time, want.quantity)]
-    assert not wrong, f"{len(wrong)} predictions or trades differ from the uninterrupted run"
+    def prediction(row) -> tuple:
+        return row["validated_at"], row["actual_direction"], row["expiry_reason"]
+
+    def trade(row) -> tuple:
+        return row["outcome_type"], row["exit_time"], row["quantity"]
+
+    wrong = [(prediction(predictions[p]), (w.validated_at, w.actual_direction, w.expiry_reason)) for p, w in want_outcomes.items()
+             if prediction(predictions[p]) != (w.validated_at, w.actual_direction, w.expiry_reason)]
+    wrong += [(trade(trades[t]), (w.outcome_type, w.exit_time, w.quantity)) for t, w in want_trades.items()
+              if trade(trades[t]) != (w.outcome_type, w.exit_time, w.quantity)]
+    assert not wrong, f"{len(wrong)} predictions or trades differ from the uninterrupted run, e.g. (got, want): {wrong[:3]}"

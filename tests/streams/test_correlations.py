@@ -216,7 +216,7 @@ def test_bars_close_timestamps_in_event_order_and_late_bars_are_dropped():
     core.add_bar("A", 1, 99.0)  # older than the last closed step
     assert core.state.late_bars == 1
     core.flush()
-    assert core.state.steps == 4 and core.state.last_close == {"A": 12.0, "B": 22.0}
+    assert core.state.steps == 4 and core.snapshot_state().last_close == {"A": 12.0, "B": 22.0}
     assert core.matrix(2)[1].shape == (2, 2)
     with pytest.raises(ValueError):
         core.add_bar("A", 5, float("nan"))
