@@ -85,7 +85,7 @@ def main() -> None:
     report("step_update", *measure(symbols, window, measured, with_matrix=False))
     report("step_plus_matrix", *measure(symbols, window, measured, with_matrix=True))
 
-    # Memory for 1,000 symbols, default windows (20, 60): Q per window, the scratch
+    # Memory for 1,000 symbols, default windows (20, 60): G per window, the scratch
     # matrices and the returns ring; the serialized state is the ring and per-symbol scalars.
     n = 1000
     big = Correlations(CorrelationConfig())
