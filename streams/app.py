@@ -245,8 +245,12 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     def store(states: faust.Table, key: bytes, value: bytes) -> None:
         states[key] = value
         sizes = state_sizes.setdefault(states.name, {})
+        metrics.state_bytes.labels(states.name).inc(len(value) - sizes.get(key, 0))
         sizes[key] = len(value)
-        metrics.state_bytes.labels(states.name).set(sum(sizes.values()))
+
+    def forget(states: faust.Table, key: bytes) -> None:
+        del states[key]
+        metrics.state_bytes.labels(states.name).dec(state_sizes.get(states.name, {}).pop(key, 0))
 
     async def send(spec: Topic, key: bytes, value: bytes, headers: list | None = None) -> None:
         await out[spec].send(key=key, value=value, headers=headers)
@@ -420,7 +424,7 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
                     open=o, high=h, low=low, close=c, volume=v, spy_correlation=spy, sector_correlation=sector,
                 )
                 await send(CORRELATION_CONTEXT, symbol.encode(), encode(context))
-            del correlation_states[window.key(stepped)]
+            forget(correlation_states, window.key(stepped))
             store(correlation_states, window.key("core"), msgspec.msgpack.encode(window.core.snapshot_state()))
 
     @app.task
