@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from datetime import datetime, timezone
 from typing import Annotated
@@ -20,8 +21,9 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 TIMEFRAME_SECONDS = {"m": 60, "h": 3600, "d": 86400}
 
 
+@functools.lru_cache(maxsize=64)
 def timeframe_seconds(timeframe: str) -> int:
-    """``"15m"`` -> 900."""
+    """``"15m"`` -> 900 (cached: every bar asks for its timeframes)."""
     return int(timeframe[:-1]) * TIMEFRAME_SECONDS[timeframe[-1]]
 
 

@@ -47,6 +47,8 @@ class Settings:
     flush_interval_s: float = 0.5
     max_buffered_rows: int = 50000
     # Stream processing
+    worker_batch_events: int = 2000  # an agent takes up to this many messages at a time ...
+    worker_batch_within_s: float = 0.05  # ... or what arrived within this long
     base_timeframe: str = "1m"  # bars of this timeframe are resampled into resample_timeframes
     resample_timeframes: str = "5m,15m,1h,1d"  # comma-separated; empty = no resampling
     vwap_anchor_s: int = 86_400  # VWAP restarts every anchor period (UTC-aligned)
@@ -144,13 +146,15 @@ class Settings:
             raise SettingsError(f"TICKWIRE_KAFKA_SECURITY_PROTOCOL: unknown protocol {self.kafka_security_protocol!r}")
         if self.pg_sslmode not in {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}:
             raise SettingsError(f"TICKWIRE_PG_SSLMODE: unknown mode {self.pg_sslmode!r}")
-        for name in ("max_batch_rows", "max_buffered_rows", "pg_pool_size", "max_message_bytes"):
+        for name in ("max_batch_rows", "max_buffered_rows", "pg_pool_size", "max_message_bytes", "worker_batch_events"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{PREFIX}{name.upper()}: must be positive")
         if self.max_buffered_rows < self.max_batch_rows:
             raise SettingsError("TICKWIRE_MAX_BUFFERED_ROWS: must be at least TICKWIRE_MAX_BATCH_ROWS")
         if self.flush_interval_s <= 0:
             raise SettingsError("TICKWIRE_FLUSH_INTERVAL_S: must be positive")
+        if self.worker_batch_within_s <= 0:
+            raise SettingsError("TICKWIRE_WORKER_BATCH_WITHIN_S: must be positive")
         if not _TIMEFRAME.match(self.base_timeframe):
             raise SettingsError(f"TICKWIRE_BASE_TIMEFRAME: {self.base_timeframe!r} is not a timeframe like 1m, 1h or 1d")
         base_s = timeframe_seconds(self.base_timeframe)

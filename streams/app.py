@@ -1,20 +1,27 @@
 """The faust app: agents that only move data between topics and the pure cores.
 
-State per symbol lives in faust Tables (changelog-backed, so it survives restarts and
-rebalances), as msgpack of the cores' own state Structs. Every agent follows the same
-steps: decode and validate, run the core on the key's state, store the state, send the
-outputs; a message the core refuses goes to the DLQ with its reason and source offset.
+Every agent takes its stream a batch at a time (``take_events``) and follows the same
+steps for each message: decode and validate, run the core on the key's state, queue
+the outputs; a message the core refuses goes to the DLQ with its reason and source
+offset. After the batch its outputs are delivered (``Outbox``) and only then is each
+state the batch changed written once (``KeyedStates``): so a crash leaves either the
+old state, and the batch is redone to the same outputs, or outputs and state both.
+State per key lives in faust Tables (changelog-backed, so it survives restarts and
+rebalances), as msgpack of the cores' own state Structs, and stays decoded in memory
+while this worker owns the key.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 import faust
 import msgspec
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
 
 from schemas.codec import Codec, dlq_record
 from schemas.errors import InvalidMessage
@@ -43,6 +50,9 @@ from streams.symbol import SymbolProcessor, SymbolState, state_decoder, state_en
 
 log = logging.getLogger("tickwire.worker")
 
+# (topic, key, value, headers): one output message.
+Message = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]
+
 
 class TradeState(msgspec.Struct, array_like=True):
     """One symbol's open trade periods, and the bars its last trade closed (for redeliveries)."""
@@ -69,8 +79,135 @@ _condition_decoder = msgspec.json.Decoder(Condition)
 _correlation_state_decoder = msgspec.msgpack.Decoder(CorrelationState)
 _open_bars_decoder = msgspec.msgpack.Decoder(dict[str, tuple[float, float, float, float, int]])
 _latest_decoder = msgspec.msgpack.Decoder(dict[str, int])
+_GONE = object()  # a deleted key, until the batch's writes
 
 
+class KeyedStates:
+    """One faust table's values, decoded once and kept while this worker owns the keys.
+
+    Agents change the live objects and mark them (``changed``); ``write`` encodes each
+    marked key once and writes it to the table and its changelog partition (the
+    source message's, as faust does), so a batch of a symbol's bars costs one state
+    write, not one per bar. ``forget`` drops live objects (a failed message, a
+    rebalance): they are decoded again from the last written value.
+    """
+
+    def __init__(self, table: faust.Table, decode: Callable[[bytes], Any], encode: Callable[[Any], bytes],
+                 default: Callable[[], Any], metrics: Metrics) -> None:
+        self.table, self._decode, self._encode, self._default = table, decode, encode, default
+        self._live: dict[bytes, Any] = {}
+        self._changed: dict[bytes, int] = {}  # key -> changelog partition
+        self._sizes: dict[bytes, int] = {}
+        self._gauge = metrics.state_bytes.labels(table.name)
+
+    def get(self, key: bytes) -> Any:
+        value = self._live.get(key, _GONE)
+        if value is _GONE:
+            stored = self.table.data.get(key)
+            value = self._live[key] = self._decode(stored) if stored else self._default()
+        return value
+
+    def held(self, key: bytes) -> bool:
+        return key in self._live
+
+    def changed(self, key: bytes, partition: int, value: Any = _GONE) -> None:
+        """Mark ``key`` for the next ``write``; with a ``value``, that becomes its live object."""
+        if value is not _GONE:
+            self._live[key] = value
+        self._changed[key] = partition
+
+    def delete(self, key: bytes, partition: int) -> None:
+        self._live[key] = _GONE
+        self._changed[key] = partition
+
+    def stored_items(self) -> list[tuple[bytes, bytes]]:
+        """The last written values (what a rebuild after ``forget`` starts from)."""
+        return [(key, value) for key, value in self.table.data.items() if value]
+
+    def forget(self, match: Callable[[bytes], bool]) -> None:
+        for key in [key for key in self._live if match(key)]:
+            del self._live[key]
+            self._changed.pop(key, None)
+
+    def release(self) -> None:
+        """Drop every live object not waiting to be written (after a rebalance)."""
+        self.forget(lambda key: key not in self._changed)
+
+    def write(self) -> None:
+        data, sizes = self.table.data, self._sizes
+        for key, partition in self._changed.items():
+            value = self._live.get(key, _GONE)
+            if value is _GONE:
+                self._live.pop(key, None)
+                data.pop(key, None)
+                self.table.send_changelog(partition, key, None, value_serializer="raw")
+                self._gauge.dec(sizes.pop(key, 0))
+            else:
+                encoded = data[key] = self._encode(value)
+                self.table.send_changelog(partition, key, encoded)
+                self._gauge.inc(len(encoded) - sizes.get(key, 0))
+                sizes[key] = len(encoded)
+        self._changed.clear()
+
+
+class Outbox:
+    """Delivers a batch's outputs through one aiokafka producer, and waits for the broker.
+
+    Messages are appended to per-partition record batches (partitioned like the
+    client's default, murmur2 of the key), which skips the client's per-message
+    futures; the wait means the outputs are on the broker before the state the
+    batch changed is written and before faust may commit the batch's offsets.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._options = settings.kafka_options()
+        self._producer: AIOKafkaProducer | None = None
+        self._partitions: dict[str, list[int]] = {}
+        self._hashes: dict[bytes, int] = {}
+
+    async def deliver(self, messages: list[Message]) -> None:
+        if not messages:
+            return
+        producer = self._producer or await self._start()
+        batches: dict[tuple[str, int], Any] = {}
+        sent = []
+        for topic, key, value, headers in messages:
+            partition = await self._partition(topic, key)
+            batch = batches.get((topic, partition))
+            if batch is None:
+                batch = batches[topic, partition] = producer.create_batch()
+            if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
+                sent.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = batches[topic, partition] = producer.create_batch()
+                if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
+                    raise ValueError(f"a {len(value)}-byte message does not fit a producer batch")
+        for (topic, partition), batch in batches.items():
+            sent.append(await producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*sent)
+
+    async def _partition(self, topic: str, key: bytes | None) -> int:
+        partitions = self._partitions.get(topic)
+        if partitions is None:
+            partitions = self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
+        if key is None:
+            return partitions[0]
+        digest = self._hashes.get(key)
+        if digest is None:
+            if len(self._hashes) > 100_000:  # keys of hostile producers: keep the cache bounded
+                self._hashes.clear()
+            digest = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return partitions[digest % len(partitions)]
+
+    async def _start(self) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(**self._options, acks="all", max_batch_size=512 * 1024, linger_ms=0)
+        await producer.start()
+        self._producer = producer
+        return producer
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
 class _CorrelationWindow:
     """A timeframe's core plus the bars waiting for the watermark, as stored in the table."""
 
@@ -87,22 +224,22 @@ class _CorrelationWindow:
         return sorted(ts for ts in self.open if ts < watermark)
 
 
-def _restore_window(states: faust.Table, settings: Settings, timeframe: str, sectors: dict[str, str]) -> _CorrelationWindow:
+def _restore_window(states: KeyedStates, settings: Settings, timeframe: str, sectors: dict[str, str]) -> _CorrelationWindow:
     prefix = f"{timeframe}/".encode()
-    stored_core = states[prefix + b"core"]
+    stored = {key[len(prefix):]: value for key, value in states.stored_items() if key.startswith(prefix)}
     core = Correlations(
         _correlation_config(settings, timeframe),
-        _correlation_state_decoder.decode(stored_core) if stored_core else None,
+        _correlation_state_decoder.decode(stored[b"core"]) if b"core" in stored else None,
         sectors=sectors,
     )
-    stored_latest = states[prefix + b"latest"]
-    latest = _latest_decoder.decode(stored_latest) if stored_latest else {}
-    open_bars = {
-        int(key[len(prefix):]): _open_bars_decoder.decode(value)
-        for key, value in states.items()
-        if key.startswith(prefix) and key[len(prefix):].isdigit() and value
-    }
+    latest = _latest_decoder.decode(stored[b"latest"]) if b"latest" in stored else {}
+    open_bars = {int(ts): _open_bars_decoder.decode(value) for ts, value in stored.items() if ts.isdigit()}
     return _CorrelationWindow(timeframe, core, open_bars, latest)
+
+
+def _encode_correlation_state(value: Any) -> bytes:
+    """A timeframe's core is encoded from its snapshot, taken when it is written."""
+    return msgspec.msgpack.encode(value.snapshot_state() if isinstance(value, Correlations) else value)
 
 
 def _correlation_config(settings: Settings, timeframe: str) -> CorrelationConfig:
@@ -152,6 +289,18 @@ def changelog_topics(settings: Settings) -> list[tuple[str, int]]:
     return [(f"{app_id}-{name}-changelog", source.partitions) for name, source in TABLES]
 
 
+class _Labelled(dict):
+    """A metric's children by label value, each looked up once."""
+
+    def __init__(self, metric: Any) -> None:
+        super().__init__()
+        self.metric = metric
+
+    def __missing__(self, label: str) -> Any:
+        child = self[label] = self.metric.labels(label)
+        return child
+
+
 def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     """Build the processors' faust app for ``settings``."""
     credentials = None
@@ -188,21 +337,25 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     def topic(spec: Topic) -> faust.TopicT:
         return app.topic(settings.topic(spec.name), partitions=spec.partitions, **raw)
 
-    def table(name: str, spec: Topic) -> faust.Table:
-        return app.Table(name, default=bytes, partitions=spec.partitions, key_type=bytes, value_type=bytes)
-
     # One agent per key space. Bars, predictions, fills and expiry ticks are all keyed by
     # symbol with the same partition count, so one agent sees a symbol's every input.
     symbol_inputs = app.topic(
         *(settings.topic(t.name) for t in (BARS, PREDICTIONS, FILLS, EXPIRY_TICKS)), partitions=BARS.partitions, **raw
     )
     names = {spec: settings.topic(spec.name) for spec in ALL_TOPICS}
-    bars_topic, trades_topic, ticks_topic = topic(BARS), topic(TRADES), topic(EXPIRY_TICKS)
-    out = {spec: topic(spec) for spec in (CONDITIONS, REGIMES, CORRELATIONS, CORRELATION_CONTEXT, OUTCOMES, TRADE_OUTCOMES, MODEL_PERFORMANCE, STRATEGY_PERFORMANCE, DLQ)}
-    symbol_states, prediction_states, trade_books, trade_states, model_states, strategy_states, correlation_states = (
-        table(name, source) for name, source in TABLES
-    )
-    by_timeframe = topic(CONDITIONS_BY_TIMEFRAME)
+    ticks_topic = topic(EXPIRY_TICKS)
+    tables = [app.Table(name, default=bytes, partitions=source.partitions, key_type=bytes, value_type=bytes) for name, source in TABLES]
+    pack = msgspec.msgpack.encode
+    symbol_states = KeyedStates(tables[0], state_decoder.decode, state_encoder.encode, SymbolState, metrics)
+    prediction_states = KeyedStates(tables[1], decode_predictions, encode_predictions, PredictionState, metrics)
+    trade_books = KeyedStates(tables[2], decode_book, encode_book, TradeBook, metrics)
+    trade_states = KeyedStates(tables[3], _trades_decoder.decode, pack, lambda: TradeState(TradeAggregatorState()), metrics)
+    model_states = KeyedStates(tables[4], _model_state_decoder.decode, pack, ModelPerformanceState, metrics)
+    strategy_states = KeyedStates(tables[5], _strategy_state_decoder.decode, pack, StrategyPerformanceState, metrics)
+    correlation_states = KeyedStates(tables[6], bytes, _encode_correlation_state, bytes, metrics)
+    every_state = (symbol_states, prediction_states, trade_books, trade_states, model_states, strategy_states, correlation_states)
+    outbox = Outbox(settings)
+    consumed, produced = _Labelled(metrics.consumed), _Labelled(metrics.produced)
     correlated = set(settings.correlated)
     sectors = load_sectors(settings.correlation_sectors_file) if settings.correlation_sectors_file else {}
     correlation_windows: dict[str, _CorrelationWindow] = {}  # live per timeframe; rebuilt from the table after a rebalance
@@ -234,29 +387,15 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     strategy_performance = StrategyPerformance(capital=settings.performance_capital)
     encode = msgspec.json.Encoder().encode
     base_period_us = timeframe_seconds(settings.base_timeframe) * 1_000_000
-    state_sizes: dict[str, dict[bytes, int]] = {}
     # The expiry clock: per bars partition, the latest bar close seen; the clock is the slowest
     # partition's (of those with bars), so a partition that is behind (a replay, a restart)
     # never expires the predictions of symbols whose bars are merely still on their way.
     latest_close_us: dict[int, int] = {}
     waiting: set[bytes] = set()
     rescan = [False]
+    shown_regimes: dict[tuple[str, str], str] = {}
 
-    def store(states: faust.Table, key: bytes, value: bytes) -> None:
-        states[key] = value
-        sizes = state_sizes.setdefault(states.name, {})
-        metrics.state_bytes.labels(states.name).inc(len(value) - sizes.get(key, 0))
-        sizes[key] = len(value)
-
-    def forget(states: faust.Table, key: bytes) -> None:
-        del states[key]
-        metrics.state_bytes.labels(states.name).dec(state_sizes.get(states.name, {}).pop(key, 0))
-
-    async def send(spec: Topic, key: bytes, value: bytes, headers: list | None = None) -> None:
-        await out[spec].send(key=key, value=value, headers=headers)
-        metrics.produced.labels(names[spec]).inc()
-
-    async def reject(event: faust.EventT, exc: InvalidMessage) -> None:
+    def reject(event: faust.EventT, exc: InvalidMessage) -> Message:
         message = event.message
         metrics.dlq.labels(message.topic, exc.reason).inc()
         log.warning("rejected: %s", exc, extra={**_where(message), "reason": exc.reason})
@@ -264,23 +403,51 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
             key=message.key, value=event.value, reason=exc.reason, detail=exc.detail,
             topic=message.topic, partition=message.partition, offset=message.offset,
         )
-        await send(DLQ, dead.key, dead.value, dead.headers)
+        return names[DLQ], dead.key, dead.value, dead.headers
 
-    async def guarded(event: faust.EventT, handler: Callable[[faust.EventT], Awaitable[None]]) -> None:
-        """Run one message through its handler; whatever it refuses, or fails on, goes to the DLQ.
+    async def run_batch(
+        events: list[faust.EventT],
+        handler: Callable[[faust.EventT, list[Message]], None],
+        forget: Callable[[bytes | None], None],
+        states: tuple[KeyedStates, ...],
+    ) -> None:
+        """Each message through its handler, then the outputs delivered, then the states written.
 
-        A failure of the broker is not the message's fault: it propagates, and faust's
-        supervisor restarts the agent from the last committed offset."""
-        metrics.consumed.labels(event.message.topic).inc()
-        try:
-            await handler(event)
-        except InvalidMessage as exc:
-            await reject(event, exc)
-        except KafkaError:
-            raise
-        except Exception as exc:  # a bug must cost one message, never the stream
-            log.exception("internal error on a message; it goes to the DLQ", extra=_where(event.message))
-            await reject(event, InvalidMessage("internal", f"{type(exc).__name__}: {str(exc)[:500]}"))
+        Whatever a handler refuses, or fails on, goes to the DLQ. A failure may have
+        left its key's state half-changed: the key is forgotten (back to its last
+        written state) and the batch's earlier messages of that key are applied again,
+        their outputs (already queued) discarded. A failure of the broker is not the
+        messages' fault: it propagates, and faust's supervisor restarts the agent from
+        the last committed offset."""
+        out: list[Message] = []
+        applied: dict[bytes | None, list[faust.EventT]] = {}
+        for event in events:
+            message = event.message
+            consumed[message.topic].inc()
+            mark = len(out)
+            try:
+                handler(event, out)
+            except InvalidMessage as exc:
+                del out[mark:]
+                out.append(reject(event, exc))
+                continue
+            except Exception as exc:  # a bug must cost one message, never the stream
+                log.exception("internal error on a message; it goes to the DLQ", extra=_where(message))
+                del out[mark:]
+                forget(message.key)
+                for earlier in applied.get(message.key, ()):
+                    handler(earlier, [])
+                out.append(reject(event, InvalidMessage("internal", f"{type(exc).__name__}: {str(exc)[:500]}")))
+                continue
+            applied.setdefault(message.key, []).append(event)
+        await outbox.deliver(out)
+        for topic_name, _, _, _ in out:
+            produced[topic_name].inc()
+        for each in states:
+            each.write()
+
+    def batches(stream: faust.StreamT) -> Any:
+        return stream.take_events(settings.worker_batch_events, within=settings.worker_batch_within_s)
 
     def keyed(message: faust.types.Message, symbol: str) -> bytes:
         key = symbol.encode()
@@ -289,83 +456,99 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
             raise InvalidMessage("invalid_value", f"record key {message.key!r} is not the symbol {symbol!r}")
         return key
 
-    def load(states: faust.Table, key: bytes, decode: Callable[[bytes], Any], default: Callable[[], Any]) -> Any:
-        stored = states[key]
-        return decode(stored) if stored else default()
+    def show_regimes(symbol: str, state: SymbolState) -> None:
+        """The regime gauge of each timeframe whose regime this worker has not shown yet."""
+        for timeframe, frame in state.frames.items():
+            regime = frame.regime.regime
+            if regime is not None and shown_regimes.get((symbol, timeframe)) != regime:
+                shown_regimes[symbol, timeframe] = regime
+                for name in REGIME_NAMES:
+                    metrics.regime.labels(symbol, timeframe, name).set(1 if name == regime else 0)
 
-    async def on_bar(event: faust.EventT) -> None:
-        bar = bar_codec.decode(event.value, headers=event.message.headers or ())
-        key = keyed(event.message, bar.symbol)
-        state = load(symbol_states, key, state_decoder.decode, SymbolState)
-        produced, redelivered = processor.process(state, bar)
+    conditions_topic, regimes_topic, by_timeframe_topic = names[CONDITIONS], names[REGIMES], names[CONDITIONS_BY_TIMEFRAME]
+
+    def on_bar(event: faust.EventT, out: list[Message]) -> None:
+        message = event.message
+        bar = bar_codec.decode(event.value, headers=message.headers or ())
+        key = keyed(message, bar.symbol)
+        state = symbol_states.get(key)
+        outputs, redelivered = processor.process(state, bar)
         if not redelivered:
-            store(symbol_states, key, state_encoder.encode(state))
-            for timeframe, frame in state.frames.items():
-                if frame.regime.regime is not None:
-                    for name in REGIME_NAMES:
-                        metrics.regime.labels(bar.symbol, timeframe, name).set(1 if name == frame.regime.regime else 0)
-        for kind, value in produced:
-            await send(CONDITIONS if kind == "condition" else REGIMES, key, value)
-            if kind == "condition" and correlated:
+            symbol_states.changed(key, message.partition)
+            show_regimes(bar.symbol, state)
+        for kind, value in outputs:
+            if kind == "regime":
+                out.append((regimes_topic, key, value, []))
+                continue
+            out.append((conditions_topic, key, value, []))
+            if correlated:
                 timeframe = _timeframe_of.decode(value).timeframe
                 if timeframe in correlated:
-                    await by_timeframe.send(key=timeframe.encode(), value=value)
+                    out.append((by_timeframe_topic, timeframe.encode(), value, []))
         if bar.timeframe != settings.base_timeframe:
             return
         close_us = (bar.ts - EPOCH) // _US + base_period_us
-        partition = event.message.partition
+        partition = message.partition
         latest_close_us[partition] = max(latest_close_us.get(partition, 0), close_us)
-        predictions = load(prediction_states, key, decode_predictions, PredictionState)
+        predictions = prediction_states.get(key)
         outcomes = validator.on_close(predictions, close_us, bar.close, state.frames[bar.timeframe].regime.regime)
-        store(prediction_states, key, encode_predictions(predictions))
-        await send_outcomes(key, predictions, outcomes)
-        book = load(trade_books, key, decode_book, TradeBook)
+        prediction_states.changed(key, partition)
+        queue_outcomes(key, predictions, outcomes, out)
+        book = trade_books.get(key)
         if book.trades:
             rows = builder.on_bar(book, bar)
-            store(trade_books, key, encode_book(book))
+            trade_books.changed(key, partition)
             for row in rows:
-                await send(TRADE_OUTCOMES, row.strategy_id.encode(), encode(row))
+                out.append((names[TRADE_OUTCOMES], row.strategy_id.encode(), encode(row), []))
 
-    async def send_outcomes(key: bytes, state: PredictionState, outcomes: list) -> None:
+    def queue_outcomes(key: bytes, state: PredictionState, outcomes: list, out: list[Message]) -> None:
         (waiting.add if state.pending else waiting.discard)(key)
         for outcome in outcomes:
-            await send(OUTCOMES, outcome.model_version.encode(), encode(outcome))
+            out.append((names[OUTCOMES], outcome.model_version.encode(), encode(outcome), []))
 
-    async def on_prediction(event: faust.EventT) -> None:
+    def on_prediction(event: faust.EventT, out: list[Message]) -> None:
         prediction = prediction_codec.decode(event.value, headers=event.message.headers or ())
         key = keyed(event.message, prediction.symbol)
-        state = load(prediction_states, key, decode_predictions, PredictionState)
+        state = prediction_states.get(key)
         result = validator.on_prediction(state, prediction)
         if result.duplicate:
             metrics.duplicates.labels(event.message.topic).inc()
         else:
-            store(prediction_states, key, encode_predictions(state))
-        await send_outcomes(key, state, result.outputs)
+            prediction_states.changed(key, event.message.partition)
+        queue_outcomes(key, state, result.outputs, out)
 
-    async def on_fill(event: faust.EventT) -> None:
+    def on_fill(event: faust.EventT, out: list[Message]) -> None:
         fill = fill_codec.decode(event.value, headers=event.message.headers or ())
         key = keyed(event.message, fill.symbol)
-        book = load(trade_books, key, decode_book, TradeBook)
+        book = trade_books.get(key)
         result = builder.on_fill(book, fill)
         if result.duplicate:
             metrics.duplicates.labels(event.message.topic).inc()
         else:
-            store(trade_books, key, encode_book(book))
-        await send(TRADE_OUTCOMES, result.row.strategy_id.encode(), encode(result.row))
+            trade_books.changed(key, event.message.partition)
+        out.append((names[TRADE_OUTCOMES], result.row.strategy_id.encode(), encode(result.row), []))
 
-    async def on_tick(event: faust.EventT) -> None:
+    def on_tick(event: faust.EventT, out: list[Message]) -> None:
         key = event.message.key
         try:
             watermark = EPOCH + int(event.value) * _US
         except (TypeError, ValueError, OverflowError):
             raise InvalidMessage("schema", "an expiry tick is a decimal epoch-microseconds watermark") from None
-        state = load(prediction_states, key, decode_predictions, PredictionState)
+        state = prediction_states.get(key)
         outcomes = validator.expire(state, watermark)
         if outcomes:
-            store(prediction_states, key, encode_predictions(state))
-        await send_outcomes(key, state, outcomes)
+            prediction_states.changed(key, event.message.partition)
+        queue_outcomes(key, state, outcomes, out)
 
     handlers = {names[BARS]: on_bar, names[PREDICTIONS]: on_prediction, names[FILLS]: on_fill, names[EXPIRY_TICKS]: on_tick}
+    symbol_tables = (symbol_states, prediction_states, trade_books)
+
+    def on_symbol_input(event: faust.EventT, out: list[Message]) -> None:
+        handlers[event.message.topic](event, out)
+
+    def forget_symbol(key: bytes | None) -> None:
+        for states in symbol_tables:
+            states.forget(lambda k: k == key)
 
     @app.on_rebalance_complete.connect
     async def on_assigned(sender: object, **kwargs: object) -> None:
@@ -374,19 +557,31 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         rescan[0] = True
         latest_close_us.clear()
         correlation_windows.clear()
+        for states in every_state:  # another worker may have changed them meanwhile
+            states.release()
 
-    @app.agent(by_timeframe)
+    @app.on_before_shutdown.connect
+    async def close_outbox(sender: object, **kwargs: object) -> None:
+        await outbox.stop()
+
+    @app.agent(topic(CONDITIONS_BY_TIMEFRAME))
     async def correlations(stream: faust.StreamT) -> None:
         """One core per timeframe, fed a timestamp once every active symbol has moved past it.
 
         Symbols arrive from different partitions at different paces, so bars wait per
-        timestamp (one table key each, so an event writes O(symbols), not the backlog)
-        until the watermark, the oldest latest-bar time of the symbols heard from within
-        ``correlation_quiet_bars``, passes them. The core itself is stored once per step."""
-        async for event in stream.events():
-            await guarded(event, on_condition)
+        timestamp (one table key each, so a batch writes what it touched, not the
+        backlog) until the watermark, the oldest latest-bar time of the symbols heard
+        from within ``correlation_quiet_bars``, passes them."""
+        async for events in batches(stream):
+            await run_batch(events, on_condition, forget_correlations, (correlation_states,))
 
-    async def on_condition(event: faust.EventT) -> None:
+    def forget_correlations(key: bytes | None) -> None:
+        """Rebuilt from the table, not from a half-applied step."""
+        prefix = (key or b"") + b"/"
+        correlation_windows.pop((key or b"").decode("utf-8", "replace"), None)
+        correlation_states.forget(lambda k: k.startswith(prefix))
+
+    def on_condition(event: faust.EventT, out: list[Message]) -> None:
         condition = _decode(_condition_decoder, event.value)
         timeframe = condition.timeframe
         if timeframe not in correlated:
@@ -394,38 +589,31 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         window = correlation_windows.get(timeframe)
         if window is None:
             window = correlation_windows[timeframe] = _restore_window(correlation_states, settings, timeframe, sectors)
-        try:
-            await advance(window, condition, event)
-        except Exception:
-            correlation_windows.pop(timeframe, None)  # rebuilt from the table, not from a half-applied step
-            raise
-
-    async def advance(window: _CorrelationWindow, condition: Condition, event: faust.EventT) -> None:
-        timeframe = condition.timeframe
         ts_us = (condition.timestamp - EPOCH) // _US
         if window.core.state.timestamps and ts_us <= window.core.state.timestamps[-1]:
             metrics.late_bars.labels(event.message.topic).inc()
             return
+        partition = event.message.partition
         bars = window.open.setdefault(ts_us, {})
         bars[condition.symbol] = (condition.open, condition.high, condition.low, condition.close, condition.volume)
-        store(correlation_states, window.key(ts_us), msgspec.msgpack.encode(bars))
+        correlation_states.changed(window.key(ts_us), partition, bars)
         latest = window.latest
         if latest.get(condition.symbol, -1) < ts_us:
             latest[condition.symbol] = ts_us
-            store(correlation_states, window.key("latest"), msgspec.msgpack.encode(latest))
+            correlation_states.changed(window.key("latest"), partition, latest)
         for stepped in window.closable(correlation_quiet_us[timeframe]):
             bars = window.open.pop(stepped)
             for record in window.core.step(stepped, {symbol: bar[3] for symbol, bar in bars.items()}):
-                await send(CORRELATIONS, timeframe.encode(), encode(record))
+                out.append((names[CORRELATIONS], timeframe.encode(), encode(record), []))
             for symbol, (spy, sector) in window.core.context(min(window.core.config.windows)).items():
                 o, h, low, c, v = bars[symbol]
                 context = CorrelationContext(
                     symbol=symbol, timeframe=timeframe, timestamp=EPOCH + stepped * _US,
                     open=o, high=h, low=low, close=c, volume=v, spy_correlation=spy, sector_correlation=sector,
                 )
-                await send(CORRELATION_CONTEXT, symbol.encode(), encode(context))
-            forget(correlation_states, window.key(stepped))
-            store(correlation_states, window.key("core"), msgspec.msgpack.encode(window.core.snapshot_state()))
+                out.append((names[CORRELATION_CONTEXT], symbol.encode(), encode(context), []))
+            correlation_states.delete(window.key(stepped), partition)
+            correlation_states.changed(window.key("core"), partition, window.core)
 
     @app.task
     async def broker_health() -> None:
@@ -437,7 +625,7 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         if rescan[0]:  # the partitions changed: find the pending predictions they hold
             rescan[0] = False
             waiting.clear()
-            waiting.update(key for key, value in prediction_states.items() if value and decode_predictions(value).pending)
+            waiting.update(key for key, value in prediction_states.stored_items() if decode_predictions(value).pending)
         if not waiting or not latest_close_us:
             return
         watermark = min(latest_close_us.values())
@@ -446,18 +634,18 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
 
     @app.agent(symbol_inputs)
     async def symbols(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            await guarded(event, handlers[event.message.topic])
+        async for events in batches(stream):
+            await run_batch(events, on_symbol_input, forget_symbol, symbol_tables)
 
-    @app.agent(trades_topic)
+    @app.agent(topic(TRADES))
     async def candles(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            await guarded(event, on_trade)
+        async for events in batches(stream):
+            await run_batch(events, on_trade, lambda key: trade_states.forget(lambda k: k == key), (trade_states,))
 
-    async def on_trade(event: faust.EventT) -> None:
+    def on_trade(event: faust.EventT, out: list[Message]) -> None:
         trade = trade_codec.decode(event.value, headers=event.message.headers or ())
         key = keyed(event.message, trade.symbol)
-        state = load(trade_states, key, _trades_decoder.decode, lambda: TradeState(TradeAggregatorState()))
+        state = trade_states.get(key)
         aggregator = TradeAggregator(state.aggregator, timeframe=settings.base_timeframe)
         duplicates = aggregator.state.duplicates
         closed = [encode(bar) for bar in aggregator.update(trade)]
@@ -468,36 +656,37 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
             closed = state.outputs  # a redelivery: send again what it produced
         else:
             state.last_trade_id, state.outputs = trade.trade_id, closed
-            store(trade_states, key, msgspec.msgpack.encode(state))
+            trade_states.changed(key, event.message.partition)
         for value in closed:
-            await bars_topic.send(key=key, value=value)
-            metrics.produced.labels(names[BARS]).inc()
+            out.append((names[BARS], key, value, []))
 
-    @app.agent(out[OUTCOMES])
+    @app.agent(topic(OUTCOMES))
     async def model_statistics(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            await guarded(event, on_outcome)
+        async for events in batches(stream):
+            await run_batch(events, on_outcome, lambda key: model_states.forget(lambda k: k == key), (model_states,))
 
-    async def on_outcome(event: faust.EventT) -> None:
+    def on_outcome(event: faust.EventT, out: list[Message]) -> None:
         outcome = _decode(_outcome_decoder, event.value)
-        state = load(model_states, event.message.key, _model_state_decoder.decode, ModelPerformanceState)
+        key = event.message.key
+        state = model_states.get(key)
         row = model_performance.add(state, outcome)
         if row is not None:
-            store(model_states, event.message.key, msgspec.msgpack.encode(state))
-            await send(MODEL_PERFORMANCE, event.message.key, encode(row))
+            model_states.changed(key, event.message.partition)
+            out.append((names[MODEL_PERFORMANCE], key, encode(row), []))
 
-    @app.agent(out[TRADE_OUTCOMES])
+    @app.agent(topic(TRADE_OUTCOMES))
     async def strategy_statistics(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            await guarded(event, on_trade_outcome)
+        async for events in batches(stream):
+            await run_batch(events, on_trade_outcome, lambda key: strategy_states.forget(lambda k: k == key), (strategy_states,))
 
-    async def on_trade_outcome(event: faust.EventT) -> None:
+    def on_trade_outcome(event: faust.EventT, out: list[Message]) -> None:
         trade = _decode(_trade_decoder, event.value)
-        state = load(strategy_states, event.message.key, _strategy_state_decoder.decode, StrategyPerformanceState)
+        key = event.message.key
+        state = strategy_states.get(key)
         rows = strategy_performance.add(state, trade)
         if rows:
-            store(strategy_states, event.message.key, msgspec.msgpack.encode(state))
+            strategy_states.changed(key, event.message.partition)
         for row in rows:
-            await send(STRATEGY_PERFORMANCE, event.message.key, encode(row))
+            out.append((names[STRATEGY_PERFORMANCE], key, encode(row), []))
 
     return app
