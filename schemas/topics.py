@@ -23,8 +23,9 @@ CONDITIONS = Topic("md.conditions.v1", "symbol", 6, "delete", 7 * DAY_MS)
 REGIMES = Topic("md.regimes.v1", "symbol", 6, "delete", 30 * DAY_MS)
 CORRELATIONS = Topic("md.correlations.v1", "timeframe", 1, "delete", 7 * DAY_MS)
 CORRELATION_CONTEXT = Topic("md.correlation_context.v1", "symbol", 6, "delete", 7 * DAY_MS)
-# Internal: conditions re-keyed by timeframe, so one partition sees every symbol of a timeframe.
-CONDITIONS_BY_TIMEFRAME = Topic("tickwire.conditions_by_timeframe.v1", "timeframe", 6, "delete", DAY_MS)
+# Internal: conditions re-keyed by timeframe, so one partition sees every symbol of a timeframe;
+# a message is a msgpack array of Condition JSON documents (a worker batch's, packed).
+CONDITIONS_BY_TIMEFRAME = Topic("tickwire.conditions_by_timeframe.v2", "timeframe", 6, "delete", DAY_MS)
 # Keyed by what their performance statistics group by, so one partition holds a model's
 # (a strategy's) every outcome, in order.
 OUTCOMES = Topic("signals.outcomes.v1", "model_version", 6, "delete", 30 * DAY_MS)

@@ -38,20 +38,30 @@ from schemas.trades import Trade
 from streams.candles import TradeAggregator, TradeAggregatorState
 from streams.correlations import CorrelationConfig, Correlations, CorrelationState, load_sectors
 from streams.fills import TradeBook, TradeBuilder, TradeConfig
-from streams.fills import decode_state as decode_book
-from streams.fills import encode_state as encode_book
 from streams.performance import ModelPerformance, ModelPerformanceState, StrategyPerformance, StrategyPerformanceState
 from streams.predictions import PredictionState, PredictionValidator, ValidatorConfig
-from streams.predictions import decode_state as decode_predictions
-from streams.predictions import encode_state as encode_predictions
 from streams.regimes import REGIMES as REGIME_NAMES
 from streams.regimes import RegimeConfig
-from streams.symbol import SymbolProcessor, SymbolState, state_decoder, state_encoder
+from streams.symbol import SymbolProcessor, SymbolState
 
 log = logging.getLogger("tickwire.worker")
 
 # (topic, key, value, headers): one output message.
 Message = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]
+
+
+class SymbolRecord(msgspec.Struct, array_like=True):
+    """Everything the symbols agent keeps for one symbol, in one table record.
+
+    One write changes all of it, so a crash never leaves the bars ahead of the
+    predictions; ``offsets`` tells a message the record already holds (redelivered
+    after a crash: its outputs went out before the record was written) from a new one.
+    """
+
+    bars: SymbolState = msgspec.field(default_factory=SymbolState)
+    predictions: PredictionState = msgspec.field(default_factory=PredictionState)
+    book: TradeBook = msgspec.field(default_factory=TradeBook)
+    offsets: dict[str, int] = {}  # source topic -> offset of the last message applied
 
 
 class TradeState(msgspec.Struct, array_like=True):
@@ -62,6 +72,7 @@ class TradeState(msgspec.Struct, array_like=True):
     outputs: list[bytes] = []
 
 
+_record_decoder = msgspec.msgpack.Decoder(SymbolRecord)
 _trades_decoder = msgspec.msgpack.Decoder(TradeState)
 _outcome_decoder = msgspec.json.Decoder(PredictionOutcome)
 _trade_decoder = msgspec.json.Decoder(TradeOutcomeRow)
@@ -76,6 +87,9 @@ class _Timeframe(msgspec.Struct):
 
 _timeframe_of = msgspec.json.Decoder(_Timeframe)
 _condition_decoder = msgspec.json.Decoder(Condition)
+_packed_decoder = msgspec.msgpack.Decoder(list[bytes])
+# A packed message stays well under the broker's default 1 MiB record-batch limit.
+_PACK_BYTES = 256 * 1024
 _correlation_state_decoder = msgspec.msgpack.Decoder(CorrelationState)
 _open_bars_decoder = msgspec.msgpack.Decoder(dict[str, tuple[float, float, float, float, int]])
 _latest_decoder = msgspec.msgpack.Decoder(dict[str, int])
@@ -258,7 +272,7 @@ def _where(message: faust.types.Message) -> dict[str, object]:
     return {"topic": message.topic, "partition": message.partition, "offset": message.offset}
 
 
-def _decode(decoder: msgspec.json.Decoder, value: bytes | None) -> Any:
+def _decode(decoder: msgspec.json.Decoder | msgspec.msgpack.Decoder, value: bytes | None) -> Any:
     """Our own topics carry our own records; anything else a producer put there is refused."""
     try:
         return decoder.decode(value or b"")
@@ -268,9 +282,7 @@ def _decode(decoder: msgspec.json.Decoder, value: bytes | None) -> Any:
 
 # The worker's state tables and the topic each is partitioned like (its changelog's partitions).
 TABLES = (
-    ("symbol-state", BARS),
-    ("prediction-state", BARS),
-    ("trade-book", BARS),
+    ("symbol-record", BARS),
     ("trade-state", TRADES),
     ("model-performance", OUTCOMES),
     ("strategy-performance", TRADE_OUTCOMES),
@@ -287,6 +299,28 @@ def changelog_topics(settings: Settings) -> list[tuple[str, int]]:
     """
     app_id = settings.topic_prefix + settings.processor_group
     return [(f"{app_id}-{name}-changelog", source.partitions) for name, source in TABLES]
+
+
+def _pack(messages: list[Message], topic: str) -> list[Message]:
+    """``topic``'s messages packed per key, in order, into msgpack arrays of at most
+    ``_PACK_BYTES``: one message where a batch had hundreds."""
+    kept: list[Message] = []
+    packs: dict[bytes | None, list[list[bytes]]] = {}
+    sizes: dict[bytes | None, int] = {}
+    for message in messages:
+        if message[0] != topic:
+            kept.append(message)
+            continue
+        key, value = message[1], message[2]
+        chunks = packs.setdefault(key, [[]])
+        if chunks[-1] and sizes[key] + len(value) > _PACK_BYTES:
+            chunks.append([])
+            sizes[key] = 0
+        chunks[-1].append(value)
+        sizes[key] = sizes.get(key, 0) + len(value)
+    for key, chunks in packs.items():
+        kept += [(topic, key, msgspec.msgpack.encode(chunk), []) for chunk in chunks]
+    return kept
 
 
 class _Labelled(dict):
@@ -346,14 +380,12 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     ticks_topic = topic(EXPIRY_TICKS)
     tables = [app.Table(name, default=bytes, partitions=source.partitions, key_type=bytes, value_type=bytes) for name, source in TABLES]
     pack = msgspec.msgpack.encode
-    symbol_states = KeyedStates(tables[0], state_decoder.decode, state_encoder.encode, SymbolState, metrics)
-    prediction_states = KeyedStates(tables[1], decode_predictions, encode_predictions, PredictionState, metrics)
-    trade_books = KeyedStates(tables[2], decode_book, encode_book, TradeBook, metrics)
-    trade_states = KeyedStates(tables[3], _trades_decoder.decode, pack, lambda: TradeState(TradeAggregatorState()), metrics)
-    model_states = KeyedStates(tables[4], _model_state_decoder.decode, pack, ModelPerformanceState, metrics)
-    strategy_states = KeyedStates(tables[5], _strategy_state_decoder.decode, pack, StrategyPerformanceState, metrics)
-    correlation_states = KeyedStates(tables[6], bytes, _encode_correlation_state, bytes, metrics)
-    every_state = (symbol_states, prediction_states, trade_books, trade_states, model_states, strategy_states, correlation_states)
+    symbol_records = KeyedStates(tables[0], _record_decoder.decode, pack, SymbolRecord, metrics)
+    trade_states = KeyedStates(tables[1], _trades_decoder.decode, pack, lambda: TradeState(TradeAggregatorState()), metrics)
+    model_states = KeyedStates(tables[2], _model_state_decoder.decode, pack, ModelPerformanceState, metrics)
+    strategy_states = KeyedStates(tables[3], _strategy_state_decoder.decode, pack, StrategyPerformanceState, metrics)
+    correlation_states = KeyedStates(tables[4], bytes, _encode_correlation_state, bytes, metrics)
+    every_state = (symbol_records, trade_states, model_states, strategy_states, correlation_states)
     outbox = Outbox(settings)
     consumed, produced = _Labelled(metrics.consumed), _Labelled(metrics.produced)
     correlated = set(settings.correlated)
@@ -440,6 +472,8 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
                 out.append(reject(event, InvalidMessage("internal", f"{type(exc).__name__}: {str(exc)[:500]}")))
                 continue
             applied.setdefault(message.key, []).append(event)
+        if correlated:
+            out = _pack(out, by_timeframe_topic)
         await outbox.deliver(out)
         for topic_name, _, _, _ in out:
             produced[topic_name].inc()
@@ -467,15 +501,27 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
 
     conditions_topic, regimes_topic, by_timeframe_topic = names[CONDITIONS], names[REGIMES], names[CONDITIONS_BY_TIMEFRAME]
 
+    def fresh(record: SymbolRecord, message: faust.types.Message) -> bool:
+        """False for a message the record already holds (redelivered after a crash)."""
+        if record.offsets.get(message.topic, -1) >= message.offset:
+            metrics.duplicates.labels(message.topic).inc()
+            return False
+        return True
+
+    def applied(key: bytes, record: SymbolRecord, message: faust.types.Message) -> None:
+        record.offsets[message.topic] = message.offset
+        symbol_records.changed(key, message.partition)
+
     def on_bar(event: faust.EventT, out: list[Message]) -> None:
         message = event.message
         bar = bar_codec.decode(event.value, headers=message.headers or ())
         key = keyed(message, bar.symbol)
-        state = symbol_states.get(key)
-        outputs, redelivered = processor.process(state, bar)
+        record = symbol_records.get(key)
+        if not fresh(record, message):
+            return
+        outputs, redelivered = processor.process(record.bars, bar)
         if not redelivered:
-            symbol_states.changed(key, message.partition)
-            show_regimes(bar.symbol, state)
+            show_regimes(bar.symbol, record.bars)
         for kind, value in outputs:
             if kind == "regime":
                 out.append((regimes_topic, key, value, []))
@@ -485,21 +531,16 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
                 timeframe = _timeframe_of.decode(value).timeframe
                 if timeframe in correlated:
                     out.append((by_timeframe_topic, timeframe.encode(), value, []))
-        if bar.timeframe != settings.base_timeframe:
-            return
-        close_us = (bar.ts - EPOCH) // _US + base_period_us
-        partition = message.partition
-        latest_close_us[partition] = max(latest_close_us.get(partition, 0), close_us)
-        predictions = prediction_states.get(key)
-        outcomes = validator.on_close(predictions, close_us, bar.close, state.frames[bar.timeframe].regime.regime)
-        prediction_states.changed(key, partition)
-        queue_outcomes(key, predictions, outcomes, out)
-        book = trade_books.get(key)
-        if book.trades:
-            rows = builder.on_bar(book, bar)
-            trade_books.changed(key, partition)
-            for row in rows:
-                out.append((names[TRADE_OUTCOMES], row.strategy_id.encode(), encode(row), []))
+        if bar.timeframe == settings.base_timeframe:
+            close_us = (bar.ts - EPOCH) // _US + base_period_us
+            partition = message.partition
+            latest_close_us[partition] = max(latest_close_us.get(partition, 0), close_us)
+            regime = record.bars.frames[bar.timeframe].regime.regime
+            queue_outcomes(key, record.predictions, validator.on_close(record.predictions, close_us, bar.close, regime), out)
+            if record.book.trades:
+                for row in builder.on_bar(record.book, bar):
+                    out.append((names[TRADE_OUTCOMES], row.strategy_id.encode(), encode(row), []))
+        applied(key, record, message)
 
     def queue_outcomes(key: bytes, state: PredictionState, outcomes: list, out: list[Message]) -> None:
         (waiting.add if state.pending else waiting.discard)(key)
@@ -509,24 +550,26 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     def on_prediction(event: faust.EventT, out: list[Message]) -> None:
         prediction = prediction_codec.decode(event.value, headers=event.message.headers or ())
         key = keyed(event.message, prediction.symbol)
-        state = prediction_states.get(key)
-        result = validator.on_prediction(state, prediction)
+        record = symbol_records.get(key)
+        if not fresh(record, event.message):
+            return
+        result = validator.on_prediction(record.predictions, prediction)
         if result.duplicate:
             metrics.duplicates.labels(event.message.topic).inc()
-        else:
-            prediction_states.changed(key, event.message.partition)
-        queue_outcomes(key, state, result.outputs, out)
+        queue_outcomes(key, record.predictions, result.outputs, out)
+        applied(key, record, event.message)
 
     def on_fill(event: faust.EventT, out: list[Message]) -> None:
         fill = fill_codec.decode(event.value, headers=event.message.headers or ())
         key = keyed(event.message, fill.symbol)
-        book = trade_books.get(key)
-        result = builder.on_fill(book, fill)
+        record = symbol_records.get(key)
+        if not fresh(record, event.message):
+            return
+        result = builder.on_fill(record.book, fill)
         if result.duplicate:
             metrics.duplicates.labels(event.message.topic).inc()
-        else:
-            trade_books.changed(key, event.message.partition)
         out.append((names[TRADE_OUTCOMES], result.row.strategy_id.encode(), encode(result.row), []))
+        applied(key, record, event.message)
 
     def on_tick(event: faust.EventT, out: list[Message]) -> None:
         key = event.message.key
@@ -534,21 +577,16 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
             watermark = EPOCH + int(event.value) * _US
         except (TypeError, ValueError, OverflowError):
             raise InvalidMessage("schema", "an expiry tick is a decimal epoch-microseconds watermark") from None
-        state = prediction_states.get(key)
-        outcomes = validator.expire(state, watermark)
-        if outcomes:
-            prediction_states.changed(key, event.message.partition)
-        queue_outcomes(key, state, outcomes, out)
+        record = symbol_records.get(key)
+        if not fresh(record, event.message):
+            return
+        queue_outcomes(key, record.predictions, validator.expire(record.predictions, watermark), out)
+        applied(key, record, event.message)
 
     handlers = {names[BARS]: on_bar, names[PREDICTIONS]: on_prediction, names[FILLS]: on_fill, names[EXPIRY_TICKS]: on_tick}
-    symbol_tables = (symbol_states, prediction_states, trade_books)
 
     def on_symbol_input(event: faust.EventT, out: list[Message]) -> None:
         handlers[event.message.topic](event, out)
-
-    def forget_symbol(key: bytes | None) -> None:
-        for states in symbol_tables:
-            states.forget(lambda k: k == key)
 
     @app.on_rebalance_complete.connect
     async def on_assigned(sender: object, **kwargs: object) -> None:
@@ -573,7 +611,7 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         backlog) until the watermark, the oldest latest-bar time of the symbols heard
         from within ``correlation_quiet_bars``, passes them."""
         async for events in batches(stream):
-            await run_batch(events, on_condition, forget_correlations, (correlation_states,))
+            await run_batch(events, on_conditions, forget_correlations, (correlation_states,))
 
     def forget_correlations(key: bytes | None) -> None:
         """Rebuilt from the table, not from a half-applied step."""
@@ -581,8 +619,12 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         correlation_windows.pop((key or b"").decode("utf-8", "replace"), None)
         correlation_states.forget(lambda k: k.startswith(prefix))
 
-    def on_condition(event: faust.EventT, out: list[Message]) -> None:
-        condition = _decode(_condition_decoder, event.value)
+    def on_conditions(event: faust.EventT, out: list[Message]) -> None:
+        # All decoded first: a refused message must leave the state untouched.
+        for condition in [_decode(_condition_decoder, value) for value in _decode(_packed_decoder, event.value)]:
+            on_condition(condition, event, out)
+
+    def on_condition(condition: Condition, event: faust.EventT, out: list[Message]) -> None:
         timeframe = condition.timeframe
         if timeframe not in correlated:
             return
@@ -625,7 +667,7 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         if rescan[0]:  # the partitions changed: find the pending predictions they hold
             rescan[0] = False
             waiting.clear()
-            waiting.update(key for key, value in prediction_states.stored_items() if decode_predictions(value).pending)
+            waiting.update(key for key, value in symbol_records.stored_items() if _record_decoder.decode(value).predictions.pending)
         if not waiting or not latest_close_us:
             return
         watermark = min(latest_close_us.values())
@@ -635,7 +677,7 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     @app.agent(symbol_inputs)
     async def symbols(stream: faust.StreamT) -> None:
         async for events in batches(stream):
-            await run_batch(events, on_symbol_input, forget_symbol, symbol_tables)
+            await run_batch(events, on_symbol_input, lambda key: symbol_records.forget(lambda k: k == key), (symbol_records,))
 
     @app.agent(topic(TRADES))
     async def candles(stream: faust.StreamT) -> None:

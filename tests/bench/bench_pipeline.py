@@ -1,10 +1,12 @@
 """Worker throughput on the real broker: the faust worker against plain aiokafka loops.
 
 All read the same pre-loaded bars from md.bars.v1. Baselines: a consume-and-produce
-passthrough of the same messages (the client's own limit), and the per-symbol core
-(decode, validate, resample, indicators, regime, encode, produce) in a getmany loop,
-which skips faust's stream machinery, the changelogs and the other stages. Prints
-bars/s for each and the worker's ratio to each (medians).
+passthrough of the same messages (the client's own limit); faust's own ceiling, an
+agent that takes the same messages in batches and does nothing with them
+(``_faust_ceiling.py``); and the per-symbol core (decode, validate, resample,
+indicators, regime, encode, produce) in a getmany loop, which skips faust's stream
+machinery, the changelogs and the other stages. Prints bars/s for each and the
+worker's ratio to each (medians).
 
     python tests/bench/bench_pipeline.py [--quick]
 """
@@ -17,6 +19,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -91,6 +94,18 @@ async def aiokafka_baseline(settings, count: int) -> float:
     return await getmany_loop(settings, count, "core", outputs)
 
 
+def faust_ceiling(settings, count: int) -> float:
+    """Messages/s of a faust agent that does nothing with them (its own process)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "rate"
+        subprocess.run(
+            [sys.executable, str(Path(__file__).with_name("_faust_ceiling.py")), settings.kafka_bootstrap,
+             settings.topic(BARS.name), str(count), str(result)],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600, check=True,
+        )
+        return float(result.read_text())
+
+
 def faust_worker(settings, count: int) -> float:
     port = 19400 + os.getpid() % 500
     env = dict(os.environ, TICKWIRE_TOPIC_PREFIX=settings.topic_prefix, TICKWIRE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
@@ -123,16 +138,19 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20k bars, one repeat")
     args = parser.parse_args()
     count, repeats = (20_000, 1) if args.quick else (200_000, 3)
-    faust_rates, base_rates, pass_rates = [], [], []
+    faust_rates, base_rates, pass_rates, ceiling_rates = [], [], [], []
     for _ in range(repeats):
         settings = local_settings(topic_prefix=f"bench{uuid.uuid4().hex[:8]}.")
         asyncio.run(preload(settings, count, 50))
         pass_rates.append(asyncio.run(passthrough(settings, count)))
         base_rates.append(asyncio.run(aiokafka_baseline(settings, count)))
+        ceiling_rates.append(faust_ceiling(settings, count))
         faust_rates.append(faust_worker(settings, count))
     worker = statistics.median(faust_rates)
     emit("pipeline", "worker_throughput", worker, "bars/s", "aiokafka consume-and-produce passthrough", statistics.median(pass_rates))
+    emit("pipeline", "worker_throughput", worker, "bars/s", "faust agent doing nothing (faust's own ceiling)", statistics.median(ceiling_rates))
     emit("pipeline", "worker_throughput", worker, "bars/s", "aiokafka getmany loop, per-symbol core only", statistics.median(base_rates))
+    emit("pipeline", "faust_ceiling", statistics.median(ceiling_rates), "msgs/s", "aiokafka consume-and-produce passthrough", statistics.median(pass_rates))
 
 
 if __name__ == "__main__":
