@@ -620,42 +620,49 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         correlation_states.forget(lambda k: k.startswith(prefix))
 
     def on_conditions(event: faust.EventT, out: list[Message]) -> None:
+        """A pack's bars join their open timestamps; then the timestamps every active symbol
+        has moved past are closed (once per pack: each symbol's bars arrive in order, so
+        no bar of the pack could still join a timestamp that closes)."""
         # All decoded first: a refused message must leave the state untouched.
-        for condition in [_decode(_condition_decoder, value) for value in _decode(_packed_decoder, event.value)]:
-            on_condition(condition, event, out)
-
-    def on_condition(condition: Condition, event: faust.EventT, out: list[Message]) -> None:
-        timeframe = condition.timeframe
-        if timeframe not in correlated:
-            return
-        window = correlation_windows.get(timeframe)
-        if window is None:
-            window = correlation_windows[timeframe] = _restore_window(correlation_states, settings, timeframe, sectors)
-        ts_us = (condition.timestamp - EPOCH) // _US
-        if window.core.state.timestamps and ts_us <= window.core.state.timestamps[-1]:
-            metrics.late_bars.labels(event.message.topic).inc()
-            return
+        conditions = [_decode(_condition_decoder, value) for value in _decode(_packed_decoder, event.value)]
         partition = event.message.partition
-        bars = window.open.setdefault(ts_us, {})
-        bars[condition.symbol] = (condition.open, condition.high, condition.low, condition.close, condition.volume)
-        correlation_states.changed(window.key(ts_us), partition, bars)
-        latest = window.latest
-        if latest.get(condition.symbol, -1) < ts_us:
-            latest[condition.symbol] = ts_us
-            correlation_states.changed(window.key("latest"), partition, latest)
-        for stepped in window.closable(correlation_quiet_us[timeframe]):
-            bars = window.open.pop(stepped)
-            for record in window.core.step(stepped, {symbol: bar[3] for symbol, bar in bars.items()}):
-                out.append((names[CORRELATIONS], timeframe.encode(), encode(record), []))
-            for symbol, (spy, sector) in window.core.context(min(window.core.config.windows)).items():
-                o, h, low, c, v = bars[symbol]
-                context = CorrelationContext(
-                    symbol=symbol, timeframe=timeframe, timestamp=EPOCH + stepped * _US,
-                    open=o, high=h, low=low, close=c, volume=v, spy_correlation=spy, sector_correlation=sector,
-                )
-                out.append((names[CORRELATION_CONTEXT], symbol.encode(), encode(context), []))
-            correlation_states.delete(window.key(stepped), partition)
-            correlation_states.changed(window.key("core"), partition, window.core)
+        touched: dict[str, _CorrelationWindow] = {}
+        for condition in conditions:
+            timeframe = condition.timeframe
+            if timeframe not in correlated:
+                continue
+            window = correlation_windows.get(timeframe)
+            if window is None:
+                window = correlation_windows[timeframe] = _restore_window(correlation_states, settings, timeframe, sectors)
+            ts_us = (condition.timestamp - EPOCH) // _US
+            if window.core.state.timestamps and ts_us <= window.core.state.timestamps[-1]:
+                metrics.late_bars.labels(event.message.topic).inc()
+                continue
+            bars = window.open.setdefault(ts_us, {})
+            bars[condition.symbol] = (condition.open, condition.high, condition.low, condition.close, condition.volume)
+            correlation_states.changed(window.key(ts_us), partition, bars)
+            if window.latest.get(condition.symbol, -1) < ts_us:
+                window.latest[condition.symbol] = ts_us
+                correlation_states.changed(window.key("latest"), partition, window.latest)
+            touched[timeframe] = window
+        for timeframe, window in touched.items():
+            for stepped in window.closable(correlation_quiet_us[timeframe]):
+                close_timestamp(window, stepped, partition, out)
+
+    def close_timestamp(window: _CorrelationWindow, stepped: int, partition: int, out: list[Message]) -> None:
+        timeframe = window.timeframe
+        bars = window.open.pop(stepped)
+        for record in window.core.step(stepped, {symbol: bar[3] for symbol, bar in bars.items()}):
+            out.append((names[CORRELATIONS], timeframe.encode(), encode(record), []))
+        for symbol, (spy, sector) in window.core.context(min(window.core.config.windows)).items():
+            o, h, low, c, v = bars[symbol]
+            context = CorrelationContext(
+                symbol=symbol, timeframe=timeframe, timestamp=EPOCH + stepped * _US,
+                open=o, high=h, low=low, close=c, volume=v, spy_correlation=spy, sector_correlation=sector,
+            )
+            out.append((names[CORRELATION_CONTEXT], symbol.encode(), encode(context), []))
+        correlation_states.delete(window.key(stepped), partition)
+        correlation_states.changed(window.key("core"), partition, window.core)
 
     @app.task
     async def broker_health() -> None:

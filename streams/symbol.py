@@ -61,6 +61,8 @@ class SymbolProcessor:
         self.regime = regime or RegimeConfig()
         self.vwap_anchor_s = vwap_anchor_s
         self._encode = msgspec.json.Encoder().encode
+        # One resampler, given each symbol's state in turn: its timeframes are checked once.
+        self._resampler = Resampler(base=base_timeframe, timeframes=resample_to) if resample_to else None
 
     def process(self, state: SymbolState, bar: Bar) -> tuple[list[Output], bool]:
         """Return (outputs, redelivered); raise ``InvalidMessage`` with the state untouched."""
@@ -74,8 +76,9 @@ class SymbolProcessor:
             if ts_us < frame.last_ts_us:
                 raise InvalidMessage("late_bar", f"{bar.timeframe} bar at {bar.ts.isoformat()} is older than the last one seen")
         bars = [bar]
-        if bar.timeframe == self.base and self.resample_to:
-            resampler = Resampler(state.resampler, base=self.base, timeframes=self.resample_to)
+        if bar.timeframe == self.base and self._resampler is not None:
+            resampler = self._resampler
+            resampler.state = state.resampler or ResamplerState()
             bars += resampler.update(bar)
             state.resampler = resampler.state
         outputs: list[Output] = []
