@@ -106,10 +106,12 @@ def faust_ceiling(settings, count: int) -> float:
         return float(result.read_text())
 
 
-def faust_worker(settings, count: int) -> float:
+def faust_worker(settings, count: int, **overrides: str) -> float:
+    """Bars/s of ``tickwire worker`` (its own consumer group each time), from its first bar."""
     port = 19400 + os.getpid() % 500
     env = dict(os.environ, TICKWIRE_TOPIC_PREFIX=settings.topic_prefix, TICKWIRE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
-               TICKWIRE_LOG_LEVEL="WARNING", TICKWIRE_MAX_FUTURE_SKEW_S="1e9")
+               TICKWIRE_LOG_LEVEL="WARNING", TICKWIRE_MAX_FUTURE_SKEW_S="1e9", TICKWIRE_PROCESSOR_GROUP=f"bench-{uuid.uuid4().hex[:6]}",
+               **overrides)
     proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--metrics-port", str(port)], env=env,
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metric = f'tickwire_messages_consumed_total{{topic="{settings.topic(BARS.name)}"}}'
@@ -138,7 +140,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20k bars, one repeat")
     args = parser.parse_args()
     count, repeats = (20_000, 1) if args.quick else (200_000, 3)
-    faust_rates, base_rates, pass_rates, ceiling_rates = [], [], [], []
+    faust_rates, base_rates, pass_rates, ceiling_rates, lean_rates = [], [], [], [], []
     for _ in range(repeats):
         settings = local_settings(topic_prefix=f"bench{uuid.uuid4().hex[:8]}.")
         asyncio.run(preload(settings, count, 50))
@@ -146,10 +148,13 @@ def main() -> None:
         base_rates.append(asyncio.run(aiokafka_baseline(settings, count)))
         ceiling_rates.append(faust_ceiling(settings, count))
         faust_rates.append(faust_worker(settings, count))
+        lean_rates.append(faust_worker(settings, count, TICKWIRE_CORRELATION_TIMEFRAMES=""))
     worker = statistics.median(faust_rates)
     emit("pipeline", "worker_throughput", worker, "bars/s", "aiokafka consume-and-produce passthrough", statistics.median(pass_rates))
     emit("pipeline", "worker_throughput", worker, "bars/s", "faust agent doing nothing (faust's own ceiling)", statistics.median(ceiling_rates))
     emit("pipeline", "worker_throughput", worker, "bars/s", "aiokafka getmany loop, per-symbol core only", statistics.median(base_rates))
+    emit("pipeline", "worker_throughput_without_correlations", statistics.median(lean_rates), "bars/s",
+         "faust agent doing nothing (faust's own ceiling)", statistics.median(ceiling_rates))
     emit("pipeline", "faust_ceiling", statistics.median(ceiling_rates), "msgs/s", "aiokafka consume-and-produce passthrough", statistics.median(pass_rates))
 
 
