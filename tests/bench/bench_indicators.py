@@ -1,12 +1,15 @@
 """Indicator throughput: our full per-bar update against TA-Lib's and talipp's streaming peers.
 
 Bars of 100 symbols arrive interleaved (one bar of each symbol per minute). Every
-figure is the median of several repeats, all measured in the same run:
+figure is the median of several repeats, all measured in the same run, the
+contenders' repeats taking turns so that a busy machine slows them alike:
 
 - ours: ``Indicators.update`` on decoded ``Bar`` objects (what an agent does per
   message) and ``Indicators.update_many`` on per-symbol batches (what it does after
   ``stream.take``); all fifteen values (EMA20/50, RSI, ATR, MACD, BB, ADX/+DI/-DI,
-  VWAP, volatility), plus the regime in the ``+regime`` figures;
+  VWAP, volatility), plus the regime in the ``with_regime`` figures; the
+  ``rebuilt_per_bar`` figure builds ``Indicators`` and ``RegimeDetector`` from the
+  frame's states for every bar, as ``streams.symbol`` does;
 - TA-Lib 0.8 stream handles (``talib.stream.EMA(history).update(x)``...: the C library
   driven bar by bar; nine handles per symbol for EMA20, EMA50, RSI, ATR, MACD, BBANDS,
   ADX, PLUS_DI, MINUS_DI; no VWAP or volatility, which TA-Lib lacks);
@@ -37,7 +40,7 @@ from talib import stream  # noqa: E402
 
 from schemas.market import Bar  # noqa: E402
 from streams.indicators import Indicators  # noqa: E402
-from streams.regimes import RegimeDetector  # noqa: E402
+from streams.regimes import RegimeConfig, RegimeDetector, RegimeState  # noqa: E402
 from tests.bench._services import emit  # noqa: E402
 
 WARM = 300
@@ -64,13 +67,15 @@ def market(symbols: int, bars: int, seed: int = 1) -> Market:
     return Market(ts, close + spread, close - spread, close, volume)
 
 
-def median_rate(run, repeats: int) -> float:
-    """Median bars/s of ``run()``, which prepares untimed and returns (bars, seconds)."""
-    rates = []
+def median_rates(runs: dict, repeats: int) -> dict[str, float]:
+    """Median bars/s of each ``run()`` (which prepares untimed and returns (bars, seconds)),
+    the runs taking turns repeat by repeat."""
+    rates = {name: [] for name in runs}
     for _ in range(repeats):
-        bars, seconds = run()
-        rates.append(bars / seconds)
-    return statistics.median(rates)
+        for name, run in runs.items():
+            bars, seconds = run()
+            rates[name].append(bars / seconds)
+    return {name: statistics.median(r) for name, r in rates.items()}
 
 
 def warmed(m: Market) -> list[Indicators]:
@@ -105,6 +110,20 @@ def ours_update(m: Market, messages: list[tuple[int, Bar]], with_regime: bool):
         else:
             for s, bar in messages:
                 indicators[s].update(bar)
+        return len(messages), time.perf_counter() - start
+
+    return run
+
+
+def ours_rebuilt_per_bar(m: Market, messages: list[tuple[int, Bar]]):
+    def run():
+        config = RegimeConfig()
+        states = [(ind.state, RegimeState()) for ind in warmed(m)]
+        start = time.perf_counter()
+        for s, bar in messages:
+            indicator_state, regime_state = states[s]
+            values = Indicators(indicator_state).update(bar)
+            RegimeDetector(config, regime_state).update(bar.ts, bar.close, values)
         return len(messages), time.perf_counter() - start
 
     return run
@@ -198,22 +217,27 @@ def main() -> None:
     m = market(args.symbols, bars_per_symbol)
     messages = bar_objects(m)
 
-    talib_rate = median_rate(talib_stateful(m), repeats)
-    ours_rate = median_rate(ours_update(m, messages, with_regime=False), repeats)
-    emit("indicators", "update_bars_per_s", ours_rate, "bars/s", "talib_stream_handles", talib_rate)
-    many_rate = median_rate(ours_update_many(m, batch=100), repeats)
-    emit("indicators", "update_many_100_bars_per_s", many_rate, "bars/s", "talib_stream_handles", talib_rate)
-    regime_rate = median_rate(ours_update(m, messages, with_regime=True), repeats)
-    emit("indicators", "update_with_regime_bars_per_s", regime_rate, "bars/s", "talib_stream_handles", talib_rate)
-
-    window_rate = median_rate(talib_trailing_window(m, window=WARM, bars_timed=sampled), repeats)
-    emit("indicators", "update_bars_per_s", ours_rate, "bars/s", f"talib_stream_trailing_{WARM}_bars", window_rate)
+    runs = {
+        "talib": talib_stateful(m),
+        "update": ours_update(m, messages, with_regime=False),
+        "many": ours_update_many(m, batch=100),
+        "regime": ours_update(m, messages, with_regime=True),
+        "rebuilt": ours_rebuilt_per_bar(m, messages),
+        "window": talib_trailing_window(m, window=WARM, bars_timed=sampled),
+    }
     try:
-        talipp_rate = median_rate(talipp_incremental(m, bars_timed=sampled), repeats)
+        runs["talipp"] = talipp_incremental(m, bars_timed=sampled)
     except ImportError:
         print("talipp not installed: no talipp figure", file=sys.stderr)
-    else:
-        emit("indicators", "update_with_regime_bars_per_s", regime_rate, "bars/s", "talipp", talipp_rate)
+    rates = median_rates(runs, repeats)
+    talib_rate = rates["talib"]
+    emit("indicators", "update_bars_per_s", rates["update"], "bars/s", "talib_stream_handles", talib_rate)
+    emit("indicators", "update_many_100_bars_per_s", rates["many"], "bars/s", "talib_stream_handles", talib_rate)
+    emit("indicators", "update_with_regime_bars_per_s", rates["regime"], "bars/s", "talib_stream_handles", talib_rate)
+    emit("indicators", "update_with_regime_rebuilt_per_bar_bars_per_s", rates["rebuilt"], "bars/s", "talib_stream_handles", talib_rate)
+    emit("indicators", "update_bars_per_s", rates["update"], "bars/s", f"talib_stream_trailing_{WARM}_bars", rates["window"])
+    if "talipp" in rates:
+        emit("indicators", "update_with_regime_bars_per_s", rates["regime"], "bars/s", "talipp", rates["talipp"])
 
     indicators = warmed(m)
     detector = RegimeDetector()
