@@ -31,7 +31,8 @@ replays, batches and restarts (state restored from msgpack) give the same readin
 
 The numeric rule is one numba kernel (like ``streams.indicators``) over the state's
 bytes, which keep the volatility window in its ring and its sorted order, so that a
-detector built from a state for every bar costs no sort.
+detector built from a state for every bar costs no sort; ``streams.frame`` runs it in
+the same compiled call as the indicators.
 """
 
 from __future__ import annotations
@@ -237,18 +238,13 @@ _DATA = types.ByteArray(types.uint8, 1, "C")
 _CHANGED = 4  # added to the code of a regime this bar changed to
 
 
-@njit((_DATA, types.float64[::1], types.int64, _VALUE, _VALUE, _VALUE, _VALUE, _VALUE), cache=True)
-def _step(data, cfg, held, ema_value, volatility_value, adx_value, plus_di_value, minus_di_value):
-    """One bar. Returns (code, confidence): code the held regime's index, plus
-    ``_CHANGED`` if it changed on this bar; -1: no reading yet; -2: ``data`` is not laid
-    out for ``cfg``. Two numbers only: boxing each returned value costs."""
+@njit(cache=True)
+def _rule(data, cfg, held, ema, volatility, adx, plus_di, minus_di):
+    """``_step`` on NaN-for-None values, ``data`` already laid out for ``cfg``; also run by
+    ``streams.frame`` on the same bar as the indicators."""
     nan = np.nan
-    if not _laid_out(data, cfg):
-        return -2, nan
     f, emas, ring, order = _views(data, cfg)
     slots, window = len(emas), len(ring)
-    ema, volatility, adx = _nan(ema_value), _nan(volatility_value), _nan(adx_value)
-    plus_di, minus_di = _nan(plus_di_value), _nan(minus_di_value)
 
     if ema == ema:
         slot = np.int64(f[_EMA_NEXT])
@@ -303,6 +299,17 @@ def _step(data, cfg, held, ema_value, volatility_value, adx_value, plus_di_value
     f[_CANDIDATE] = -1.0
     f[_CANDIDATE_BARS] = 0.0
     return raw + _CHANGED, _confidence(cfg, raw, adx, rank)
+
+
+@njit((_DATA, types.float64[::1], types.int64, _VALUE, _VALUE, _VALUE, _VALUE, _VALUE), cache=True)
+def _step(data, cfg, held, ema, volatility, adx, plus_di, minus_di):
+    """One bar. Returns (code, confidence): code the held regime's index, plus
+    ``_CHANGED`` if it changed on this bar; -1: no reading yet; -2: ``data`` is not laid
+    out for ``cfg`` (and was left as it was). Two numbers only: boxing each returned
+    value costs."""
+    if not _laid_out(data, cfg):
+        return -2, np.nan
+    return _rule(data, cfg, held, _nan(ema), _nan(volatility), _nan(adx), _nan(plus_di), _nan(minus_di))
 
 
 @njit((_DATA, types.float64[::1], types.float64), cache=True)
@@ -366,41 +373,47 @@ class RegimeDetector:
         )
         if code < 0:
             if code == -2:  # the state was left as it was
-                self._lay_out()
+                _lay_out(s, self.config)
                 return self.update(ts, close, values)
             return RegimeReading(ts, None, None)
         if code < _CHANGED:
             return RegimeReading(ts, REGIMES[code], confidence)
+        return _change(s, self._cfg, self._details, ts, close, values, code, confidence)
 
-        regime = REGIMES[code - _CHANGED]
-        rank, ratio, slope = _CHANGE_MEASURES(s.data, self._cfg, values["volatility_20d"])
-        held, previous_since = s.regime, s.since
-        s.regime, s.since = regime, ts
-        deciding = {name: values[name] for name in DECIDING}
-        deciding["close"] = close
-        deciding["volatility_percentile"] = rank
-        return RegimeReading(
-            ts=ts,
-            regime=regime,
-            confidence=confidence,
-            changed=True,
-            previous=held,
-            previous_since=previous_since,
-            values=deciding,
-            details={"ema_slope_per_bar": slope, "volatility_to_median": ratio, **self._details},
-        )
 
-    def _lay_out(self) -> None:
-        """Size ``state.data`` for this configuration (a new state, or new window sizes),
-        keeping the newest values and any candidate regime."""
-        s, cfg = self.state, self.config
-        slots, window = cfg.slope_bars + 1, cfg.volatility_window_bars
-        emas, volatilities = s.emas[-slots:], s.volatilities[-window:]
-        candidate = s._header()[_CANDIDATE : _CANDIDATE_BARS + 1] if s.data else [-1, 0]
-        floats = np.zeros(_HEADER + slots + window)
-        floats[:_HEADER] = [slots, window, len(emas) % slots, len(emas), len(volatilities) % window, len(volatilities), *candidate]
-        floats[_HEADER : _HEADER + len(emas)] = emas
-        floats[_HEADER + slots : _HEADER + slots + len(volatilities)] = volatilities
-        order = np.zeros(_order_slots(window), np.uint16)
-        order[: len(volatilities)] = np.argsort(volatilities, kind="stable")
-        s.data = bytearray(floats.tobytes() + order.tobytes())
+def _change(state: RegimeState, cfg: np.ndarray, details: dict, ts: datetime, close: float, values: Mapping[str, float | None],
+            code: int, confidence: float) -> RegimeReading:
+    """The reading of a bar whose kernel step returned a change (``code >= _CHANGED``);
+    moves ``state`` to the new regime."""
+    regime = REGIMES[code - _CHANGED]
+    rank, ratio, slope = _CHANGE_MEASURES(state.data, cfg, values["volatility_20d"])
+    held, previous_since = state.regime, state.since
+    state.regime, state.since = regime, ts
+    deciding = {name: values[name] for name in DECIDING}
+    deciding["close"] = close
+    deciding["volatility_percentile"] = rank
+    return RegimeReading(
+        ts=ts,
+        regime=regime,
+        confidence=confidence,
+        changed=True,
+        previous=held,
+        previous_since=previous_since,
+        values=deciding,
+        details={"ema_slope_per_bar": slope, "volatility_to_median": ratio, **details},
+    )
+
+
+def _lay_out(s: RegimeState, cfg: RegimeConfig) -> None:
+    """Size ``s.data`` for ``cfg`` (a new state, or new window sizes), keeping the newest
+    values and any candidate regime."""
+    slots, window = cfg.slope_bars + 1, cfg.volatility_window_bars
+    emas, volatilities = s.emas[-slots:], s.volatilities[-window:]
+    candidate = s._header()[_CANDIDATE : _CANDIDATE_BARS + 1] if s.data else [-1, 0]
+    floats = np.zeros(_HEADER + slots + window)
+    floats[:_HEADER] = [slots, window, len(emas) % slots, len(emas), len(volatilities) % window, len(volatilities), *candidate]
+    floats[_HEADER : _HEADER + len(emas)] = emas
+    floats[_HEADER + slots : _HEADER + slots + len(volatilities)] = volatilities
+    order = np.zeros(_order_slots(window), np.uint16)
+    order[: len(volatilities)] = np.argsort(volatilities, kind="stable")
+    s.data = bytearray(floats.tobytes() + order.tobytes())

@@ -18,8 +18,9 @@ import msgspec
 from schemas.errors import InvalidMessage
 from schemas.market import Bar, Condition, RegimeChange
 from streams.candles import Resampler, ResamplerState
-from streams.indicators import Indicators, IndicatorState
-from streams.regimes import RegimeConfig, RegimeDetector, RegimeState
+from streams.frame import FrameCore
+from streams.indicators import KEYS, IndicatorState
+from streams.regimes import RegimeConfig, RegimeState
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)
@@ -94,8 +95,7 @@ class SymbolProcessor:
             frame = state.frames[bar.timeframe] = FrameState(
                 ts_us, IndicatorState(vwap_anchor_s=self.vwap_anchor_s), RegimeState()
             )
-        values = Indicators(frame.indicators).update(bar)
-        reading = RegimeDetector(self.regime, frame.regime).update(bar.ts, bar.close, values)
+        values, regime, confidence, change = FrameCore(self.regime, frame.indicators, frame.regime).update(bar)
         frame.last_ts_us = ts_us
         condition = Condition(
             symbol=bar.symbol,
@@ -106,23 +106,23 @@ class SymbolProcessor:
             low=bar.low,
             close=bar.close,
             volume=bar.volume,
-            detected_regime=reading.regime,
-            regime_confidence=reading.confidence,
-            **values,
+            detected_regime=regime,
+            regime_confidence=confidence,
+            **dict(zip(KEYS, values)),
         )
         outputs: list[Output] = [("condition", self._encode(condition))]
-        if reading.changed:
-            change = RegimeChange(
+        if change is not None:
+            row = RegimeChange(
                 symbol=bar.symbol,
                 timeframe=bar.timeframe,
                 timestamp=bar.ts,
-                regime=reading.regime,
-                confidence=reading.confidence,
-                previous_regime=reading.previous,
-                previous_regime_since=reading.previous_since,
-                ema_slope_per_bar=reading.details["ema_slope_per_bar"],
-                details=reading.details,
-                **reading.values,
+                regime=change.regime,
+                confidence=change.confidence,
+                previous_regime=change.previous,
+                previous_regime_since=change.previous_since,
+                ema_slope_per_bar=change.details["ema_slope_per_bar"],
+                details=change.details,
+                **change.values,
             )
-            outputs.append(("regime", self._encode(change)))
+            outputs.append(("regime", self._encode(row)))
         return outputs

@@ -7,9 +7,10 @@ contenders' repeats taking turns so that a busy machine slows them alike:
 - ours: ``Indicators.update`` on decoded ``Bar`` objects (what an agent does per
   message) and ``Indicators.update_many`` on per-symbol batches (what it does after
   ``stream.take``); all fifteen values (EMA20/50, RSI, ATR, MACD, BB, ADX/+DI/-DI,
-  VWAP, volatility), plus the regime in the ``with_regime`` figures; the
-  ``rebuilt_per_bar`` figure builds ``Indicators`` and ``RegimeDetector`` from the
-  frame's states for every bar, as ``streams.symbol`` does;
+  VWAP, volatility), plus the regime in the ``with_regime`` figures: ``FrameCore.update``
+  (indicators and regime in one compiled call), kept per symbol, or built from the
+  frame's states for every bar (``rebuilt_per_bar``) as ``streams.symbol`` does; and
+  ``Indicators.update`` then ``RegimeDetector.update`` (``two_calls``), for comparison;
 - TA-Lib 0.8 stream handles (``talib.stream.EMA(history).update(x)``...: the C library
   driven bar by bar; nine handles per symbol for EMA20, EMA50, RSI, ATR, MACD, BBANDS,
   ADX, PLUS_DI, MINUS_DI; no VWAP or volatility, which TA-Lib lacks);
@@ -39,6 +40,7 @@ import numpy as np  # noqa: E402
 from talib import stream  # noqa: E402
 
 from schemas.market import Bar  # noqa: E402
+from streams.frame import FrameCore  # noqa: E402
 from streams.indicators import Indicators  # noqa: E402
 from streams.regimes import RegimeConfig, RegimeDetector, RegimeState  # noqa: E402
 from tests.bench._services import emit  # noqa: E402
@@ -98,18 +100,24 @@ def bar_objects(m: Market) -> list[tuple[int, Bar]]:
     ]
 
 
-def ours_update(m: Market, messages: list[tuple[int, Bar]], with_regime: bool):
+def ours_update(m: Market, messages: list[tuple[int, Bar]]):
     def run():
         indicators = warmed(m)
-        regimes = [RegimeDetector() for _ in indicators]
         start = time.perf_counter()
-        if with_regime:
-            for s, bar in messages:
-                values = indicators[s].update(bar)
-                regimes[s].update(bar.ts, bar.close, values)
-        else:
-            for s, bar in messages:
-                indicators[s].update(bar)
+        for s, bar in messages:
+            indicators[s].update(bar)
+        return len(messages), time.perf_counter() - start
+
+    return run
+
+
+def ours_with_regime(m: Market, messages: list[tuple[int, Bar]]):
+    def run():
+        config = RegimeConfig()
+        cores = [FrameCore(config, ind.state, RegimeState()) for ind in warmed(m)]
+        start = time.perf_counter()
+        for s, bar in messages:
+            cores[s].update(bar)
         return len(messages), time.perf_counter() - start
 
     return run
@@ -122,8 +130,20 @@ def ours_rebuilt_per_bar(m: Market, messages: list[tuple[int, Bar]]):
         start = time.perf_counter()
         for s, bar in messages:
             indicator_state, regime_state = states[s]
-            values = Indicators(indicator_state).update(bar)
-            RegimeDetector(config, regime_state).update(bar.ts, bar.close, values)
+            FrameCore(config, indicator_state, regime_state).update(bar)
+        return len(messages), time.perf_counter() - start
+
+    return run
+
+
+def ours_two_calls(m: Market, messages: list[tuple[int, Bar]]):
+    def run():
+        indicators = warmed(m)
+        regimes = [RegimeDetector() for _ in indicators]
+        start = time.perf_counter()
+        for s, bar in messages:
+            values = indicators[s].update(bar)
+            regimes[s].update(bar.ts, bar.close, values)
         return len(messages), time.perf_counter() - start
 
     return run
@@ -219,10 +239,11 @@ def main() -> None:
 
     runs = {
         "talib": talib_stateful(m),
-        "update": ours_update(m, messages, with_regime=False),
+        "update": ours_update(m, messages),
         "many": ours_update_many(m, batch=100),
-        "regime": ours_update(m, messages, with_regime=True),
+        "regime": ours_with_regime(m, messages),
         "rebuilt": ours_rebuilt_per_bar(m, messages),
+        "two_calls": ours_two_calls(m, messages),
         "window": talib_trailing_window(m, window=WARM, bars_timed=sampled),
     }
     try:
@@ -235,15 +256,15 @@ def main() -> None:
     emit("indicators", "update_many_100_bars_per_s", rates["many"], "bars/s", "talib_stream_handles", talib_rate)
     emit("indicators", "update_with_regime_bars_per_s", rates["regime"], "bars/s", "talib_stream_handles", talib_rate)
     emit("indicators", "update_with_regime_rebuilt_per_bar_bars_per_s", rates["rebuilt"], "bars/s", "talib_stream_handles", talib_rate)
+    emit("indicators", "update_with_regime_two_calls_bars_per_s", rates["two_calls"], "bars/s", "talib_stream_handles", talib_rate)
     emit("indicators", "update_bars_per_s", rates["update"], "bars/s", f"talib_stream_trailing_{WARM}_bars", rates["window"])
     if "talipp" in rates:
         emit("indicators", "update_with_regime_bars_per_s", rates["regime"], "bars/s", "talipp", rates["talipp"])
 
-    indicators = warmed(m)
-    detector = RegimeDetector()
-    for s, bar in messages[: 200 * args.symbols : args.symbols]:
-        detector.update(bar.ts, bar.close, indicators[s].update(bar))
-    state_bytes = len(msgspec.msgpack.encode(indicators[0].state)) + len(msgspec.msgpack.encode(detector.state))
+    core = FrameCore(RegimeConfig(), warmed(m)[0].state, RegimeState())
+    for _, bar in messages[: 200 * args.symbols : args.symbols]:
+        core.update(bar)
+    state_bytes = len(msgspec.msgpack.encode(core.indicators)) + len(msgspec.msgpack.encode(core.regime))
     emit("indicators", "state_bytes_per_symbol_timeframe", state_bytes, "bytes", "goal", 4096)
 
 
