@@ -1,0 +1,82 @@
+"""The worker's batching pieces that need no broker: packing and per-batch state writes."""
+
+from __future__ import annotations
+
+import msgspec
+from prometheus_client import CollectorRegistry
+
+from schemas.metrics import Metrics
+from streams.app import _PACK_BYTES, KeyedStates, _pack
+
+
+class _Table:
+    """What KeyedStates uses of a faust Table: its store and its changelog sends."""
+
+    name = "t"
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+        self.sent: list[tuple[int, bytes, bytes | None]] = []
+
+    def send_changelog(self, partition: int, key: bytes, value: bytes | None, value_serializer: str | None = None) -> None:
+        self.sent.append((partition, key, value))
+
+
+def states(table: _Table) -> KeyedStates:
+    return KeyedStates(table, msgspec.msgpack.decode, msgspec.msgpack.encode, dict, Metrics(CollectorRegistry()))
+
+
+def test_pack_keeps_order_per_key_and_bounds_each_message():
+    big = b"x" * (_PACK_BYTES // 3)
+    messages = [("c", b"1m", big + bytes([i]), []) for i in range(7)] + [("other", b"k", b"v", [])] + [("c", b"1h", b"h", [])]
+    packed = _pack(messages, "c")
+    assert packed[0] == ("other", b"k", b"v", [])
+    minute = [m for m in packed if m[0] == "c" and m[1] == b"1m"]
+    assert len(minute) == 4  # a third of the limit and a byte each: two to a message
+    values = [v for m in minute for v in msgspec.msgpack.decode(m[2])]
+    assert values == [big + bytes([i]) for i in range(7)]
+    assert all(sum(map(len, msgspec.msgpack.decode(m[2]))) <= _PACK_BYTES for m in minute)
+    assert [msgspec.msgpack.decode(m[2]) for m in packed if m[1] == b"1h"] == [[b"h"]]
+
+
+def test_a_batch_writes_each_changed_key_once_with_its_partition():
+    table = _Table()
+    keyed = states(table)
+    for n in range(3):
+        keyed.get(b"a")[n] = n
+        keyed.changed(b"a", 4)
+    keyed.get(b"b")["x"] = 1  # read and changed in place, but never marked: not written
+    keyed.write()
+    assert table.sent == [(4, b"a", msgspec.msgpack.encode({0: 0, 1: 1, 2: 2}))]
+    assert msgspec.msgpack.decode(table.data[b"a"]) == {0: 0, 1: 1, 2: 2}
+    keyed.write()
+    assert len(table.sent) == 1  # nothing changed since
+
+
+def test_forget_returns_a_key_to_its_last_written_value():
+    table = _Table()
+    keyed = states(table)
+    keyed.get(b"a")["n"] = 1
+    keyed.changed(b"a", 0)
+    keyed.write()
+    keyed.get(b"a")["n"] = 2  # a failed message half-changed it
+    keyed.changed(b"a", 0)
+    keyed.forget(lambda key: key == b"a")
+    assert keyed.get(b"a") == {"n": 1}
+    keyed.write()
+    assert len(table.sent) == 1
+
+
+def test_release_keeps_what_waits_to_be_written_and_delete_sends_a_tombstone():
+    table = _Table()
+    keyed = states(table)
+    keyed.get(b"kept")["n"] = 1
+    keyed.changed(b"kept", 1)
+    keyed.get(b"clean")
+    keyed.release()
+    assert keyed.held(b"kept") and not keyed.held(b"clean")
+    keyed.write()
+    keyed.delete(b"kept", 1)
+    keyed.write()
+    assert table.sent[-1] == (1, b"kept", None) and b"kept" not in table.data
+    assert keyed.get(b"kept") == {}
