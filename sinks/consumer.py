@@ -32,6 +32,7 @@ from sinks.postgres import TableWriter
 log = logging.getLogger("tickwire.sink")
 T = TypeVar("T", bound=msgspec.Struct)
 _MIN_GROUP_ROWS = 500  # a batch is spread over more connections only in groups at least this big
+_WRITE_POLL_S = 0.005  # while a write is in flight, a started batch polls this often
 
 
 class _Rejected(msgspec.Struct):
@@ -114,6 +115,7 @@ class TopicSink(Generic[T]):
         self._decoder = msgspec.json.Decoder(table.message or table.record)
         self._ts_index = table.columns.index(table.time_column) if table.time_column else None
         self._committed: dict[TopicPartition, int] = {}
+        self._committing: asyncio.Task | None = None  # the offset commit of the last batch written
         self._lag_reported = 0.0
 
     def decode(self, record: ConsumerRecord) -> tuple | None:
@@ -135,7 +137,7 @@ class TopicSink(Generic[T]):
         pending: asyncio.Task | None = None
         try:
             while True:
-                batch = await self._collect()
+                batch = await self._collect(pending)
                 if pending is not None:
                     await self._wait_polling(pending)
                     pending = None
@@ -144,18 +146,26 @@ class TopicSink(Generic[T]):
                 else:
                     await self._report_lag()
         finally:
-            if pending is not None:
-                pending.cancel()
-                await asyncio.gather(pending, return_exceptions=True)
+            for task in (pending, self._committing):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
 
-    async def _collect(self) -> "_Batch":
+    async def _collect(self, writing: asyncio.Task | None) -> "_Batch":
+        """Records until the batch is full, ``flush_interval_s`` has passed, or it holds some
+        and no write is in flight: a row then waits for the write before it, not for a
+        deadline, and batches grow only as large as the database's pace makes them."""
         max_rows = self.settings.max_batch_rows
         deadline = time.monotonic() + self.settings.flush_interval_s
         batch = _Batch()
         while batch.size < max_rows:
+            if batch.size and (writing is None or writing.done()):
+                break
             timeout_s = deadline - time.monotonic()
             if timeout_s <= 0:
                 break
+            if batch.size:  # look again soon whether the write has finished
+                timeout_s = min(timeout_s, _WRITE_POLL_S)
             polled = await self.consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_rows - batch.size)
             for tp, records in polled.items():
                 self.metrics.consumed.labels(tp.topic).inc(len(records))
@@ -188,7 +198,7 @@ class TopicSink(Generic[T]):
 
     async def checkpoint(self, batch: "_Batch") -> None:
         """Write the batch (partitions spread over the pool's connections, one transaction
-        each), send rejects to the DLQ, then commit the offsets."""
+        each), send rejects to the DLQ, then start committing the offsets."""
         rows_count = sum(len(r) for r in batch.rows.values())
         if rows_count:
             started = time.perf_counter()
@@ -208,9 +218,16 @@ class TopicSink(Generic[T]):
             self._observe_latency(batch)
         if batch.rejected:
             await self._send_dlq(batch.rejected)
-        await self.consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in batch.offsets.items()})
-        self._committed.update(batch.offsets)
-        # At most once a second: an end-offsets round trip per batch would hold up the next one.
+        # The offsets are committed while the next batch is written: that broker round trip
+        # (and the lag report) would otherwise hold up every write. Commits stay in batch
+        # order, and a failed one fails the next checkpoint.
+        if self._committing is not None:
+            await self._committing
+        self._committing = asyncio.create_task(self._commit(batch.offsets))
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        await self.consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()})
+        self._committed.update(offsets)
         await self._report_lag()
 
     async def _report_lag(self) -> None:

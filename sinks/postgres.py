@@ -48,10 +48,13 @@ class TableWriter:
                 action += f" AND {table.update_where}"
         else:
             action = "DO NOTHING"
+        # Counted by a query rather than read from the command tag: a query goes through
+        # asyncpg's statement cache, so each connection plans the merge once, not per batch.
         self.merge_sql = (
-            f"INSERT INTO {_ident(table.name)} ({cols}) SELECT {cols} FROM {_ident(self.staging)} "
-            f"ON CONFLICT ({key}) {action}"
+            f"WITH merged AS (INSERT INTO {_ident(table.name)} ({cols}) SELECT {cols} FROM {_ident(self.staging)} "
+            f"ON CONFLICT ({key}) {action} RETURNING 1) SELECT count(*) FROM merged"
         )
+        self.columns = table.columns  # computed from the Struct's fields on every access
         self._key_index = [table.columns.index(c) for c in table.key]
         # A row's key (a tuple, or the value itself for a one-column key), in C.
         self.key_of = operator.itemgetter(*self._key_index)
@@ -73,9 +76,8 @@ class TableWriter:
         if self._json_index:
             rows = [self._encode_json(row) for row in rows]
         async with conn.transaction():
-            await conn.copy_records_to_table(self.staging, records=rows, columns=self.table.columns)
-            status = await conn.execute(self.merge_sql)
-        return int(status.rsplit(" ", 1)[1])
+            await conn.copy_records_to_table(self.staging, records=rows, columns=self.columns)
+            return await conn.fetchval(self.merge_sql)
 
     def _encode_json(self, row: tuple) -> tuple:
         values = list(row)
