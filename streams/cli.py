@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import logging.config
 import os
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     _use_uvloop()
+    gc.freeze()  # what is loaded by now lives as long as the process: the collector need not scan it
     try:
         settings = Settings.from_env()
         logging.config.dictConfig(logging_config(settings.log_level))
@@ -459,8 +461,16 @@ async def _sink(settings: Settings, metrics: Metrics, tables: list[str]) -> None
         for writer in writers:
             await writer.prepare(conn)
 
+    async def release(conn: asyncpg.Connection) -> None:
+        """Sinks set no session state (their staging tables are meant to stay), so a released
+        connection needs no reset query, a round trip per write, unless a write was cut short."""
+        if conn.is_in_transaction():
+            await conn.execute("ROLLBACK")
+
     try:
-        pool = await asyncpg.create_pool(**settings.pg_options(), min_size=1, max_size=settings.pg_pool_size, init=prepare)
+        pool = await asyncpg.create_pool(
+            **settings.pg_options(), min_size=1, max_size=settings.pg_pool_size, init=prepare, reset=release
+        )
     except (OSError, asyncpg.PostgresError) as exc:
         raise CommandError(f"cannot connect to PostgreSQL at {settings.safe_dsn()}: {type(exc).__name__}: {exc}") from None
     producer = AIOKafkaProducer(**settings.kafka_options(), acks="all")
