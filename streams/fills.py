@@ -112,18 +112,6 @@ class FillResult(NamedTuple):
     duplicate: bool
 
 
-_state_encoder = msgspec.msgpack.Encoder()
-_state_decoder = msgspec.msgpack.Decoder(TradeBook)
-
-
-def encode_state(state: TradeBook) -> bytes:
-    return _state_encoder.encode(state)
-
-
-def decode_state(raw: bytes) -> TradeBook:
-    return _state_decoder.decode(raw)
-
-
 class TradeBuilder:
     """The rules in the module docstring, over a ``TradeBook`` the caller keeps."""
 

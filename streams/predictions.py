@@ -105,18 +105,6 @@ class PredictionResult(NamedTuple):
     duplicate: bool
 
 
-_state_encoder = msgspec.msgpack.Encoder()
-_state_decoder = msgspec.msgpack.Decoder(PredictionState)
-
-
-def encode_state(state: PredictionState) -> bytes:
-    return _state_encoder.encode(state)
-
-
-def decode_state(raw: bytes) -> PredictionState:
-    return _state_decoder.decode(raw)
-
-
 class PredictionValidator:
     """The rules in the module docstring, over a ``PredictionState`` the caller keeps."""
 

@@ -42,10 +42,6 @@ class SymbolState(msgspec.Struct, array_like=True):
     resampler: ResamplerState | None = None
 
 
-state_decoder = msgspec.msgpack.Decoder(SymbolState)
-state_encoder = msgspec.msgpack.Encoder()
-
-
 class SymbolProcessor:
     """Stateless itself: ``process`` works on the ``SymbolState`` it is given."""
 

@@ -15,7 +15,7 @@ from schemas.codec import Codec
 from schemas.errors import InvalidMessage
 from schemas.market import Bar, Condition
 from schemas.signals import ModelPredictionRow, Prediction, PredictionOutcome, feature_hash
-from streams.predictions import PredictionState, PredictionValidator, ValidatorConfig, decode_state, encode_state
+from streams.predictions import PredictionState, PredictionValidator, ValidatorConfig
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
 NOW = T0 + timedelta(days=30)
@@ -237,7 +237,7 @@ def run(events: list, restart_every: int | None) -> list[PredictionOutcome]:
     out: list[PredictionOutcome] = []
     for i, (kind, item) in enumerate(events):
         if restart_every and i % restart_every == 0:
-            state = decode_state(encode_state(state))
+            state = msgspec.msgpack.decode(msgspec.msgpack.encode(state), type=PredictionState)
         out.extend(v.on_bar(state, item) if kind == "bar" else v.on_prediction(state, item).outputs)
     return out
 

@@ -10,7 +10,7 @@ import pytest
 from schemas.errors import InvalidMessage
 from schemas.market import Bar, Condition, RegimeChange
 from streams.simulator import MarketSimulator
-from streams.symbol import SymbolProcessor, SymbolState, state_decoder, state_encoder
+from streams.symbol import SymbolProcessor, SymbolState
 
 START = datetime(2026, 3, 2, 0, 0, tzinfo=timezone.utc)
 
@@ -73,29 +73,29 @@ def test_a_redelivered_bar_resends_its_outputs_and_changes_nothing(bars):
     state, _ = run(processor, bars[:600])
     produced, redelivered = processor.process(state, bars[600])
     assert any(kind == "condition" for kind, _ in produced)
-    frozen = state_encoder.encode(state)
+    frozen = msgspec.msgpack.encode(state)
     again, redelivered = processor.process(state, bars[600])
     assert redelivered and again == produced
-    assert state_encoder.encode(state) == frozen
+    assert msgspec.msgpack.encode(state) == frozen
 
 
 def test_late_and_derived_bars_are_refused_without_touching_state(bars):
     processor = SymbolProcessor()
     state, _ = run(processor, bars[:100])
-    frozen = state_encoder.encode(state)
+    frozen = msgspec.msgpack.encode(state)
     with pytest.raises(InvalidMessage) as late:
         processor.process(state, bars[50])
     assert late.value.reason == "late_bar"
     with pytest.raises(InvalidMessage) as derived:
         processor.process(state, msgspec.structs.replace(bars[100], timeframe="5m"))
     assert derived.value.reason == "invalid_value"
-    assert state_encoder.encode(state) == frozen
+    assert msgspec.msgpack.encode(state) == frozen
 
 
 def test_a_restart_from_the_stored_state_gives_identical_outputs(bars):
     processor = SymbolProcessor()
     _, straight = run(processor, bars)
     state, first = run(processor, bars[:1234])
-    restored = state_decoder.decode(state_encoder.encode(state))
+    restored = msgspec.msgpack.decode(msgspec.msgpack.encode(state), type=SymbolState)
     _, rest = run(processor, bars[1234:], restored)
     assert first + rest == straight
