@@ -121,9 +121,6 @@ class KeyedStates:
             value = self._live[key] = self._decode(stored) if stored else self._default()
         return value
 
-    def held(self, key: bytes) -> bool:
-        return key in self._live
-
     def changed(self, key: bytes, partition: int, value: Any = _GONE) -> None:
         """Mark ``key`` for the next ``write``; with a ``value``, that becomes its live object."""
         if value is not _GONE:
@@ -440,14 +437,16 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     async def run_batch(
         events: list[faust.EventT],
         handler: Callable[[faust.EventT, list[Message]], None],
-        forget: Callable[[bytes | None], None],
         states: tuple[KeyedStates, ...],
+        forget: Callable[[bytes | None], None] | None = None,
     ) -> None:
         """Each message through its handler, then the outputs delivered, then the states written.
 
         Whatever a handler refuses, or fails on, goes to the DLQ. A failure may have
         left its key's state half-changed: the key is forgotten (back to its last
-        written state) and the batch's earlier messages of that key are applied again,
+        written state: by default the message key in each of ``states``; ``forget``
+        when the states are keyed otherwise) and the batch's earlier messages of that
+        key are applied again,
         their outputs (already queued) discarded. A failure of the broker is not the
         messages' fault: it propagates, and faust's supervisor restarts the agent from
         the last committed offset."""
@@ -466,7 +465,11 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
             except Exception as exc:  # a bug must cost one message, never the stream
                 log.exception("internal error on a message; it goes to the DLQ", extra=_where(message))
                 del out[mark:]
-                forget(message.key)
+                if forget is not None:
+                    forget(message.key)
+                else:
+                    for each in states:
+                        each.forget(lambda key: key == message.key)
                 for earlier in applied.get(message.key, ()):
                     handler(earlier, [])
                 out.append(reject(event, InvalidMessage("internal", f"{type(exc).__name__}: {str(exc)[:500]}")))
@@ -611,7 +614,7 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         backlog) until the watermark, the oldest latest-bar time of the symbols heard
         from within ``correlation_quiet_bars``, passes them."""
         async for events in batches(stream):
-            await run_batch(events, on_conditions, forget_correlations, (correlation_states,))
+            await run_batch(events, on_conditions, (correlation_states,), forget_correlations)
 
     def forget_correlations(key: bytes | None) -> None:
         """Rebuilt from the table, not from a half-applied step."""
@@ -684,12 +687,12 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     @app.agent(symbol_inputs)
     async def symbols(stream: faust.StreamT) -> None:
         async for events in batches(stream):
-            await run_batch(events, on_symbol_input, lambda key: symbol_records.forget(lambda k: k == key), (symbol_records,))
+            await run_batch(events, on_symbol_input, (symbol_records,))
 
     @app.agent(topic(TRADES))
     async def candles(stream: faust.StreamT) -> None:
         async for events in batches(stream):
-            await run_batch(events, on_trade, lambda key: trade_states.forget(lambda k: k == key), (trade_states,))
+            await run_batch(events, on_trade, (trade_states,))
 
     def on_trade(event: faust.EventT, out: list[Message]) -> None:
         trade = trade_codec.decode(event.value, headers=event.message.headers or ())
@@ -712,7 +715,7 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     @app.agent(topic(OUTCOMES))
     async def model_statistics(stream: faust.StreamT) -> None:
         async for events in batches(stream):
-            await run_batch(events, on_outcome, lambda key: model_states.forget(lambda k: k == key), (model_states,))
+            await run_batch(events, on_outcome, (model_states,))
 
     def on_outcome(event: faust.EventT, out: list[Message]) -> None:
         outcome = _decode(_outcome_decoder, event.value)
@@ -726,7 +729,7 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     @app.agent(topic(TRADE_OUTCOMES))
     async def strategy_statistics(stream: faust.StreamT) -> None:
         async for events in batches(stream):
-            await run_batch(events, on_trade_outcome, lambda key: strategy_states.forget(lambda k: k == key), (strategy_states,))
+            await run_batch(events, on_trade_outcome, (strategy_states,))
 
     def on_trade_outcome(event: faust.EventT, out: list[Message]) -> None:
         trade = _decode(_trade_decoder, event.value)
