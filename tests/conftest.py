@@ -42,6 +42,18 @@ def base_settings() -> Settings:
 
 
 @pytest.fixture(scope="module")
+def pg_settings() -> Settings:
+    """Settings for tests that need only PostgreSQL (each makes its own databases)."""
+    settings = Settings.from_env()
+    if not _reachable(settings.pg_dsn.split("@", 1)[-1].split("/", 1)[0]):
+        reason = "PostgreSQL not reachable: run the suite with deploy/local/test.sh"
+        if os.environ.get("TICKWIRE_REQUIRE_SERVICES") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return settings
+
+
+@pytest.fixture(scope="module")
 async def isolated(base_settings: Settings):
     """Settings with a fresh topic prefix and a freshly migrated database of their own."""
     import asyncpg

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
 import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -495,26 +493,6 @@ STREAM_KEYS = {t: sorted(k, key=len)[-1] for t, k in UNIQUE_KEYS.items() if t in
 
 
 # --- databases ---------------------------------------------------------------------------
-
-
-def _reachable(dsn: str) -> bool:
-    host, _, port = dsn.split("@", 1)[-1].split("/", 1)[0].rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=2).close()
-        return True
-    except OSError:
-        return False
-
-
-@pytest.fixture(scope="module")
-def pg_settings() -> Settings:
-    settings = Settings.from_env()
-    if not _reachable(settings.pg_dsn):
-        reason = "PostgreSQL not reachable: run the suite with deploy/local/test.sh"
-        if os.environ.get("TICKWIRE_REQUIRE_SERVICES") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return settings
 
 
 class Databases:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import uuid
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -20,20 +19,9 @@ import pytest
 from schemas.settings import Settings
 from sinks.maintenance import MATERIALIZED_VIEWS, maintain
 from sinks.migrate import migrate
-from tests.schemas.test_migrations import NO_TIMESCALEDB, TIME_TABLES, Databases, _reachable, timescaledb_available
+from tests.schemas.test_migrations import NO_TIMESCALEDB, TIME_TABLES, Databases, timescaledb_available
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def pg_settings() -> Settings:
-    settings = Settings.from_env()
-    if not _reachable(settings.pg_dsn):
-        reason = "PostgreSQL not reachable: run the suite with deploy/local/test.sh"
-        if os.environ.get("TICKWIRE_REQUIRE_SERVICES") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return settings
 
 
 @pytest.fixture(scope="module")
