@@ -62,12 +62,12 @@ async def detect_flavor(conn: asyncpg.Connection) -> Flavor:
         return "timescaledb"
     if not await conn.fetchval("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"):
         return "postgres"
-    try:
-        async with conn.transaction():
-            await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-    except asyncpg.PostgresError:
-        # Installed but not preloaded (shared_preload_libraries): plain PostgreSQL it is.
+    # Installed but not preloaded, CREATE EXTENSION would fail and close the connection.
+    # The preloaded loader defines this setting (shared_preload_libraries itself is
+    # readable by superusers only).
+    if not await conn.fetchval("SELECT 1 FROM pg_settings WHERE name = 'timescaledb.bgw_launcher_poll_time'"):
         return "postgres"
+    await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
     return "timescaledb"
 
 
