@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import tempfile
 from datetime import timedelta
 from typing import Any, Callable
 
@@ -349,6 +351,9 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         broker=["kafka://" + host for host in settings.kafka_bootstrap.split(",")],
         broker_credentials=credentials,
         store="memory://",
+        # State lives in changelog topics ("memory://"); faust still makes its data
+        # directory, which would otherwise land in the working directory.
+        datadir=os.path.join(tempfile.gettempdir(), "{conf.id}-data"),
         web_enabled=False,
         processing_guarantee="at_least_once",
         topic_partitions=BARS.partitions,
