@@ -31,9 +31,9 @@ from schemas.metrics import Metrics  # noqa: E402
 from schemas.tables import MARKET_CONDITIONS  # noqa: E402
 from schemas.topics import CONDITIONS  # noqa: E402
 from sinks.consumer import TopicSink  # noqa: E402
-from sinks.migrate import migrate  # noqa: E402
+from sinks.migrate import detect_flavor, migrate  # noqa: E402
 from sinks.postgres import TableWriter  # noqa: E402
-from streams.cli import _topics  # noqa: E402
+from streams.cli import _topics, _use_uvloop  # noqa: E402
 from tests.bench._services import emit, local_settings  # noqa: E402
 
 T0 = datetime(2026, 5, 4, tzinfo=timezone.utc)
@@ -144,7 +144,7 @@ async def main() -> None:
     rows = conditions(count)
     sink_rates, copy_rates = [], []
     conn = await asyncpg.connect(**local_settings().pg_options())
-    flavor = "timescaledb" if await conn.fetchval("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'") else "postgres"
+    flavor = await detect_flavor(conn)  # what the migrations will use: TimescaleDB only where preloaded
     await conn.close()
     for _ in range(repeats):
         settings = local_settings(topic_prefix=f"bsink{uuid.uuid4().hex[:8]}.")
@@ -155,4 +155,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    _use_uvloop()  # as `tickwire sink` does; the baseline runs on the same loop
     asyncio.run(main())
