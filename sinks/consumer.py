@@ -33,6 +33,9 @@ log = logging.getLogger("tickwire.sink")
 T = TypeVar("T", bound=msgspec.Struct)
 _MIN_GROUP_ROWS = 500  # a batch is spread over more connections only in groups at least this big
 _WRITE_POLL_S = 0.005  # while a write is in flight, a started batch polls this often
+# Records decoded between two turns of the event loop: getmany returns prefetched records
+# without yielding, and the write in flight needs the loop to stream its COPY and merge.
+_DECODE_CHUNK = 500
 
 
 class _Rejected(msgspec.Struct):
@@ -166,7 +169,9 @@ class TopicSink(Generic[T]):
                 break
             if batch.size:  # look again soon whether the write has finished
                 timeout_s = min(timeout_s, _WRITE_POLL_S)
-            polled = await self.consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_rows - batch.size)
+            polled = await self.consumer.getmany(
+                timeout_ms=int(timeout_s * 1000), max_records=min(_DECODE_CHUNK, max_rows - batch.size)
+            )
             for tp, records in polled.items():
                 self.metrics.consumed.labels(tp.topic).inc(len(records))
                 batch.offsets[tp] = records[-1].offset + 1
@@ -181,6 +186,7 @@ class TopicSink(Generic[T]):
                         rows.append(row)
                         sources.append(record)
                 batch.size += len(records)
+            await asyncio.sleep(0)
         return batch
 
     async def _wait_polling(self, task: asyncio.Task) -> None:
