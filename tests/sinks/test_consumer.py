@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
 import asyncpg
 import msgspec
@@ -40,6 +41,27 @@ async def test_writer_merges_idempotently_and_dedupes_within_a_batch(isolated):
         assert await writer.write(conn, rows + rows[:10]) == 100
         assert await writer.write(conn, rows) == 0
         assert await conn.fetchval("SELECT count(*) FROM market_conditions WHERE symbol = 'W'") == 100
+    finally:
+        await conn.close()
+
+
+async def test_writer_merges_a_batch_whose_plain_insert_meets_existing_keys(isolated):
+    writer = TableWriter(MARKET_CONDITIONS)
+    conn = await asyncpg.connect(**isolated.pg_options())
+    try:
+        await writer.prepare(conn)
+        first = [msgspec.structs.astuple(condition("M", i)) for i in range(50)]
+        assert await writer.write(conn, first) == 50
+        # Half of them again with a new close, half new keys: the plain insert fails on
+        # the first half, and the merge must still update them and insert the rest.
+        changed = [msgspec.structs.astuple(condition("M", i, vwap=10.25)) for i in range(25, 75)]
+        assert await writer.write(conn, changed) == 50
+        stored = await conn.fetch("SELECT vwap FROM market_conditions WHERE symbol = 'M' ORDER BY \"timestamp\"")
+        assert [r["vwap"] for r in stored] == [None] * 25 + [Decimal("10.25")] * 50
+        # Later batches are merged without trying the plain insert first, and still count
+        # only what changed.
+        assert await writer.write(conn, changed) == 0
+        assert await writer.write(conn, [msgspec.structs.astuple(condition("M", 75))]) == 1
     finally:
         await conn.close()
 
