@@ -31,7 +31,7 @@ from schemas.metrics import Metrics  # noqa: E402
 from schemas.tables import MARKET_CONDITIONS  # noqa: E402
 from schemas.topics import CONDITIONS  # noqa: E402
 from sinks.consumer import TopicSink  # noqa: E402
-from sinks.migrate import detect_flavor, migrate  # noqa: E402
+from sinks.migrate import Flavor, detect_flavor, migrate  # noqa: E402
 from sinks.postgres import TableWriter  # noqa: E402
 from streams.cli import _topics, _use_uvloop  # noqa: E402
 from tests.bench._services import emit, local_settings  # noqa: E402
@@ -50,14 +50,15 @@ def conditions(count: int, symbols: int = 100) -> list[Condition]:
     ]
 
 
-async def fresh_database(settings) -> object:
+async def fresh_database(settings, flavor: Flavor | None = None) -> object:
+    """A new migrated database (``flavor`` forces plain PostgreSQL where TimescaleDB is present)."""
     name = "bench_" + uuid.uuid4().hex[:8]
     admin = await asyncpg.connect(**settings.pg_options())
     await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()
     db = local_settings(pg_dsn=settings.pg_dsn.rsplit("/", 1)[0] + "/" + name, topic_prefix=settings.topic_prefix)
     conn = await asyncpg.connect(**db.pg_options())
-    await migrate(conn)
+    await migrate(conn, flavor=flavor)
     await conn.close()
     return db, name
 
@@ -68,8 +69,8 @@ async def drop_database(settings, name: str) -> None:
     await admin.close()
 
 
-async def copy_baseline(settings, rows: list[Condition], batch: int) -> float:
-    db, name = await fresh_database(settings)
+async def copy_baseline(settings, rows: list[Condition], batch: int, flavor: Flavor) -> float:
+    db, name = await fresh_database(settings, flavor)
     columns = MARKET_CONDITIONS.columns
     # Numeric columns take Decimal in binary COPY; the conversion is done before timing.
     numeric = {c for c in columns if c not in ("symbol", "timeframe", "timestamp", "volume", "detected_regime")}
@@ -88,8 +89,8 @@ async def copy_baseline(settings, rows: list[Condition], batch: int) -> float:
     return len(records) / elapsed
 
 
-async def sink_run(settings, rows: list[Condition]) -> float:
-    db, name = await fresh_database(settings)
+async def sink_run(settings, rows: list[Condition], flavor: Flavor) -> float:
+    db, name = await fresh_database(settings, flavor)
     await _topics(db)
     topic = db.topic(CONDITIONS.name)
     producer = AIOKafkaProducer(**db.kafka_options(), linger_ms=20, max_batch_size=1 << 20, acks="all")
@@ -142,16 +143,18 @@ async def main() -> None:
     count = args.rows or (100_000 if args.quick else 1_000_000)
     repeats = 1 if args.quick else 3
     rows = conditions(count)
-    sink_rates, copy_rates = [], []
     conn = await asyncpg.connect(**local_settings().pg_options())
-    flavor = await detect_flavor(conn)  # what the migrations will use: TimescaleDB only where preloaded
+    # Plain PostgreSQL always; TimescaleDB too where it is preloaded.
+    flavors: list[Flavor] = ["postgres"] + (["timescaledb"] if await detect_flavor(conn) == "timescaledb" else [])
     await conn.close()
-    for _ in range(repeats):
-        settings = local_settings(topic_prefix=f"bsink{uuid.uuid4().hex[:8]}.")
-        copy_rates.append(await copy_baseline(settings, rows, settings.max_batch_rows))
-        sink_rates.append(await sink_run(settings, rows))
-    emit("sink", f"market_conditions_rows_per_s_{flavor}", statistics.median(sink_rates), "rows/s",
-         "asyncpg copy_records_to_table into an identical empty table", statistics.median(copy_rates))
+    for flavor in flavors:
+        sink_rates, copy_rates = [], []
+        for _ in range(repeats):
+            settings = local_settings(topic_prefix=f"bsink{uuid.uuid4().hex[:8]}.")
+            copy_rates.append(await copy_baseline(settings, rows, settings.max_batch_rows, flavor))
+            sink_rates.append(await sink_run(settings, rows, flavor))
+        emit("sink", f"market_conditions_rows_per_s_{flavor}", statistics.median(sink_rates), "rows/s",
+             "asyncpg copy_records_to_table into an identical empty table", statistics.median(copy_rates))
 
 
 if __name__ == "__main__":
