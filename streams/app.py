@@ -177,11 +177,13 @@ class Outbox:
         self._producer: AIOKafkaProducer | None = None
         self._partitions: dict[str, list[int]] = {}
         self._hashes: dict[bytes, int] = {}
+        self._deliveries = 0  # messages without a key go to one partition per delivery, in turn
 
     async def deliver(self, messages: list[Message]) -> None:
         if not messages:
             return
         producer = self._producer or await self._start()
+        self._deliveries += 1
         batches: dict[tuple[str, int], Any] = {}
         sent = []
         for topic, key, value, headers in messages:
@@ -203,7 +205,7 @@ class Outbox:
         if partitions is None:
             partitions = self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
         if key is None:
-            return partitions[0]
+            return partitions[self._deliveries % len(partitions)]
         digest = self._hashes.get(key)
         if digest is None:
             if len(self._hashes) > 100_000:  # keys of hostile producers: keep the cache bounded
@@ -221,6 +223,8 @@ class Outbox:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+
+
 class _CorrelationWindow:
     """A timeframe's core plus the bars waiting for the watermark, as stored in the table."""
 

@@ -1,12 +1,14 @@
-"""The worker's batching pieces that need no broker: packing and per-batch state writes."""
+"""The worker's batching pieces that need no broker: packing, partitioning and per-batch state writes."""
 
 from __future__ import annotations
 
 import msgspec
+from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import CollectorRegistry
 
 from schemas.metrics import Metrics
-from streams.app import _PACK_BYTES, KeyedStates, _pack
+from schemas.settings import Settings
+from streams.app import _PACK_BYTES, KeyedStates, Outbox, _pack
 
 
 class _Table:
@@ -81,3 +83,17 @@ def test_release_keeps_what_waits_to_be_written_and_delete_sends_a_tombstone():
     keyed.write()
     assert table.sent[-1] == (1, b"kept", None) and b"kept" not in table.data
     assert keyed.get(b"kept") == {}
+
+
+async def test_outbox_partitions_keys_as_the_client_does_and_turns_keyless_messages_round():
+    outbox = Outbox(Settings())
+    partitions = [0, 1, 2, 3, 4, 5]
+    outbox._partitions["t"] = partitions  # what the broker's metadata would say
+    client = DefaultPartitioner()
+    for key in (b"AAPL", b"MSFT", b"1m", b"\xff" * 40):
+        assert await outbox._partition("t", key) == client(key, partitions, partitions)
+    keyless = set()
+    for _ in partitions:
+        outbox._deliveries += 1  # one delivery (a batch's outputs) after another
+        keyless.add(await outbox._partition("t", None))
+    assert keyless == set(partitions)
