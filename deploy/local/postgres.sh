@@ -52,7 +52,9 @@ CONF
     local opts="-p $PG_PORT"
     # TimescaleDB is used when its library is installed (it is in no package registry here).
     # TimescaleDB runs its policies as background workers: give them room beside the default 8.
-    [ -f "$("$(bindir)/pg_config" --pkglibdir)/timescaledb.so" ] && opts="$opts -c shared_preload_libraries=timescaledb -c max_worker_processes=32"
+    # A local stack sends no telemetry (TimescaleDB reports home by default).
+    [ -f "$("$(bindir)/pg_config" --pkglibdir)/timescaledb.so" ] \
+        && opts="$opts -c shared_preload_libraries=timescaledb -c max_worker_processes=32 -c timescaledb.telemetry_level=off"
     pg "$(bindir)/pg_ctl" -D "$DATA" -o "$opts" -l "$LOGS/postgres.log" -w -t 60 start >/dev/null \
         || die "postgres did not start, see $LOGS/postgres.log"
     PGPASSWORD="$(cat "$PGDIR/password")" "$(bindir)/psql" -h 127.0.0.1 -p "$PG_PORT" -U tickwire -d postgres -qAtc \
