@@ -56,8 +56,9 @@ class TableWriter:
         else:
             action = "DO NOTHING"
         insert_sql = f"INSERT INTO {_ident(table.name)} ({cols}) SELECT {cols} FROM {_ident(self.staging)}"
-        # Counted by a query rather than read from the command tag: a query goes through
-        # asyncpg's statement cache, so each connection plans the merge once, not per batch.
+        # Both run as queries (the merge counts its rows rather than reading the command
+        # tag): a query goes through asyncpg's statement cache, so each connection plans
+        # them once, not per batch.
         self.merge_sql = f"WITH merged AS ({insert_sql} ON CONFLICT ({key}) {action} RETURNING 1) SELECT count(*) FROM merged"
         self.insert_sql = f"WITH inserted AS ({insert_sql}) SELECT 0"
         self._merges_due = 0
