@@ -79,6 +79,10 @@ class Metrics:
         self.state_bytes = Gauge(
             "tickwire_state_bytes", "Serialized size of the stream state this process holds", ["table"], registry=registry
         )
+        self.state_resets = Counter(
+            "tickwire_state_resets_total", "Stored states that could not be decoded and started afresh", ["table"],
+            registry=registry,
+        )
         self.regime = Gauge(
             "tickwire_regime",
             "Current market regime per symbol and timeframe: 1 for the regime it is in, 0 for the others",

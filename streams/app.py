@@ -115,13 +115,25 @@ class KeyedStates:
         self._changed: dict[bytes, int] = {}  # key -> changelog partition
         self._sizes: dict[bytes, int] = {}
         self._gauge = metrics.state_bytes.labels(table.name)
+        self._resets = metrics.state_resets.labels(table.name)
 
     def get(self, key: bytes) -> Any:
         value = self._live.get(key, _GONE)
         if value is _GONE:
             stored = self.table.data.get(key)
-            value = self._live[key] = self._decode(stored) if stored else self._default()
+            value = self._live[key] = self.decoded(key, stored, self._decode, self._default) if stored else self._default()
         return value
+
+    def decoded(self, key: bytes, stored: bytes, decode: Callable[[bytes], Any], default: Callable[[], Any]) -> Any:
+        """``stored`` decoded; ``default()`` if it cannot be (written by a worker of another
+        state format, or damaged): logged and counted, so the key starts afresh instead of
+        failing, and sending to the DLQ, every message it receives."""
+        try:
+            return decode(stored)
+        except (msgspec.DecodeError, ValueError) as exc:
+            log.error("state of %s key %r cannot be decoded (%s): starting it afresh", self.table.name, key, exc)
+            self._resets.inc()
+            return default()
 
     def changed(self, key: bytes, partition: int, value: Any = _GONE) -> None:
         """Mark ``key`` for the next ``write``; with a ``value``, that becomes its live object."""
@@ -244,14 +256,16 @@ class _CorrelationWindow:
 def _restore_window(states: KeyedStates, settings: Settings, timeframe: str, sectors: dict[str, str]) -> _CorrelationWindow:
     prefix = f"{timeframe}/".encode()
     stored = {key[len(prefix):]: value for key, value in states.stored_items() if key.startswith(prefix)}
+
+    def decoded(name: bytes, decoder: msgspec.msgpack.Decoder, default: Callable[[], Any]) -> Any:
+        return states.decoded(prefix + name, stored[name], decoder.decode, default) if name in stored else default()
+
     core = Correlations(
-        _correlation_config(settings, timeframe),
-        _correlation_state_decoder.decode(stored[b"core"]) if b"core" in stored else None,
-        sectors=sectors,
+        _correlation_config(settings, timeframe), decoded(b"core", _correlation_state_decoder, lambda: None), sectors=sectors
     )
-    latest = _latest_decoder.decode(stored[b"latest"]) if b"latest" in stored else {}
-    open_bars = {int(ts): _open_bars_decoder.decode(value) for ts, value in stored.items() if ts.isdigit()}
-    return _CorrelationWindow(timeframe, core, open_bars, latest)
+    latest = decoded(b"latest", _latest_decoder, dict)
+    open_bars = {int(ts): decoded(ts, _open_bars_decoder, dict) for ts in stored if ts.isdigit()}
+    return _CorrelationWindow(timeframe, core, {ts: bars for ts, bars in open_bars.items() if bars}, latest)
 
 
 def _encode_correlation_state(value: Any) -> bytes:

@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry
 
 from schemas.metrics import Metrics
 from schemas.settings import Settings
-from streams.app import _PACK_BYTES, KeyedStates, Outbox, _pack
+from streams.app import _PACK_BYTES, KeyedStates, Outbox, _pack, _restore_window
 
 
 class _Table:
@@ -83,6 +83,35 @@ def test_release_keeps_what_waits_to_be_written_and_delete_sends_a_tombstone():
     keyed.write()
     assert table.sent[-1] == (1, b"kept", None) and b"kept" not in table.data
     assert keyed.get(b"kept") == {}
+
+
+def test_a_stored_state_that_cannot_be_decoded_starts_afresh_and_is_counted():
+    table = _Table()
+    table.data[b"old"] = b"\xc1"  # never valid msgpack: a record of another format, or damage
+    table.data[b"good"] = msgspec.msgpack.encode({"bars": 3})
+    metrics = Metrics(CollectorRegistry())
+    keyed = KeyedStates(table, msgspec.msgpack.decode, msgspec.msgpack.encode, dict, metrics)
+    assert keyed.get(b"old") == {}
+    assert keyed.get(b"good") == {"bars": 3}
+    assert metrics.registry.get_sample_value("tickwire_state_resets_total", {"table": "t"}) == 1
+    keyed.get(b"old")["bars"] = 1  # the fresh state is live and written like any other
+    keyed.changed(b"old", 0)
+    keyed.write()
+    assert msgspec.msgpack.decode(table.data[b"old"]) == {"bars": 1}
+
+
+def test_a_correlation_window_restores_what_it_can_decode():
+    table = _Table()
+    table.data.update({
+        b"1m/core": b"\xc1", b"1m/latest": msgspec.msgpack.encode({"SPY": 60_000_000}),
+        b"1m/60000000": b"\xc1", b"1m/120000000": msgspec.msgpack.encode({"SPY": (1.0, 2.0, 0.5, 1.5, 10)}),
+    })
+    metrics = Metrics(CollectorRegistry())
+    keyed = KeyedStates(table, msgspec.msgpack.decode, msgspec.msgpack.encode, dict, metrics)
+    window = _restore_window(keyed, Settings(), "1m", {})
+    assert window.latest == {"SPY": 60_000_000}
+    assert window.open == {120_000_000: {"SPY": (1.0, 2.0, 0.5, 1.5, 10)}}
+    assert metrics.registry.get_sample_value("tickwire_state_resets_total", {"table": "t"}) == 2
 
 
 async def test_outbox_partitions_keys_as_the_client_does_and_turns_keyless_messages_round():
