@@ -3,6 +3,7 @@
 The baseline is asyncpg ``copy_records_to_table`` of the same rows, from memory, into an
 identical empty ``market_conditions`` (a second freshly migrated database) in batches
 of the same size: what the database can take with no Kafka, decoding or merge at all.
+One figure on plain PostgreSQL, and one on TimescaleDB (hypertables) where it is preloaded.
 
     python tests/bench/bench_sink.py [--quick] [--rows N]
 """
