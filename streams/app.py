@@ -469,10 +469,9 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         left its key's state half-changed: the key is forgotten (back to its last
         written state: by default the message key in each of ``states``; ``forget``
         when the states are keyed otherwise) and the batch's earlier messages of that
-        key are applied again,
-        their outputs (already queued) discarded. A failure of the broker is not the
-        messages' fault: it propagates, and faust's supervisor restarts the agent from
-        the last committed offset."""
+        key are applied again, their outputs (already queued) discarded. A failure of
+        the broker is not the messages' fault: it propagates, and faust's supervisor
+        restarts the agent from the last committed offset."""
         out: list[Message] = []
         applied: dict[bytes | None, list[faust.EventT]] = {}
         for event in events:
@@ -700,7 +699,7 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         if rescan[0]:  # the partitions changed: find the pending predictions they hold
             rescan[0] = False
             waiting.clear()
-            waiting.update(key for key, value in symbol_records.stored_items() if _record_decoder.decode(value).predictions.pending)
+            waiting.update(key for key, _ in symbol_records.stored_items() if symbol_records.get(key).predictions.pending)
         if not waiting or not latest_close_us:
             return
         watermark = min(latest_close_us.values())
