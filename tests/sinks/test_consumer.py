@@ -32,38 +32,40 @@ def condition(symbol: str, i: int, **values) -> Condition:
     )
 
 
-async def test_writer_merges_idempotently_and_dedupes_within_a_batch(isolated):
+@pytest.fixture
+async def market_conditions_writer(isolated):
+    """A ``market_conditions`` writer and a connection prepared for it (its staging table)."""
     writer = TableWriter(MARKET_CONDITIONS)
     conn = await asyncpg.connect(**isolated.pg_options())
     try:
         await writer.prepare(conn)
-        rows = [msgspec.structs.astuple(condition("W", i)) for i in range(100)]
-        assert await writer.write(conn, rows + rows[:10]) == 100
-        assert await writer.write(conn, rows) == 0
-        assert await conn.fetchval("SELECT count(*) FROM market_conditions WHERE symbol = 'W'") == 100
+        yield writer, conn
     finally:
         await conn.close()
 
 
-async def test_writer_merges_a_batch_whose_plain_insert_meets_existing_keys(isolated):
-    writer = TableWriter(MARKET_CONDITIONS)
-    conn = await asyncpg.connect(**isolated.pg_options())
-    try:
-        await writer.prepare(conn)
-        first = [msgspec.structs.astuple(condition("M", i)) for i in range(50)]
-        assert await writer.write(conn, first) == 50
-        # Half of them again with a new close, half new keys: the plain insert fails on
-        # the first half, and the merge must still update them and insert the rest.
-        changed = [msgspec.structs.astuple(condition("M", i, vwap=10.25)) for i in range(25, 75)]
-        assert await writer.write(conn, changed) == 50
-        stored = await conn.fetch("SELECT vwap FROM market_conditions WHERE symbol = 'M' ORDER BY \"timestamp\"")
-        assert [r["vwap"] for r in stored] == [None] * 25 + [Decimal("10.25")] * 50
-        # Later batches are merged without trying the plain insert first, and still count
-        # only what changed.
-        assert await writer.write(conn, changed) == 0
-        assert await writer.write(conn, [msgspec.structs.astuple(condition("M", 75))]) == 1
-    finally:
-        await conn.close()
+async def test_writer_merges_idempotently_and_dedupes_within_a_batch(market_conditions_writer):
+    writer, conn = market_conditions_writer
+    rows = [msgspec.structs.astuple(condition("W", i)) for i in range(100)]
+    assert await writer.write(conn, rows + rows[:10]) == 100
+    assert await writer.write(conn, rows) == 0
+    assert await conn.fetchval("SELECT count(*) FROM market_conditions WHERE symbol = 'W'") == 100
+
+
+async def test_writer_merges_a_batch_whose_plain_insert_meets_existing_keys(market_conditions_writer):
+    writer, conn = market_conditions_writer
+    first = [msgspec.structs.astuple(condition("M", i)) for i in range(50)]
+    assert await writer.write(conn, first) == 50
+    # Half of them again with a new vwap, half new keys: the plain insert fails on the
+    # first half, and the merge must still update them and insert the rest.
+    changed = [msgspec.structs.astuple(condition("M", i, vwap=10.25)) for i in range(25, 75)]
+    assert await writer.write(conn, changed) == 50
+    stored = await conn.fetch("SELECT vwap FROM market_conditions WHERE symbol = 'M' ORDER BY \"timestamp\"")
+    assert [r["vwap"] for r in stored] == [None] * 25 + [Decimal("10.25")] * 50
+    # Later batches are merged without trying the plain insert first, and still count
+    # only what changed.
+    assert await writer.write(conn, changed) == 0
+    assert await writer.write(conn, [msgspec.structs.astuple(condition("M", 75))]) == 1
 
 
 async def test_sink_sends_rows_the_database_refuses_to_the_dlq_and_writes_the_rest(isolated):
