@@ -229,6 +229,17 @@ async def wait_file(path: Path, proc: subprocess.Popen, log: Path, timeout_s: fl
         await asyncio.sleep(0.05)
 
 
+async def wait_rows(
+    conn: asyncpg.Connection, expected: int, sink: subprocess.Popen, sink_log: Path, what: str, *, poll_s: float
+) -> None:
+    """Until ``market_conditions`` holds ``expected`` rows; fails if the sink exits or 120 s pass."""
+    deadline = time.monotonic() + 120
+    while await conn.fetchval("SELECT count(*) FROM market_conditions") < expected:
+        if sink.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"sink did not write {what}:\n{sink_log.read_text()[-3000:]}")
+        await asyncio.sleep(poll_s)
+
+
 def stop_child(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.terminate()
@@ -300,11 +311,7 @@ async def run(
         warm_count = max(SYMBOLS, int(rate * warmup_s))
         warm_base = T0 - timedelta(minutes=-(-warm_count // SYMBOLS))
         await send_steady(producer, topic, [condition(i, base=warm_base) for i in range(warm_count)], rate)
-        deadline = time.monotonic() + 120
-        while await conn.fetchval("SELECT count(*) FROM market_conditions") < warm_count:
-            if sink.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"sink did not write the warm-up rows:\n{sink_log.read_text()[-3000:]}")
-            await asyncio.sleep(0.1)
+        await wait_rows(conn, warm_count, sink, sink_log, "the warm-up rows", poll_s=0.1)
 
         sent, send_elapsed, late_ticks = await send_steady(producer, topic, [condition(i) for i in range(count)], rate)
         await producer.stop()
@@ -312,11 +319,7 @@ async def run(
         # Counting rows is a scan of the table: give the sink a second for the last rows first,
         # so that the scans do not compete with the writes being timed.
         await asyncio.sleep(1.0)
-        deadline = time.monotonic() + 120
-        while await conn.fetchval("SELECT count(*) FROM market_conditions") < warm_count + count:
-            if sink.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"sink did not write every row:\n{sink_log.read_text()[-3000:]}")
-            await asyncio.sleep(0.2)
+        await wait_rows(conn, warm_count + count, sink, sink_log, "every row", poll_s=0.2)
         await asyncio.sleep(0.2)  # a few more snapshot polls past the last commit
         stop_child(poller)
         stop_child(cons)
