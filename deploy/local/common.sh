@@ -26,8 +26,8 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 APT_UPDATED=""
 apt_install() {
-    [ -n "$APT_UPDATED" ] || { as_root apt-get update -qq >"$LOGS/apt.log" 2>&1; APT_UPDATED=1; }
+    [ -n "$APT_UPDATED" ] || { as_root apt-get update -qq -o DPkg::Lock::Timeout=600 >"$LOGS/apt.log" 2>&1; APT_UPDATED=1; }
     say "installing $* from Debian's packages"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >>"$LOGS/apt.log" 2>&1 \
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 "$@" >>"$LOGS/apt.log" 2>&1 \
         || die "apt-get install $* failed, see $LOGS/apt.log"
 }
