@@ -7,7 +7,7 @@ from typing import Generic, Literal, Mapping, NamedTuple, Sequence, TypeVar
 
 import msgspec
 
-from schemas.errors import InvalidMessage
+from tickwire.schemas.errors import InvalidMessage
 
 T = TypeVar("T", bound=msgspec.Struct)
 # Producers may stamp this header; the version in the topic name (.v1) must agree with it.

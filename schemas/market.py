@@ -9,7 +9,7 @@ from typing import Annotated
 
 import msgspec
 
-from schemas.errors import InvalidMessage
+from tickwire.schemas.errors import InvalidMessage
 
 Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=10, pattern=r"^[A-Z0-9][A-Z0-9.\-/^]*$")]
 Timeframe = Annotated[str, msgspec.Meta(pattern=r"^[1-9][0-9]{0,3}[mhd]$")]

@@ -15,7 +15,7 @@ import ssl
 from pathlib import Path
 from typing import Mapping
 
-from schemas.market import timeframe_seconds
+from tickwire.schemas.market import timeframe_seconds
 
 PREFIX = "TICKWIRE_"
 _TIMEFRAME = re.compile(r"^[1-9][0-9]{0,3}[mhd]$")

@@ -19,8 +19,8 @@ from typing import Annotated, Any
 
 import msgspec
 
-from schemas.errors import InvalidMessage
-from schemas.market import Symbol, UtcDatetime, check_timestamp
+from tickwire.schemas.errors import InvalidMessage
+from tickwire.schemas.market import Symbol, UtcDatetime, check_timestamp
 
 DIRECTIONS = ("LONG", "SHORT", "NEUTRAL")
 SIDES = ("BUY", "SELL")

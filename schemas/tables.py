@@ -13,12 +13,12 @@ from typing import Literal, NamedTuple, Union, get_args, get_origin
 
 import msgspec
 
-from schemas.correlations import (
+from tickwire.schemas.correlations import (
     CorrelationConflict, CorrelationEntry, CorrelationGroup, CorrelationGroupMember, CorrelationMatrix, CorrelationRecord,
 )
-from schemas.market import Condition, CorrelationContext, RegimeChange
-from schemas.signals import ModelPerformanceRow, ModelPredictionRow, StrategyPerformanceRow, TradeOutcomeRow
-from schemas.topics import (
+from tickwire.schemas.market import Condition, CorrelationContext, RegimeChange
+from tickwire.schemas.signals import ModelPerformanceRow, ModelPredictionRow, StrategyPerformanceRow, TradeOutcomeRow
+from tickwire.schemas.topics import (
     CONDITIONS, CORRELATION_CONTEXT, CORRELATIONS, MODEL_PERFORMANCE, OUTCOMES, REGIMES, STRATEGY_PERFORMANCE, TRADE_OUTCOMES,
 )
 

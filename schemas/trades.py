@@ -8,8 +8,8 @@ from typing import Annotated
 
 import msgspec
 
-from schemas.errors import InvalidMessage
-from schemas.market import Price, Symbol, UtcDatetime, check_timestamp
+from tickwire.schemas.errors import InvalidMessage
+from tickwire.schemas.market import Price, Symbol, UtcDatetime, check_timestamp
 
 # Whole units (shares, contracts, lots): bar volume is an integer, so a fractional size
 # could not be summed into it without rounding. Feeds with fractional sizes send them

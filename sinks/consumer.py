@@ -20,14 +20,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
-from schemas.codec import dlq_record
-from schemas.errors import InvalidMessage
-from schemas.metrics import Metrics
-from schemas.settings import Settings
-from schemas.tables import Table
-from schemas.topics import DLQ, Topic
-from sinks.errors import is_data_error, is_retriable
-from sinks.postgres import TableWriter
+from tickwire.schemas.codec import dlq_record
+from tickwire.schemas.errors import InvalidMessage
+from tickwire.schemas.metrics import Metrics
+from tickwire.schemas.settings import Settings
+from tickwire.schemas.tables import Table
+from tickwire.schemas.topics import DLQ, Topic
+from tickwire.sinks.errors import is_data_error, is_retriable
+from tickwire.sinks.postgres import TableWriter
 
 log = logging.getLogger("tickwire.sink")
 T = TypeVar("T", bound=msgspec.Struct)

@@ -21,8 +21,8 @@ from typing import Any, Callable, Iterable, Literal, NamedTuple, Sequence, TextI
 import asyncpg
 import msgspec
 
-from schemas.errors import TickwireError
-from schemas.signals import PERIOD_TYPES, StrategyPerformanceRow, TradeOutcomeRow
+from tickwire.schemas.errors import TickwireError
+from tickwire.schemas.signals import PERIOD_TYPES, StrategyPerformanceRow, TradeOutcomeRow
 
 Kind = Literal["trades", "performance"]
 TRADE_COLUMNS = tuple(f.name for f in msgspec.structs.fields(TradeOutcomeRow))

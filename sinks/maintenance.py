@@ -26,7 +26,7 @@ from typing import Any
 
 import asyncpg
 
-from sinks.migrate import LOCK_ID, flavor_of
+from tickwire.sinks.migrate import LOCK_ID, flavor_of
 
 MATERIALIZED_VIEWS = ("candles_1h", "candles_1d", "mv_daily_trading_stats")
 

@@ -15,7 +15,7 @@ import operator
 import asyncpg
 import msgspec
 
-from schemas.tables import Table
+from tickwire.schemas.tables import Table
 
 _json = msgspec.json.Encoder()
 # After a batch met keys already in the table, this many batches are merged straight away:

@@ -25,26 +25,26 @@ import msgspec
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
-from schemas.codec import Codec, dlq_record
-from schemas.errors import InvalidMessage
-from schemas.market import EPOCH, Bar, Condition, CorrelationContext, timeframe_seconds
-from schemas.metrics import Metrics, watch_broker
-from schemas.settings import Settings
-from schemas.signals import Fill, Prediction, PredictionOutcome, TradeOutcomeRow
-from schemas.topics import ALL as ALL_TOPICS
-from schemas.topics import (
+from tickwire.schemas.codec import Codec, dlq_record
+from tickwire.schemas.errors import InvalidMessage
+from tickwire.schemas.market import EPOCH, Bar, Condition, CorrelationContext, timeframe_seconds
+from tickwire.schemas.metrics import Metrics, watch_broker
+from tickwire.schemas.settings import Settings
+from tickwire.schemas.signals import Fill, Prediction, PredictionOutcome, TradeOutcomeRow
+from tickwire.schemas.topics import ALL as ALL_TOPICS
+from tickwire.schemas.topics import (
     BARS, CONDITIONS, CONDITIONS_BY_TIMEFRAME, CORRELATION_CONTEXT, CORRELATIONS, DLQ, EXPIRY_TICKS, FILLS,
     MODEL_PERFORMANCE, OUTCOMES, PREDICTIONS, REGIMES, STRATEGY_PERFORMANCE, TRADE_OUTCOMES, TRADES, Topic,
 )
-from schemas.trades import Trade
-from streams.candles import TradeAggregator, TradeAggregatorState
-from streams.correlations import CorrelationConfig, Correlations, CorrelationState, load_sectors
-from streams.fills import TradeBook, TradeBuilder, TradeConfig
-from streams.performance import ModelPerformance, ModelPerformanceState, StrategyPerformance, StrategyPerformanceState
-from streams.predictions import PredictionState, PredictionValidator, ValidatorConfig
-from streams.regimes import REGIMES as REGIME_NAMES
-from streams.regimes import RegimeConfig
-from streams.symbol import SymbolProcessor, SymbolState
+from tickwire.schemas.trades import Trade
+from tickwire.streams.candles import TradeAggregator, TradeAggregatorState
+from tickwire.streams.correlations import CorrelationConfig, Correlations, CorrelationState, load_sectors
+from tickwire.streams.fills import TradeBook, TradeBuilder, TradeConfig
+from tickwire.streams.performance import ModelPerformance, ModelPerformanceState, StrategyPerformance, StrategyPerformanceState
+from tickwire.streams.predictions import PredictionState, PredictionValidator, ValidatorConfig
+from tickwire.streams.regimes import REGIMES as REGIME_NAMES
+from tickwire.streams.regimes import RegimeConfig
+from tickwire.streams.symbol import SymbolProcessor, SymbolState
 
 log = logging.getLogger("tickwire.worker")
 

@@ -20,9 +20,9 @@ from datetime import datetime, timedelta, timezone
 
 import msgspec
 
-from schemas.errors import InvalidMessage
-from schemas.market import Bar, timeframe_seconds
-from schemas.trades import Trade
+from tickwire.schemas.errors import InvalidMessage
+from tickwire.schemas.market import Bar, timeframe_seconds
+from tickwire.schemas.trades import Trade
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _NEVER = -(2**62)

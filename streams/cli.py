@@ -20,10 +20,10 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from schemas.errors import TickwireError
-from schemas.metrics import Metrics, serve
-from schemas.settings import Settings, SettingsError
-from streams.jsonlog import logging_config
+from tickwire.schemas.errors import TickwireError
+from tickwire.schemas.metrics import Metrics, serve
+from tickwire.schemas.settings import Settings, SettingsError
+from tickwire.streams.jsonlog import logging_config
 
 log = logging.getLogger("tickwire")
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _sink_pairs():
-    from schemas.tables import SINKS
+    from tickwire.schemas.tables import SINKS
 
     return SINKS
 
@@ -146,7 +146,7 @@ def _tables(text: str) -> list[str]:
 
 
 def _replay_kinds() -> list[str]:
-    from streams.replay import KINDS
+    from tickwire.streams.replay import KINDS
 
     return list(KINDS)
 
@@ -201,7 +201,7 @@ async def _connect(settings: Settings):
 
 
 async def _migrate(settings: Settings) -> None:
-    from sinks.migrate import flavor_of, migrate
+    from tickwire.sinks.migrate import flavor_of, migrate
 
     conn = await _connect(settings)
     try:
@@ -217,7 +217,7 @@ async def _maintain(settings: Settings, args: argparse.Namespace) -> int:
     """Exit 1 when a TimescaleDB background job's last run failed."""
     import json
 
-    from sinks.maintenance import maintain
+    from tickwire.sinks.maintenance import maintain
 
     conn = await _connect(settings)
     try:
@@ -229,7 +229,7 @@ async def _maintain(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _grant(settings: Settings, role: str) -> None:
-    from sinks.grants import UnknownRole, grant_sink_role
+    from tickwire.sinks.grants import UnknownRole, grant_sink_role
 
     conn = await _connect(settings)
     try:
@@ -242,7 +242,7 @@ async def _grant(settings: Settings, role: str) -> None:
 
 
 async def _export(settings: Settings, args: argparse.Namespace) -> None:
-    from sinks.export import ExportArgumentError, export_csv, validate_export_args
+    from tickwire.sinks.export import ExportArgumentError, export_csv, validate_export_args
 
     try:
         request = validate_export_args(args.kind, strategy=args.strategy, since=args.since, until=args.until, period=args.period)
@@ -266,8 +266,8 @@ async def _topics(settings: Settings) -> None:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import KafkaError
 
-    from schemas.topics import ALL
-    from streams.app import changelog_topics
+    from tickwire.schemas.topics import ALL
+    from tickwire.streams.app import changelog_topics
 
     admin = AIOKafkaAdminClient(**settings.kafka_options())
     try:
@@ -304,9 +304,9 @@ async def _simulate(settings: Settings, metrics: Metrics, args: argparse.Namespa
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaError
 
-    from schemas.signals import Fill
-    from schemas.topics import BARS, FILLS, PREDICTIONS
-    from streams.simulator import MarketSimulator, ToyStrategy, default_symbols
+    from tickwire.schemas.signals import Fill
+    from tickwire.schemas.topics import BARS, FILLS, PREDICTIONS
+    from tickwire.streams.simulator import MarketSimulator, ToyStrategy, default_symbols
 
     topic = settings.topic(BARS.name)
     signal_topics = {Fill: settings.topic(FILLS.name)}
@@ -354,7 +354,7 @@ async def _replay(settings: Settings, args: argparse.Namespace) -> int:
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaError
 
-    from streams.replay import KINDS, ReplayError, count_rows, read_rows
+    from tickwire.streams.replay import KINDS, ReplayError, count_rows, read_rows
 
     kind = KINDS[args.kind]
     path: Path = args.file
@@ -422,7 +422,7 @@ async def _replay(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
     import faust
 
-    from streams.app import create_app
+    from tickwire.streams.app import create_app
 
     metrics = _serve_metrics(settings, args.metrics_port)
     asyncio.run(_topics(settings))  # its inputs, outputs and changelogs, before the first rebalance
@@ -449,10 +449,10 @@ async def _sink(settings: Settings, metrics: Metrics, tables: list[str]) -> None
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from aiokafka.errors import KafkaError
 
-    from schemas.tables import SINKS
-    from schemas.metrics import watch_broker
-    from sinks.consumer import CountRebalances, TopicSink
-    from sinks.postgres import TableWriter
+    from tickwire.schemas.tables import SINKS
+    from tickwire.schemas.metrics import watch_broker
+    from tickwire.sinks.consumer import CountRebalances, TopicSink
+    from tickwire.sinks.postgres import TableWriter
 
     chosen = [(topic, table) for topic, table in SINKS if table.name in tables]
     writers = [TableWriter(table) for _, table in chosen]
@@ -554,7 +554,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         env = dict(os.environ)
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     (RUN_DIR / "tickwire.pid").write_text(str(os.getpid()))
-    exe = [sys.executable, "-m", "streams.cli"]
+    exe = [sys.executable, "-m", "tickwire.streams.cli"]
     children: list[subprocess.Popen] = []
     stopping = False
 

@@ -47,7 +47,7 @@ from typing import Iterable, Mapping
 import msgspec
 import numpy as np
 
-from schemas.correlations import (
+from tickwire.schemas.correlations import (
     CorrelationConflict,
     CorrelationEntry,
     CorrelationGroup,

@@ -46,9 +46,9 @@ from typing import Iterable, NamedTuple
 
 import msgspec
 
-from schemas.errors import InvalidMessage
-from schemas.market import Bar, timeframe_seconds
-from schemas.signals import MAX_MONEY, Fill, TradeOutcomeRow
+from tickwire.schemas.errors import InvalidMessage
+from tickwire.schemas.market import Bar, timeframe_seconds
+from tickwire.schemas.signals import MAX_MONEY, Fill, TradeOutcomeRow
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)

@@ -16,11 +16,11 @@ from datetime import datetime, timezone
 import numpy as np
 from numba import njit, types
 
-from schemas.market import Bar
-from streams.indicators import _SIZE, KEYS, IndicatorState
-from streams.indicators import _nan as _nan_for_none
-from streams.indicators import _step as _indicator_step
-from streams.regimes import _CHANGED, _CODES, REGIMES, RegimeConfig, RegimeReading, RegimeState, _change, _config, _laid_out, _lay_out, _rule
+from tickwire.schemas.market import Bar
+from tickwire.streams.indicators import _SIZE, KEYS, IndicatorState
+from tickwire.streams.indicators import _nan as _nan_for_none
+from tickwire.streams.indicators import _step as _indicator_step
+from tickwire.streams.regimes import _CHANGED, _CODES, REGIMES, RegimeConfig, RegimeReading, RegimeState, _change, _config, _laid_out, _lay_out, _rule
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # The shared float64s of one configuration: the values the call wrote (``KEYS`` order,

@@ -45,7 +45,7 @@ import msgspec
 import numpy as np
 from numba import njit, types
 
-from schemas.market import Bar
+from tickwire.schemas.market import Bar
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # EMA smoothing factors, TA-Lib's 2 / (N + 1).

@@ -66,7 +66,7 @@ from typing import Iterable, Sequence
 
 import msgspec
 
-from schemas.signals import ModelPerformanceRow, PredictionOutcome, StrategyPerformanceRow, TradeOutcomeRow
+from tickwire.schemas.signals import ModelPerformanceRow, PredictionOutcome, StrategyPerformanceRow, TradeOutcomeRow
 
 ECE_BINS = 10
 WILSON_Z = 1.96

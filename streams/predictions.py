@@ -45,8 +45,8 @@ from typing import Iterable, NamedTuple
 
 import msgspec
 
-from schemas.market import Bar, Condition, timeframe_seconds
-from schemas.signals import ModelPredictionRow, Prediction, PredictionOutcome
+from tickwire.schemas.market import Bar, Condition, timeframe_seconds
+from tickwire.schemas.signals import ModelPredictionRow, Prediction, PredictionOutcome
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)

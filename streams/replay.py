@@ -17,11 +17,11 @@ from typing import Any, Iterator, NamedTuple, get_origin
 
 import msgspec
 
-from schemas.errors import InvalidMessage
-from schemas.market import Bar
-from schemas.signals import Fill, Prediction
-from schemas.topics import BARS, FILLS, PREDICTIONS, TRADES, Topic
-from schemas.trades import Trade
+from tickwire.schemas.errors import InvalidMessage
+from tickwire.schemas.market import Bar
+from tickwire.schemas.signals import Fill, Prediction
+from tickwire.schemas.topics import BARS, FILLS, PREDICTIONS, TRADES, Topic
+from tickwire.schemas.trades import Trade
 
 
 class Kind(NamedTuple):

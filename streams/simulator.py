@@ -12,8 +12,8 @@ from typing import Iterator
 
 import numpy as np
 
-from schemas.market import Bar, timeframe_seconds
-from schemas.signals import Fill, Prediction
+from tickwire.schemas.market import Bar, timeframe_seconds
+from tickwire.schemas.signals import Fill, Prediction
 
 # Market regimes the simulator switches between: drift of the market factor per bar (in
 # units of bar volatility) and a volatility multiplier. Each bar the regime persists

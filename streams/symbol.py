@@ -15,12 +15,12 @@ from typing import Literal
 
 import msgspec
 
-from schemas.errors import InvalidMessage
-from schemas.market import Bar, Condition, RegimeChange
-from streams.candles import Resampler, ResamplerState
-from streams.frame import FrameCore
-from streams.indicators import KEYS, IndicatorState
-from streams.regimes import RegimeConfig, RegimeState
+from tickwire.schemas.errors import InvalidMessage
+from tickwire.schemas.market import Bar, Condition, RegimeChange
+from tickwire.streams.candles import Resampler, ResamplerState
+from tickwire.streams.frame import FrameCore
+from tickwire.streams.indicators import KEYS, IndicatorState
+from tickwire.streams.regimes import RegimeConfig, RegimeState
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas.settings import Settings
+from tickwire.schemas.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,7 +58,7 @@ async def isolated(base_settings: Settings):
     """Settings with a fresh topic prefix and a freshly migrated database of their own."""
     import asyncpg
 
-    from sinks.migrate import migrate
+    from tickwire.sinks.migrate import migrate
 
     name = "tw_" + uuid.uuid4().hex[:10]
     admin = await asyncpg.connect(**base_settings.pg_options())
@@ -106,7 +106,7 @@ class Processes:
         log = self.log_dir / f"{command[0]}-{len(self.children)}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", *command, "--metrics-port", str(port)],
+                [sys.executable, "-m", "tickwire.streams.cli", *command, "--metrics-port", str(port)],
                 env=self.env(),
                 stdout=out,
                 stderr=subprocess.STDOUT,

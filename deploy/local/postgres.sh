@@ -50,10 +50,11 @@ CONF
     say "starting postgres on 127.0.0.1:$PG_PORT (log: $LOGS/postgres.log)"
     touch "$LOGS/postgres.log"; [ "$(id -u)" = 0 ] && chown postgres "$LOGS/postgres.log"
     local opts="-p $PG_PORT"
-    # TimescaleDB is used when its library is installed (it is in no package registry here).
+    # TimescaleDB is used when its library is installed (it is in no package registry here),
+    # unless TICKWIRE_LOCAL_TIMESCALEDB=off asks for plain PostgreSQL.
     # TimescaleDB runs its policies as background workers: give them room beside the default 8.
     # A local stack sends no telemetry (TimescaleDB reports home by default).
-    [ -f "$("$(bindir)/pg_config" --pkglibdir)/timescaledb.so" ] \
+    [ "${TICKWIRE_LOCAL_TIMESCALEDB:-auto}" != off ] && [ -f "$("$(bindir)/pg_config" --pkglibdir)/timescaledb.so" ] \
         && opts="$opts -c shared_preload_libraries=timescaledb -c max_worker_processes=32 -c timescaledb.telemetry_level=off"
     pg "$(bindir)/pg_ctl" -D "$DATA" -o "$opts" -l "$LOGS/postgres.log" -w -t 60 start >/dev/null \
         || die "postgres did not start, see $LOGS/postgres.log"

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import faust  # noqa: E402
 
-from streams.cli import _use_uvloop  # noqa: E402
+from tickwire.streams.cli import _use_uvloop  # noqa: E402
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from schemas.settings import Settings
+from tickwire.schemas.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

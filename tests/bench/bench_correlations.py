@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import msgspec  # noqa: E402
 import numpy as np  # noqa: E402
 
-from streams.correlations import CorrelationConfig, Correlations  # noqa: E402
+from tickwire.streams.correlations import CorrelationConfig, Correlations  # noqa: E402
 from tests.bench._services import emit  # noqa: E402
 
 

@@ -39,10 +39,10 @@ import msgspec  # noqa: E402
 import numpy as np  # noqa: E402
 from talib import stream  # noqa: E402
 
-from schemas.market import Bar  # noqa: E402
-from streams.frame import FrameCore  # noqa: E402
-from streams.indicators import Indicators  # noqa: E402
-from streams.regimes import RegimeConfig, RegimeDetector, RegimeState  # noqa: E402
+from tickwire.schemas.market import Bar  # noqa: E402
+from tickwire.streams.frame import FrameCore  # noqa: E402
+from tickwire.streams.indicators import Indicators  # noqa: E402
+from tickwire.streams.regimes import RegimeConfig, RegimeDetector, RegimeState  # noqa: E402
 from tests.bench._services import emit  # noqa: E402
 
 WARM = 300

@@ -66,10 +66,10 @@ import msgspec  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 from aiokafka.partitioner import DefaultPartitioner  # noqa: E402
 
-from schemas.market import Condition  # noqa: E402
-from schemas.settings import Settings  # noqa: E402
-from schemas.topics import CONDITIONS  # noqa: E402
-from streams.cli import _topics  # noqa: E402
+from tickwire.schemas.market import Condition  # noqa: E402
+from tickwire.schemas.settings import Settings  # noqa: E402
+from tickwire.schemas.topics import CONDITIONS  # noqa: E402
+from tickwire.streams.cli import _topics  # noqa: E402
 from tests.bench._services import ROOT, emit, local_env, local_settings  # noqa: E402
 
 T0 = datetime(2026, 5, 4, tzinfo=timezone.utc)
@@ -290,7 +290,7 @@ async def run(
     children = []
     try:
         sink_log = work / f"sink-{tag}.log"
-        sink = start_child([sys.executable, "-m", "streams.cli", "sink", "--tables", "market_conditions",
+        sink = start_child([sys.executable, "-m", "tickwire.streams.cli", "sink", "--tables", "market_conditions",
                             "--metrics-port", str(free_port())], env, sink_log)
         children.append(sink)
         cons_out, poll_out = work / f"consumer-{tag}.json", work / f"poller-{tag}.json"

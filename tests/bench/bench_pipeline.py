@@ -30,12 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import msgspec  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 
-from schemas.codec import Codec  # noqa: E402
-from schemas.market import Bar  # noqa: E402
-from schemas.topics import BARS, CONDITIONS  # noqa: E402
-from streams.symbol import SymbolProcessor, SymbolState  # noqa: E402
-from streams.cli import _topics  # noqa: E402
-from streams.simulator import MarketSimulator, default_symbols  # noqa: E402
+from tickwire.schemas.codec import Codec  # noqa: E402
+from tickwire.schemas.market import Bar  # noqa: E402
+from tickwire.schemas.topics import BARS, CONDITIONS  # noqa: E402
+from tickwire.streams.symbol import SymbolProcessor, SymbolState  # noqa: E402
+from tickwire.streams.cli import _topics  # noqa: E402
+from tickwire.streams.simulator import MarketSimulator, default_symbols  # noqa: E402
 from tests.bench._services import ROOT, emit, local_settings  # noqa: E402
 
 
@@ -112,7 +112,7 @@ def faust_worker(settings, count: int, **overrides: str) -> float:
     env = dict(os.environ, TICKWIRE_TOPIC_PREFIX=settings.topic_prefix, TICKWIRE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
                TICKWIRE_LOG_LEVEL="WARNING", TICKWIRE_MAX_FUTURE_SKEW_S="1e9", TICKWIRE_PROCESSOR_GROUP=f"bench-{uuid.uuid4().hex[:6]}",
                **overrides)
-    proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--metrics-port", str(port)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "tickwire.streams.cli", "worker", "--metrics-port", str(port)], env=env,
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metric = f'tickwire_messages_consumed_total{{topic="{settings.topic(BARS.name)}"}}'
     first_at = None

@@ -27,14 +27,14 @@ import msgspec  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
-from schemas.market import Condition  # noqa: E402
-from schemas.metrics import Metrics  # noqa: E402
-from schemas.tables import MARKET_CONDITIONS  # noqa: E402
-from schemas.topics import CONDITIONS  # noqa: E402
-from sinks.consumer import TopicSink  # noqa: E402
-from sinks.migrate import Flavor, detect_flavor, migrate  # noqa: E402
-from sinks.postgres import TableWriter  # noqa: E402
-from streams.cli import _topics, _use_uvloop  # noqa: E402
+from tickwire.schemas.market import Condition  # noqa: E402
+from tickwire.schemas.metrics import Metrics  # noqa: E402
+from tickwire.schemas.tables import MARKET_CONDITIONS  # noqa: E402
+from tickwire.schemas.topics import CONDITIONS  # noqa: E402
+from tickwire.sinks.consumer import TopicSink  # noqa: E402
+from tickwire.sinks.migrate import Flavor, detect_flavor, migrate  # noqa: E402
+from tickwire.sinks.postgres import TableWriter  # noqa: E402
+from tickwire.streams.cli import _topics, _use_uvloop  # noqa: E402
 from tests.bench._services import emit, local_settings  # noqa: E402
 
 T0 = datetime(2026, 5, 4, tzinfo=timezone.utc)

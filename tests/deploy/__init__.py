@@ -49,7 +49,7 @@ def exported_metric_names() -> set[str]:
     """
     from prometheus_client import CollectorRegistry
 
-    from schemas.metrics import Metrics
+    from tickwire.schemas.metrics import Metrics
 
     names: set[str] = set()
     for family in Metrics(CollectorRegistry()).registry.collect():
@@ -82,7 +82,7 @@ def cli_accepts(args: list[str]) -> bool:
     import contextlib
     import io
 
-    from streams.cli import _parser
+    from tickwire.streams.cli import _parser
 
     try:
         with contextlib.redirect_stderr(io.StringIO()):

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from schemas.settings import ENV_VARS
+from tickwire.schemas.settings import ENV_VARS
 from tests.deploy import COMPOSE_FILE, DOCKERFILE, cli_accepts, compose, env_of, image_is_pinned
 
 SERVICES = {"kafka", "db", "migrate", "topics", "worker", "sink", "simulator", "prometheus", "grafana"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from schemas.settings import ENV_VARS
+from tickwire.schemas.settings import ENV_VARS
 from tests.deploy import DEPLOY, cli_accepts, image_is_pinned
 
 K8S = DEPLOY / "k8s"
@@ -126,7 +126,7 @@ def test_jobs_do_not_restart_forever(docs):
 
 
 def test_replicas_do_not_exceed_partitions(docs):
-    from schemas.topics import BARS, CONDITIONS
+    from tickwire.schemas.topics import BARS, CONDITIONS
 
     inputs = {"worker": BARS.partitions, "sink": CONDITIONS.partitions}
     for name, deployment in _by_kind(docs, "Deployment").items():

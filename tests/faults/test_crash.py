@@ -16,13 +16,13 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from schemas.tables import MARKET_CONDITIONS
-from schemas.signals import Fill
-from schemas.topics import BARS, FILLS, PREDICTIONS
-from sinks.postgres import TableWriter
-from streams.symbol import SymbolProcessor, SymbolState
-from streams.cli import _topics
-from streams.simulator import MarketSimulator, ToyStrategy, default_symbols
+from tickwire.schemas.tables import MARKET_CONDITIONS
+from tickwire.schemas.signals import Fill
+from tickwire.schemas.topics import BARS, FILLS, PREDICTIONS
+from tickwire.sinks.postgres import TableWriter
+from tickwire.streams.symbol import SymbolProcessor, SymbolState
+from tickwire.streams.cli import _topics
+from tickwire.streams.simulator import MarketSimulator, ToyStrategy, default_symbols
 from tests.conftest import wait_for
 from tests.integration.test_pipeline import START
 from tests.integration.test_signals import expected as expected_signals

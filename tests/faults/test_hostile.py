@@ -18,10 +18,10 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from schemas.codec import DLQ_MAX_VALUE_BYTES
-from schemas.topics import BARS, DLQ, FILLS, PREDICTIONS, TRADES
-from streams.cli import _topics
-from streams.simulator import MarketSimulator
+from tickwire.schemas.codec import DLQ_MAX_VALUE_BYTES
+from tickwire.schemas.topics import BARS, DLQ, FILLS, PREDICTIONS, TRADES
+from tickwire.streams.cli import _topics
+from tickwire.streams.simulator import MarketSimulator
 from tests.conftest import wait_for
 from tests.integration.test_pipeline import START, sample, scrape
 

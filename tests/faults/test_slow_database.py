@@ -14,9 +14,9 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from schemas.market import Condition
-from schemas.topics import CONDITIONS
-from streams.cli import _topics
+from tickwire.schemas.market import Condition
+from tickwire.schemas.topics import CONDITIONS
+from tickwire.streams.cli import _topics
 from tests.conftest import wait_for
 from tests.integration.test_pipeline import START, sample, scrape
 

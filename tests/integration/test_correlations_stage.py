@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from schemas.topics import BARS
-from streams.cli import _topics
-from streams.simulator import MarketSimulator
+from tickwire.schemas.topics import BARS
+from tickwire.streams.cli import _topics
+from tickwire.streams.simulator import MarketSimulator
 from tests.conftest import ROOT, wait_for
 from tests.integration.test_pipeline import START
 

@@ -14,11 +14,11 @@ import talib
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from schemas.market import Bar
-from schemas.settings import Settings
-from schemas.topics import BARS, CONDITIONS, DLQ
-from streams.cli import _topics
-from streams.simulator import MarketSimulator
+from tickwire.schemas.market import Bar
+from tickwire.schemas.settings import Settings
+from tickwire.schemas.topics import BARS, CONDITIONS, DLQ
+from tickwire.streams.cli import _topics
+from tickwire.streams.simulator import MarketSimulator
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration

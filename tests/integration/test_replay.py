@@ -9,10 +9,10 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from schemas.market import Bar
-from schemas.topics import BARS
-from streams.cli import _topics
-from streams.simulator import MarketSimulator
+from tickwire.schemas.market import Bar
+from tickwire.schemas.topics import BARS
+from tickwire.streams.cli import _topics
+from tickwire.streams.simulator import MarketSimulator
 from tests.integration.test_pipeline import START
 
 pytestmark = pytest.mark.integration
@@ -34,7 +34,7 @@ async def topic_values(settings) -> list[bytes]:
 
 def replay(processes, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "streams.cli", "replay", *args], env=processes.env(), capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "tickwire.streams.cli", "replay", *args], env=processes.env(), capture_output=True, text=True, timeout=120
     )
 
 

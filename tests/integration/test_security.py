@@ -12,10 +12,10 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from schemas.settings import Settings
-from schemas.topics import BARS
-from streams.cli import _topics
-from streams.simulator import MarketSimulator
+from tickwire.schemas.settings import Settings
+from tickwire.schemas.topics import BARS
+from tickwire.streams.cli import _topics
+from tickwire.streams.simulator import MarketSimulator
 from tests.conftest import ROOT, wait_for
 from tests.integration.test_pipeline import START
 
@@ -72,7 +72,7 @@ def test_a_wrong_password_is_a_clear_error_without_the_secret(sasl, tmp_path):
     wrong = tmp_path / "pw"
     wrong.write_text("not-the-password-3141")
     result = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "topics"],
+        [sys.executable, "-m", "tickwire.streams.cli", "topics"],
         env={**os.environ, **env, "TICKWIRE_KAFKA_SASL_PASSWORD_FILE": str(wrong)},
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )
@@ -87,7 +87,7 @@ def test_a_wrong_database_password_is_a_clear_error_without_the_secret(isolated,
     wrong = tmp_path / "pw"
     wrong.write_text("wrong-db-secret-2718")
     result = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "migrate"],
+        [sys.executable, "-m", "tickwire.streams.cli", "migrate"],
         env={**os.environ, "TICKWIRE_PG_DSN": isolated.pg_dsn, "TICKWIRE_PG_PASSWORD_FILE": str(wrong)},
         capture_output=True, text=True, timeout=60, cwd=ROOT,
     )

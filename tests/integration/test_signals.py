@@ -11,12 +11,12 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from schemas.signals import Fill
-from schemas.topics import BARS, FILLS, PREDICTIONS
-from streams.cli import _topics
-from streams.fills import TradeBuilder, TradeBook
-from streams.predictions import PredictionState, PredictionValidator
-from streams.simulator import MarketSimulator, ToyStrategy
+from tickwire.schemas.signals import Fill
+from tickwire.schemas.topics import BARS, FILLS, PREDICTIONS
+from tickwire.streams.cli import _topics
+from tickwire.streams.fills import TradeBuilder, TradeBook
+from tickwire.streams.predictions import PredictionState, PredictionValidator
+from tickwire.streams.simulator import MarketSimulator, ToyStrategy
 from tests.conftest import wait_for
 from tests.integration.test_pipeline import START
 
@@ -106,7 +106,7 @@ async def test_predictions_are_validated_and_fills_become_trades(isolated, proce
     # The analyst's way out: CSV of the same trades, then a clear refusal of a bad argument.
     exported = tmp_path / "trades.csv"
     run = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "export", "trades", "--strategy", "toy-momentum", "--output", str(exported)],
+        [sys.executable, "-m", "tickwire.streams.cli", "export", "trades", "--strategy", "toy-momentum", "--output", str(exported)],
         env=processes.env(), capture_output=True, text=True, timeout=60,
     )
     assert run.returncode == 0, run.stderr
@@ -114,7 +114,7 @@ async def test_predictions_are_validated_and_fills_become_trades(isolated, proce
         csv_rows = list(csv.DictReader(f))
     assert {row["trade_id"] for row in csv_rows} == {str(t) for t in want_trades}
     bad = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "export", "trades", "--until", "someday"],
+        [sys.executable, "-m", "tickwire.streams.cli", "export", "trades", "--until", "someday"],
         env=processes.env(), capture_output=True, text=True, timeout=60,
     )
     assert bad.returncode != 0 and "--until" in bad.stderr and "Traceback" not in bad.stderr

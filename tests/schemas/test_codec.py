@@ -3,9 +3,9 @@ from datetime import datetime, timezone
 import msgspec
 import pytest
 
-from schemas.codec import DLQ_MAX_VALUE_BYTES, Codec, dlq_record
-from schemas.errors import InvalidMessage
-from schemas.market import Bar
+from tickwire.schemas.codec import DLQ_MAX_VALUE_BYTES, Codec, dlq_record
+from tickwire.schemas.errors import InvalidMessage
+from tickwire.schemas.market import Bar
 
 NOW = datetime(2026, 3, 2, 15, 0, tzinfo=timezone.utc)
 GOOD = {

@@ -9,17 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.codec import Codec
-from schemas.errors import REASONS, InvalidMessage
-from schemas.market import EPOCH, Bar
-from schemas.signals import (
+from tickwire.schemas.codec import Codec
+from tickwire.schemas.errors import REASONS, InvalidMessage
+from tickwire.schemas.market import EPOCH, Bar
+from tickwire.schemas.signals import (
     DIRECTIONS, MAX_HORIZON_MINUTES, MAX_PRICE, SIDES, Fill, ModelPredictionRow, Prediction, PredictionOutcome,
     TradeOutcomeRow, feature_hash,
 )
-from schemas.trades import Trade
-from streams.candles import TradeAggregator
-from streams.fills import TradeBook, TradeBuilder
-from streams.predictions import PredictionState, PredictionValidator
+from tickwire.schemas.trades import Trade
+from tickwire.streams.candles import TradeAggregator
+from tickwire.streams.fills import TradeBook, TradeBuilder
+from tickwire.streams.predictions import PredictionState, PredictionValidator
 
 NOW = datetime(2026, 3, 2, tzinfo=timezone.utc)
 codec = Codec(Bar, max_message_bytes=4096)

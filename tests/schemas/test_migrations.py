@@ -17,9 +17,9 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from schemas.settings import Settings
-from sinks.maintenance import maintain
-from sinks.migrate import LOCK_ID, load_migrations, migrate
+from tickwire.schemas.settings import Settings
+from tickwire.sinks.maintenance import maintain
+from tickwire.sinks.migrate import LOCK_ID, load_migrations, migrate
 
 pytestmark = pytest.mark.integration
 

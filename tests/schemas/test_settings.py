@@ -1,6 +1,6 @@
 import pytest
 
-from schemas.settings import ENV_VARS, Settings, SettingsError
+from tickwire.schemas.settings import ENV_VARS, Settings, SettingsError
 
 
 def test_reads_typed_values_from_the_environment():

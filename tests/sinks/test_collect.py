@@ -10,12 +10,12 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
-from schemas.market import Condition
-from schemas.metrics import Metrics
-from schemas.settings import Settings
-from schemas.tables import MARKET_CONDITIONS
-from schemas.topics import CONDITIONS
-from sinks.consumer import TopicSink
+from tickwire.schemas.market import Condition
+from tickwire.schemas.metrics import Metrics
+from tickwire.schemas.settings import Settings
+from tickwire.schemas.tables import MARKET_CONDITIONS
+from tickwire.schemas.topics import CONDITIONS
+from tickwire.sinks.consumer import TopicSink
 
 TP = TopicPartition("md.conditions.v1", 0)
 T0 = datetime(2026, 4, 1, tzinfo=timezone.utc)

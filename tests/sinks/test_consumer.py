@@ -12,13 +12,13 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
-from schemas.market import Condition
-from schemas.metrics import Metrics
-from schemas.tables import MARKET_CONDITIONS
-from schemas.topics import CONDITIONS, DLQ
-from sinks.consumer import TopicSink
-from sinks.postgres import TableWriter
-from streams.cli import _topics
+from tickwire.schemas.market import Condition
+from tickwire.schemas.metrics import Metrics
+from tickwire.schemas.tables import MARKET_CONDITIONS
+from tickwire.schemas.topics import CONDITIONS, DLQ
+from tickwire.sinks.consumer import TopicSink
+from tickwire.sinks.postgres import TableWriter
+from tickwire.streams.cli import _topics
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration

@@ -1,6 +1,6 @@
 import asyncpg
 
-from sinks.errors import is_data_error, is_retriable
+from tickwire.sinks.errors import is_data_error, is_retriable
 
 
 def test_retriable_by_sqlstate_class_not_by_text():

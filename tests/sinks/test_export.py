@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from sinks.export import PERFORMANCE_COLUMNS, TRADE_COLUMNS, ExportArgumentError, query, validate_export_args, write_csv
+from tickwire.sinks.export import PERFORMANCE_COLUMNS, TRADE_COLUMNS, ExportArgumentError, query, validate_export_args, write_csv
 
 
 def test_csv_cells_and_header() -> None:

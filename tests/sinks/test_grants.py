@@ -9,10 +9,10 @@ import asyncpg
 import msgspec
 import pytest
 
-from schemas.market import Condition
-from schemas.tables import MARKET_CONDITIONS
-from sinks.grants import UnknownRole, grant_sink_role
-from sinks.postgres import TableWriter
+from tickwire.schemas.market import Condition
+from tickwire.schemas.tables import MARKET_CONDITIONS
+from tickwire.sinks.grants import UnknownRole, grant_sink_role
+from tickwire.sinks.postgres import TableWriter
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,9 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from schemas.settings import Settings
-from sinks.maintenance import MATERIALIZED_VIEWS, maintain
-from sinks.migrate import migrate
+from tickwire.schemas.settings import Settings
+from tickwire.sinks.maintenance import MATERIALIZED_VIEWS, maintain
+from tickwire.sinks.migrate import migrate
 from tests.schemas.test_migrations import NO_TIMESCALEDB, TIME_TABLES, Databases, timescaledb_available
 
 pytestmark = pytest.mark.integration

@@ -6,9 +6,9 @@ import msgspec
 from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import CollectorRegistry
 
-from schemas.metrics import Metrics
-from schemas.settings import Settings
-from streams.app import _PACK_BYTES, KeyedStates, Outbox, _pack, _restore_window
+from tickwire.schemas.metrics import Metrics
+from tickwire.schemas.settings import Settings
+from tickwire.streams.app import _PACK_BYTES, KeyedStates, Outbox, _pack, _restore_window
 
 
 class _Table:

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from schemas.errors import InvalidMessage
-from schemas.market import Bar, timeframe_seconds
-from schemas.trades import Trade
-from streams.candles import Resampler, ResamplerState, TradeAggregator, TradeAggregatorState
+from tickwire.schemas.errors import InvalidMessage
+from tickwire.schemas.market import Bar, timeframe_seconds
+from tickwire.schemas.trades import Trade
+from tickwire.streams.candles import Resampler, ResamplerState, TradeAggregator, TradeAggregatorState
 
 T0 = datetime(2026, 3, 2, 22, 0, tzinfo=timezone.utc)  # two hours before a UTC day ends
 NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import talib
 
-from schemas.correlations import CorrelationConflict, CorrelationEntry, CorrelationGroup, CorrelationGroupMember, CorrelationMatrix, CorrelationRecord
-from streams.correlations import CorrelationConfig, Correlations, CorrelationState, load_sectors
+from tickwire.schemas.correlations import CorrelationConflict, CorrelationEntry, CorrelationGroup, CorrelationGroupMember, CorrelationMatrix, CorrelationRecord
+from tickwire.streams.correlations import CorrelationConfig, Correlations, CorrelationState, load_sectors
 
 DAY_US = 86_400_000_000
 SECTORS = {

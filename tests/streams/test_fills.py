@@ -9,11 +9,11 @@ from datetime import datetime, timedelta, timezone
 import msgspec
 import pytest
 
-from schemas.codec import Codec
-from schemas.errors import InvalidMessage
-from schemas.market import Bar
-from schemas.signals import Fill, TradeOutcomeRow
-from streams.fills import TradeBook, TradeBuilder, TradeConfig
+from tickwire.schemas.codec import Codec
+from tickwire.schemas.errors import InvalidMessage
+from tickwire.schemas.market import Bar
+from tickwire.schemas.signals import Fill, TradeOutcomeRow
+from tickwire.streams.fills import TradeBook, TradeBuilder, TradeConfig
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
 NOW = T0 + timedelta(days=1)

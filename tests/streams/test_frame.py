@@ -9,10 +9,10 @@ import msgspec
 import numpy as np
 import pytest
 
-from schemas.market import Bar
-from streams.frame import FrameCore
-from streams.indicators import KEYS, Indicators, IndicatorState
-from streams.regimes import RegimeConfig, RegimeDetector, RegimeState
+from tickwire.schemas.market import Bar
+from tickwire.streams.frame import FrameCore
+from tickwire.streams.indicators import KEYS, Indicators, IndicatorState
+from tickwire.streams.regimes import RegimeConfig, RegimeDetector, RegimeState
 
 T0 = datetime(2026, 3, 2, 23, 30, tzinfo=timezone.utc)
 

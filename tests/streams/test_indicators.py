@@ -11,8 +11,8 @@ import pytest
 import talib
 from backtesting.test import BTCUSD, EURUSD, GOOG
 
-from schemas.market import Bar
-from streams.indicators import KEYS, Ema, EmaState, Indicators, IndicatorState
+from tickwire.schemas.market import Bar
+from tickwire.streams.indicators import KEYS, Ema, EmaState, Indicators, IndicatorState
 
 T0 = datetime(2026, 3, 2, tzinfo=timezone.utc)
 # Where the issue allows rounding to differ: from this bar on, everywhere.

@@ -10,8 +10,8 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from schemas.signals import PredictionOutcome, TradeOutcomeRow, feature_hash
-from streams.performance import (
+from tickwire.schemas.signals import PredictionOutcome, TradeOutcomeRow, feature_hash
+from tickwire.streams.performance import (
     ModelPerformance,
     ModelPerformanceState,
     PredictionSample,

@@ -11,11 +11,11 @@ from datetime import datetime, timedelta, timezone
 import msgspec
 import pytest
 
-from schemas.codec import Codec
-from schemas.errors import InvalidMessage
-from schemas.market import Bar, Condition
-from schemas.signals import ModelPredictionRow, Prediction, PredictionOutcome, feature_hash
-from streams.predictions import PredictionState, PredictionValidator, ValidatorConfig
+from tickwire.schemas.codec import Codec
+from tickwire.schemas.errors import InvalidMessage
+from tickwire.schemas.market import Bar, Condition
+from tickwire.schemas.signals import ModelPredictionRow, Prediction, PredictionOutcome, feature_hash
+from tickwire.streams.predictions import PredictionState, PredictionValidator, ValidatorConfig
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
 NOW = T0 + timedelta(days=30)

@@ -9,8 +9,8 @@ import msgspec
 import numpy as np
 import pytest
 
-from streams.indicators import KEYS, Indicators
-from streams.regimes import DECIDING, REGIMES, RegimeConfig, RegimeDetector, RegimeReading, RegimeState
+from tickwire.streams.indicators import KEYS, Indicators
+from tickwire.streams.regimes import DECIDING, REGIMES, RegimeConfig, RegimeDetector, RegimeReading, RegimeState
 
 T0 = datetime(2026, 3, 2, tzinfo=timezone.utc)
 

@@ -9,11 +9,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from schemas.market import Bar
-from schemas.signals import Prediction
-from schemas.trades import Trade
-from streams.cli import main
-from streams.replay import ReplayError, count_rows, read_rows
+from tickwire.schemas.market import Bar
+from tickwire.schemas.signals import Prediction
+from tickwire.schemas.trades import Trade
+from tickwire.streams.cli import main
+from tickwire.streams.replay import ReplayError, count_rows, read_rows
 
 CSV = """Date,Open,High,Low,Close,Volume
 2024-01-02T00:00:00Z,10,11,9,10.5,100

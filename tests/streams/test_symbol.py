@@ -7,10 +7,10 @@ from datetime import datetime, timedelta, timezone
 import msgspec
 import pytest
 
-from schemas.errors import InvalidMessage
-from schemas.market import Bar, Condition, RegimeChange
-from streams.simulator import MarketSimulator
-from streams.symbol import SymbolProcessor, SymbolState
+from tickwire.schemas.errors import InvalidMessage
+from tickwire.schemas.market import Bar, Condition, RegimeChange
+from tickwire.streams.simulator import MarketSimulator
+from tickwire.streams.symbol import SymbolProcessor, SymbolState
 
 START = datetime(2026, 3, 2, 0, 0, tzinfo=timezone.utc)
 
