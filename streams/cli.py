@@ -24,6 +24,7 @@ from tickwire.schemas.errors import TickwireError
 from tickwire.schemas.metrics import Metrics, serve
 from tickwire.schemas.settings import Settings, SettingsError
 from tickwire.streams.jsonlog import logging_config
+from tickwire.streams.topics import BrokerUnreachable, ensure_topics
 
 log = logging.getLogger("tickwire")
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
         logging.config.dictConfig(logging_config(settings.log_level))
         return args.func(settings, args) or 0
-    except (SettingsError, CommandError) as exc:
+    except (SettingsError, CommandError, BrokerUnreachable) as exc:
         print(f"tickwire: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, SettingsError) else 1
     except KeyboardInterrupt:
@@ -94,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=lambda s, a: asyncio.run(_export(s, a)))
 
     p = sub.add_parser("topics", help="create the registry's topics if they are missing")
-    p.set_defaults(func=lambda s, a: asyncio.run(_topics(s)))
+    p.set_defaults(func=lambda s, a: asyncio.run(ensure_topics(s)))
 
     p = sub.add_parser("simulate", help="publish simulated bars, and a toy strategy's predictions and fills")
     p.add_argument("--symbols", type=_positive, default=50, help="number of symbols (default 50)")
@@ -262,35 +263,6 @@ async def _export(settings: Settings, args: argparse.Namespace) -> None:
     print(f"exported {count} {args.kind} rows", file=sys.stderr)
 
 
-async def _topics(settings: Settings) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import KafkaError
-
-    from tickwire.schemas.topics import ALL
-    from tickwire.streams.app import changelog_topics
-
-    admin = AIOKafkaAdminClient(**settings.kafka_options())
-    try:
-        await admin.start()
-        existing = set(await admin.list_topics())
-        wanted = [
-            NewTopic(
-                settings.topic(t.name),
-                t.partitions,
-                1,
-                topic_configs={"cleanup.policy": t.cleanup_policy, "retention.ms": str(t.retention_ms)},
-            )
-            for t in ALL
-        ] + [NewTopic(name, partitions, 1, topic_configs={"cleanup.policy": "compact"}) for name, partitions in changelog_topics(settings)]
-        missing = [topic for topic in wanted if topic.name not in existing]
-        if missing:
-            await admin.create_topics(missing)
-    except KafkaError as exc:
-        raise CommandError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
-    finally:
-        await admin.close()
-
-
 # --- processes -------------------------------------------------------------------------
 
 
@@ -425,7 +397,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
     from tickwire.streams.app import create_app
 
     metrics = _serve_metrics(settings, args.metrics_port)
-    asyncio.run(_topics(settings))  # its inputs, outputs and changelogs, before the first rebalance
+    asyncio.run(ensure_topics(settings))  # its inputs, outputs and changelogs, before the first rebalance
     try:
         app = create_app(settings, metrics)
     except ValueError as exc:  # a configuration file the settings name (sectors) is unusable

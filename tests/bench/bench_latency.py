@@ -69,7 +69,7 @@ from aiokafka.partitioner import DefaultPartitioner  # noqa: E402
 from tickwire.schemas.market import Condition  # noqa: E402
 from tickwire.schemas.settings import Settings  # noqa: E402
 from tickwire.schemas.topics import CONDITIONS  # noqa: E402
-from tickwire.streams.cli import _topics  # noqa: E402
+from tickwire.streams.topics import ensure_topics  # noqa: E402
 from tests.bench._services import ROOT, emit, local_env, local_settings  # noqa: E402
 
 T0 = datetime(2026, 5, 4, tzinfo=timezone.utc)
@@ -117,7 +117,7 @@ async def role_consumer(settings: Settings, out: Path, expected: int) -> None:
     topic = settings.topic(CONDITIONS.name)
     consumer = AIOKafkaConsumer(**settings.kafka_options(), enable_auto_commit=False)
     await consumer.start()
-    parts = [TopicPartition(topic, p) for p in range(CONDITIONS.partitions)]  # created so by _topics
+    parts = [TopicPartition(topic, p) for p in range(CONDITIONS.partitions)]  # created so by ensure_topics
     consumer.assign(parts)
     await consumer.seek_to_end(*parts)
     for tp in parts:
@@ -275,7 +275,7 @@ async def run(
     from tests.bench.bench_sink import drop_database, fresh_database
 
     db, name = await fresh_database(settings)
-    await _topics(db)
+    await ensure_topics(db)
     topic = db.topic(CONDITIONS.name)
     env = local_env()
     env.update(TICKWIRE_TOPIC_PREFIX=db.topic_prefix, TICKWIRE_PG_DSN=db.pg_dsn, TICKWIRE_LOG_LEVEL="WARNING")

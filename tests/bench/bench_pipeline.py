@@ -34,13 +34,13 @@ from tickwire.schemas.codec import Codec  # noqa: E402
 from tickwire.schemas.market import Bar  # noqa: E402
 from tickwire.schemas.topics import BARS, CONDITIONS  # noqa: E402
 from tickwire.streams.symbol import SymbolProcessor, SymbolState  # noqa: E402
-from tickwire.streams.cli import _topics  # noqa: E402
+from tickwire.streams.topics import ensure_topics  # noqa: E402
 from tickwire.streams.simulator import MarketSimulator, default_symbols  # noqa: E402
 from tests.bench._services import ROOT, emit, local_settings  # noqa: E402
 
 
 async def preload(settings, count: int, symbols: int) -> None:
-    await _topics(settings)
+    await ensure_topics(settings)
     producer = AIOKafkaProducer(**settings.kafka_options(), linger_ms=20, max_batch_size=1 << 20)
     await producer.start()
     encode = msgspec.json.Encoder().encode

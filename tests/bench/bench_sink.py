@@ -34,7 +34,8 @@ from tickwire.schemas.topics import CONDITIONS  # noqa: E402
 from tickwire.sinks.consumer import TopicSink  # noqa: E402
 from tickwire.sinks.migrate import Flavor, detect_flavor, migrate  # noqa: E402
 from tickwire.sinks.postgres import TableWriter  # noqa: E402
-from tickwire.streams.cli import _topics, _use_uvloop  # noqa: E402
+from tickwire.streams.cli import _use_uvloop
+from tickwire.streams.topics import ensure_topics  # noqa: E402
 from tests.bench._services import emit, local_settings  # noqa: E402
 
 T0 = datetime(2026, 5, 4, tzinfo=timezone.utc)
@@ -92,7 +93,7 @@ async def copy_baseline(settings, rows: list[Condition], batch: int, flavor: Fla
 
 async def sink_run(settings, rows: list[Condition], flavor: Flavor) -> float:
     db, name = await fresh_database(settings, flavor)
-    await _topics(db)
+    await ensure_topics(db)
     topic = db.topic(CONDITIONS.name)
     producer = AIOKafkaProducer(**db.kafka_options(), linger_ms=20, max_batch_size=1 << 20, acks="all")
     await producer.start()

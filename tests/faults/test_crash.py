@@ -21,7 +21,7 @@ from tickwire.schemas.signals import Fill
 from tickwire.schemas.topics import BARS, FILLS, PREDICTIONS
 from tickwire.sinks.postgres import TableWriter
 from tickwire.streams.symbol import SymbolProcessor, SymbolState
-from tickwire.streams.cli import _topics
+from tickwire.streams.topics import ensure_topics
 from tickwire.streams.simulator import MarketSimulator, ToyStrategy, default_symbols
 from tests.conftest import wait_for
 from tests.integration.test_pipeline import START
@@ -42,7 +42,7 @@ def expected_rows(bars) -> list[tuple]:
 
 
 async def test_random_sigkills_lose_and_duplicate_nothing(isolated, processes):
-    await _topics(isolated)
+    await ensure_topics(isolated)
     bars = list(MarketSimulator(default_symbols(SYMBOLS), seed=99, start=START).bars(STEPS))
     strategy = ToyStrategy(seed=99)
     stream = [(spec, message) for bar in bars for spec, message in [(BARS, bar)] + [

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from tickwire.schemas.codec import DLQ_MAX_VALUE_BYTES
 from tickwire.schemas.topics import BARS, DLQ, FILLS, PREDICTIONS, TRADES
-from tickwire.streams.cli import _topics
+from tickwire.streams.topics import ensure_topics
 from tickwire.streams.simulator import MarketSimulator
 from tests.conftest import wait_for
 from tests.integration.test_pipeline import START, sample, scrape
@@ -369,7 +369,7 @@ class Run(NamedTuple):
 
 @pytest.fixture(scope="module")
 async def run(isolated, processes) -> Run:
-    await _topics(isolated)
+    await ensure_topics(isolated)
     _, port = processes.start("worker")
     processes.start("sink")
     producer = AIOKafkaProducer(**isolated.kafka_options(), acks="all", max_request_size=12_000_000)

@@ -18,7 +18,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from tickwire.schemas.topics import BARS
-from tickwire.streams.cli import _topics
+from tickwire.streams.topics import ensure_topics
 from tickwire.streams.simulator import MarketSimulator
 from tests.conftest import ROOT, wait_for
 from tests.integration.test_pipeline import START
@@ -59,7 +59,7 @@ async def count(settings) -> int:
 
 
 async def test_database_outage_then_broker_outage(isolated, processes):
-    await _topics(isolated)
+    await ensure_topics(isolated)
     bars = list(MarketSimulator(SYMBOLS, seed=4, start=START).bars(300))
     third = len(bars) // 3
     _, worker_port = processes.start("worker")

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaProducer
 
 from tickwire.schemas.market import Condition
 from tickwire.schemas.topics import CONDITIONS
-from tickwire.streams.cli import _topics
+from tickwire.streams.topics import ensure_topics
 from tests.conftest import wait_for
 from tests.integration.test_pipeline import START, sample, scrape
 
@@ -58,7 +58,7 @@ def total_lag(metrics: dict, topic: str) -> float:
 
 
 async def test_a_locked_table_grows_lag_not_memory(isolated, processes):
-    await _topics(isolated)
+    await ensure_topics(isolated)
     topic = isolated.topic(CONDITIONS.name)
     processes.extra_env["TICKWIRE_MAX_BATCH_ROWS"] = "2000"
     sink, port = processes.start("sink", "--tables", "market_conditions")

@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from tickwire.schemas.topics import BARS
-from tickwire.streams.cli import _topics
+from tickwire.streams.topics import ensure_topics
 from tickwire.streams.simulator import MarketSimulator
 from tests.conftest import ROOT, wait_for
 from tests.integration.test_pipeline import START
@@ -21,7 +21,7 @@ STEPS = 200
 
 
 async def test_snapshots_and_context_match_pandas(isolated, processes):
-    await _topics(isolated)
+    await ensure_topics(isolated)
     processes.extra_env.update(
         TICKWIRE_CORRELATION_TIMEFRAMES="1m",
         TICKWIRE_CORRELATION_SNAPSHOT_EVERY="50",

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tickwire.schemas.market import Bar
 from tickwire.schemas.settings import Settings
 from tickwire.schemas.topics import BARS, CONDITIONS, DLQ
-from tickwire.streams.cli import _topics
+from tickwire.streams.topics import ensure_topics
 from tickwire.streams.simulator import MarketSimulator
 from tests.conftest import wait_for
 
@@ -54,7 +54,7 @@ async def publish(settings: Settings, messages: list[tuple[bytes, bytes]]) -> No
 
 @pytest.fixture(scope="module")
 async def pipeline(isolated: Settings, processes):
-    await _topics(isolated)
+    await ensure_topics(isolated)
     _, worker_port = processes.start("worker")
     _, sink_port = processes.start("sink")
     conn = await asyncpg.connect(**isolated.pg_options())

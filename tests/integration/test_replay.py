@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer
 
 from tickwire.schemas.market import Bar
 from tickwire.schemas.topics import BARS
-from tickwire.streams.cli import _topics
+from tickwire.streams.topics import ensure_topics
 from tickwire.streams.simulator import MarketSimulator
 from tests.integration.test_pipeline import START
 
@@ -39,7 +39,7 @@ def replay(processes, *args: str) -> subprocess.CompletedProcess:
 
 
 async def test_replay_sends_good_rows_names_bad_ones_and_resumes(isolated, processes, tmp_path):
-    await _topics(isolated)
+    await ensure_topics(isolated)
     bars = list(MarketSimulator(["RPA", "RPB"], seed=2, start=START).bars(100))
     lines = ["symbol,ts,open,high,low,close,volume"]
     lines += [f"{b.symbol},{b.ts.isoformat()},{b.open},{b.high},{b.low},{b.close},{b.volume}" for b in bars]

@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaProducer
 
 from tickwire.schemas.settings import Settings
 from tickwire.schemas.topics import BARS
-from tickwire.streams.cli import _topics
+from tickwire.streams.topics import ensure_topics
 from tickwire.streams.simulator import MarketSimulator
 from tests.conftest import ROOT, wait_for
 from tests.integration.test_pipeline import START
@@ -42,7 +42,7 @@ def sasl(isolated: Settings) -> tuple[Settings, dict[str, str]]:
 
 async def test_worker_and_sink_run_over_sasl_scram(sasl, processes):
     settings, env = sasl
-    await _topics(settings)
+    await ensure_topics(settings)
     processes.extra_env = env
     processes.start("worker")
     processes.start("sink")

@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer
 
 from tickwire.schemas.signals import Fill
 from tickwire.schemas.topics import BARS, FILLS, PREDICTIONS
-from tickwire.streams.cli import _topics
+from tickwire.streams.topics import ensure_topics
 from tickwire.streams.fills import TradeBuilder, TradeBook
 from tickwire.streams.predictions import PredictionState, PredictionValidator
 from tickwire.streams.simulator import MarketSimulator, ToyStrategy
@@ -55,7 +55,7 @@ def expected(stream):
 
 
 async def test_predictions_are_validated_and_fills_become_trades(isolated, processes, tmp_path):
-    await _topics(isolated)
+    await ensure_topics(isolated)
     stream = messages()
     want_outcomes, want_trades = expected(stream)
     processes.start("worker")

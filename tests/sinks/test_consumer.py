@@ -18,7 +18,7 @@ from tickwire.schemas.tables import MARKET_CONDITIONS
 from tickwire.schemas.topics import CONDITIONS, DLQ
 from tickwire.sinks.consumer import TopicSink
 from tickwire.sinks.postgres import TableWriter
-from tickwire.streams.cli import _topics
+from tickwire.streams.topics import ensure_topics
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -69,7 +69,7 @@ async def test_writer_merges_a_batch_whose_plain_insert_meets_existing_keys(mark
 
 
 async def test_sink_sends_rows_the_database_refuses_to_the_dlq_and_writes_the_rest(isolated):
-    await _topics(isolated)
+    await ensure_topics(isolated)
     topic = isolated.topic(CONDITIONS.name)
     good = [condition("BIS", i, rsi_14=50.0) for i in range(40)]
     bad_index = {7, 23}
