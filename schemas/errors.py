@@ -4,9 +4,12 @@ from __future__ import annotations
 
 
 class TickwireError(Exception):
-    """Root of every error Tickwire raises on purpose."""
+    """Root of every error Tickwire raises on purpose; the command line reports its message
+    (never a traceback) and exits non-zero."""
 
-    retriable = False
+
+class Unreachable(TickwireError):
+    """Kafka or PostgreSQL cannot be reached, or refused us; the message names which and where."""
 
 
 class InvalidMessage(TickwireError):

@@ -15,13 +15,14 @@ import ssl
 from pathlib import Path
 from typing import Mapping
 
+from tickwire.schemas.errors import TickwireError
 from tickwire.schemas.market import timeframe_seconds
 
 PREFIX = "TICKWIRE_"
 _TIMEFRAME = re.compile(r"^[1-9][0-9]{0,3}[mhd]$")
 
 
-class SettingsError(ValueError):
+class SettingsError(TickwireError, ValueError):
     """A TICKWIRE_* variable has a value that cannot be used."""
 
 
@@ -45,7 +46,6 @@ class Settings:
     # Sinks
     max_batch_rows: int = 5000
     flush_interval_s: float = 0.5
-    max_buffered_rows: int = 50000
     # Stream processing
     worker_batch_events: int = 2000  # an agent takes up to this many messages at a time ...
     worker_batch_within_s: float = 0.05  # ... or what arrived within this long
@@ -60,6 +60,8 @@ class Settings:
     prediction_history_bars: int = 60  # closes kept per symbol to validate late predictions (its changelog cost is per bar)
     trade_breakeven_band: float = 0.0001  # |net P&L| within this share of entry notional: BREAKEVEN
     performance_capital: float = 100_000.0  # account size that turns P&L into returns
+    model_performance_days: int = 2  # days a model's outcomes are kept to recompute its day; older ones are ignored
+    strategy_performance_days: int = 62  # the same for a strategy's periods (a month needs 31)
     correlation_timeframes: str = "1m,1h,1d"  # comma-separated; empty = no correlation stage
     correlation_windows: str = "20,60"  # bars
     correlation_min_common: int = 10  # fewer common returns than this: null
@@ -146,13 +148,13 @@ class Settings:
             raise SettingsError(f"TICKWIRE_KAFKA_SECURITY_PROTOCOL: unknown protocol {self.kafka_security_protocol!r}")
         if self.pg_sslmode not in {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}:
             raise SettingsError(f"TICKWIRE_PG_SSLMODE: unknown mode {self.pg_sslmode!r}")
-        for name in ("max_batch_rows", "max_buffered_rows", "pg_pool_size", "max_message_bytes", "worker_batch_events"):
+        for name in ("max_batch_rows", "pg_pool_size", "max_message_bytes", "worker_batch_events"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{PREFIX}{name.upper()}: must be positive")
-        if self.max_buffered_rows < self.max_batch_rows:
-            raise SettingsError("TICKWIRE_MAX_BUFFERED_ROWS: must be at least TICKWIRE_MAX_BATCH_ROWS")
         if self.flush_interval_s <= 0:
             raise SettingsError("TICKWIRE_FLUSH_INTERVAL_S: must be positive")
+        if self.model_performance_days < 1 or self.strategy_performance_days < 31:
+            raise SettingsError("TICKWIRE_MODEL_PERFORMANCE_DAYS must be at least 1, TICKWIRE_STRATEGY_PERFORMANCE_DAYS at least 31")
         if self.worker_batch_within_s <= 0:
             raise SettingsError("TICKWIRE_WORKER_BATCH_WITHIN_S: must be positive")
         if not _TIMEFRAME.match(self.base_timeframe):

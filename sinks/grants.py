@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from tickwire.schemas.errors import TickwireError
+
 # %I quotes the identifiers: the role name is never spliced into SQL as text.
 _STATEMENTS = (
     "SELECT format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO %I', current_database(), $1::text)",
@@ -21,7 +23,7 @@ _STATEMENTS = (
 )
 
 
-class UnknownRole(Exception):
+class UnknownRole(TickwireError):
     """The role to grant to does not exist."""
 
 

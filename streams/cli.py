@@ -17,14 +17,14 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 from tickwire.schemas.errors import TickwireError
 from tickwire.schemas.metrics import Metrics, serve
 from tickwire.schemas.settings import Settings, SettingsError
 from tickwire.streams.jsonlog import logging_config
-from tickwire.streams.topics import BrokerUnreachable, ensure_topics
+from tickwire.streams.topics import ensure_topics
 
 log = logging.getLogger("tickwire")
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
         logging.config.dictConfig(logging_config(settings.log_level))
         return args.func(settings, args) or 0
-    except (SettingsError, CommandError, BrokerUnreachable) as exc:
+    except TickwireError as exc:
         print(f"tickwire: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, SettingsError) else 1
     except KeyboardInterrupt:
@@ -230,25 +230,20 @@ async def _maintain(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _grant(settings: Settings, role: str) -> None:
-    from tickwire.sinks.grants import UnknownRole, grant_sink_role
+    from tickwire.sinks.grants import grant_sink_role
 
     conn = await _connect(settings)
     try:
         await grant_sink_role(conn, role)
-    except UnknownRole as exc:
-        raise CommandError(str(exc)) from None
     finally:
         await conn.close()
     print(f"granted {role} the sink privileges on {settings.safe_dsn()}")
 
 
 async def _export(settings: Settings, args: argparse.Namespace) -> None:
-    from tickwire.sinks.export import ExportArgumentError, export_csv, validate_export_args
+    from tickwire.sinks.export import export_csv, validate_export_args
 
-    try:
-        request = validate_export_args(args.kind, strategy=args.strategy, since=args.since, until=args.until, period=args.period)
-    except ExportArgumentError as exc:
-        raise CommandError(str(exc)) from None
+    request = validate_export_args(args.kind, strategy=args.strategy, since=args.since, until=args.until, period=args.period)
     try:
         out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8", newline="")
     except OSError as exc:
@@ -268,133 +263,27 @@ async def _export(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> None:
     metrics = _serve_metrics(settings, args.metrics_port)
-    asyncio.run(_simulate(settings, metrics, args))
+    from tickwire.streams.simulator import publish
 
-
-async def _simulate(settings: Settings, metrics: Metrics, args: argparse.Namespace) -> None:
-    import msgspec
-    from aiokafka import AIOKafkaProducer
-    from aiokafka.errors import KafkaError
-
-    from tickwire.schemas.signals import Fill
-    from tickwire.schemas.topics import BARS, FILLS, PREDICTIONS
-    from tickwire.streams.simulator import MarketSimulator, ToyStrategy, default_symbols
-
-    topic = settings.topic(BARS.name)
-    signal_topics = {Fill: settings.topic(FILLS.name)}
-    predictions_topic = settings.topic(PREDICTIONS.name)
-    producer = AIOKafkaProducer(**settings.kafka_options(), linger_ms=5, acks="all")
-    try:
-        await producer.start()
-    except KafkaError as exc:
-        raise CommandError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
-    encode = msgspec.json.Encoder().encode
-    # Default start: far enough back that a fast simulation stays behind the wall clock.
-    start = args.start or (datetime.now(timezone.utc) - timedelta(days=30)).replace(second=0, microsecond=0)
-    simulator = MarketSimulator(default_symbols(args.symbols), seed=args.seed, start=start, timeframe=args.timeframe or settings.base_timeframe)
-    strategy = ToyStrategy(seed=args.seed) if args.signals else None
-    sent = 0
-    started = time.monotonic()
-    try:
-        while args.bars == 0 or sent < args.bars * args.symbols:
-            for bar in simulator.bars(1):
-                key = bar.symbol.encode()
-                await producer.send(topic, key=key, value=encode(bar))
-                sent += 1
-                for message in strategy.on_bar(bar) if strategy else ():
-                    name = signal_topics.get(type(message), predictions_topic)
-                    await producer.send(name, key=key, value=encode(message))
-                    metrics.produced.labels(name).inc()
-            metrics.produced.labels(topic).inc(args.symbols)
-            if args.rate:
-                await asyncio.sleep(max(0.0, started + sent / args.rate - time.monotonic()))
-        await producer.flush()
-    finally:
-        await producer.stop()
-    log.info("published %d bars to %s", sent, topic)
+    asyncio.run(publish(
+        settings, metrics, symbols=args.symbols, bars=args.bars, rate=args.rate, seed=args.seed, start=args.start,
+        signals=args.signals, timeframe=args.timeframe,
+    ))
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     """Exit 0 when every row was sent, 1 when some were rejected (reported on stderr)."""
-    return asyncio.run(_replay(settings, args))
+    from tickwire.streams.replay import publish_file
 
-
-async def _replay(settings: Settings, args: argparse.Namespace) -> int:
-    import json
-
-    import msgspec
-    from aiokafka import AIOKafkaProducer
-    from aiokafka.errors import KafkaError
-
-    from tickwire.streams.replay import KINDS, ReplayError, count_rows, read_rows
-
-    kind = KINDS[args.kind]
-    path: Path = args.file
-    if not path.is_file():
-        raise CommandError(f"{path}: no such file")
-    # Progress sits beside the file; it names the file's size so a changed file is not resumed.
-    progress_path = path.with_name(path.name + ".replay-progress")
-    identity = {"size": path.stat().st_size, "kind": args.kind}
-    skip = 0
-    if args.resume and progress_path.exists():
-        saved = json.loads(progress_path.read_text())
-        if {k: saved.get(k) for k in identity} != identity:
-            raise CommandError(f"{path} changed since the replay recorded in {progress_path}; replay it without --resume")
-        skip = saved["rows"]
     defaults = {k: v for k, v in (("symbol", args.symbol), ("timeframe", args.timeframe)) if v}
-    total = count_rows(path)
-    topic = settings.topic(kind.topic.name)
-    producer = AIOKafkaProducer(**settings.kafka_options(), linger_ms=20, acks="all", enable_idempotence=True)
-    try:
-        await producer.start()
-    except KafkaError as exc:
-        raise CommandError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
-    encode = msgspec.json.Encoder().encode
-    done, sent, rejected = skip, 0, 0
-    started = last_report = time.monotonic()
-    first_event = None
-
-    async def checkpoint() -> None:
-        await producer.flush()
-        progress_path.write_text(json.dumps({**identity, "rows": done}))
-
-    try:
-        for row in read_rows(path, kind.message_type, defaults=defaults, skip=skip, max_future_skew_s=settings.max_future_skew_s):
-            done += 1
-            if row.error is not None:
-                rejected += 1
-                print(f"{path}:{row.line}: rejected ({row.error.reason}): {row.error.detail}", file=sys.stderr)
-                continue
-            message = row.message
-            if args.speed:
-                event = getattr(message, kind.time_field)
-                first_event = first_event or event
-                await asyncio.sleep(max(0.0, started + (event - first_event).total_seconds() / args.speed - time.monotonic()))
-            await producer.send(topic, key=getattr(message, kind.topic.key).encode(), value=encode(message))
-            sent += 1
-            now = time.monotonic()
-            if now - last_report >= 1.0:
-                await checkpoint()
-                last_report = now
-                rate = (done - skip) / (now - started)
-                eta = (total - done) / rate if rate else 0.0
-                print(f"\r{done}/{total} rows  {rate:,.0f} rows/s  ETA {eta:,.0f} s ", end="", file=sys.stderr, flush=True)
-        await checkpoint()
-    except ReplayError as exc:
-        raise CommandError(str(exc)) from None
-    except KafkaError as exc:
-        raise CommandError(f"Kafka failed after {done} rows (rerun with --resume): {exc}") from None
-    finally:
-        await producer.stop()
-    elapsed = time.monotonic() - started
-    print(f"\r{path}: {sent} sent to {topic}, {rejected} rejected, {done - skip} rows in {elapsed:.1f} s", file=sys.stderr)
+    rejected = asyncio.run(publish_file(settings, args.file, args.kind, speed=args.speed, defaults=defaults, resume=args.resume))
     return 1 if rejected else 0
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
     import faust
 
-    from tickwire.streams.app import create_app
+    from tickwire.streams.worker.app import create_app
 
     metrics = _serve_metrics(settings, args.metrics_port)
     asyncio.run(ensure_topics(settings))  # its inputs, outputs and changelogs, before the first rebalance
@@ -409,87 +298,13 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_sink(settings: Settings, args: argparse.Namespace) -> None:
+    from tickwire.sinks.process import run_sinks
+
     metrics = _serve_metrics(settings, args.metrics_port)
     try:
-        asyncio.run(_sink(settings, metrics, args.tables))
+        asyncio.run(run_sinks(settings, metrics, args.tables))
     except asyncio.CancelledError:
         pass
-
-
-async def _sink(settings: Settings, metrics: Metrics, tables: list[str]) -> None:
-    import asyncpg
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-    from aiokafka.errors import KafkaError
-
-    from tickwire.schemas.tables import SINKS
-    from tickwire.schemas.metrics import watch_broker
-    from tickwire.sinks.consumer import CountRebalances, TopicSink
-    from tickwire.sinks.postgres import TableWriter
-
-    chosen = [(topic, table) for topic, table in SINKS if table.name in tables]
-    writers = [TableWriter(table) for _, table in chosen]
-
-    async def prepare(conn: asyncpg.Connection) -> None:
-        for writer in writers:
-            await writer.prepare(conn)
-
-    async def release(conn: asyncpg.Connection) -> None:
-        """Sinks set no session state (their staging tables are meant to stay), so a released
-        connection needs no reset query, a round trip per write, unless a write was cut short."""
-        if conn.is_in_transaction():
-            await conn.execute("ROLLBACK")
-
-    try:
-        pool = await asyncpg.create_pool(
-            **settings.pg_options(), min_size=1, max_size=settings.pg_pool_size, init=prepare, reset=release
-        )
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise CommandError(f"cannot connect to PostgreSQL at {settings.safe_dsn()}: {type(exc).__name__}: {exc}") from None
-    producer = AIOKafkaProducer(**settings.kafka_options(), acks="all")
-    consumers = [
-        AIOKafkaConsumer(
-            **settings.kafka_options(),
-            # One group per table, so each table's sink scales and lags on its own.
-            group_id=f"{settings.topic_prefix}{settings.sink_group}.{table.name}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-        )
-        for topic, table in chosen
-    ]
-    for (topic, _), consumer in zip(chosen, consumers):
-        consumer.subscribe([settings.topic(topic.name)], listener=CountRebalances(metrics))
-    try:
-        await producer.start()
-        for consumer in consumers:
-            await consumer.start()
-    except KafkaError as exc:
-        await pool.close()
-        raise CommandError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
-    sinks = [
-        TopicSink(settings=settings, topic=topic, table=table, pool=pool, consumer=consumer, producer=producer, metrics=metrics)
-        for (topic, table), consumer in zip(chosen, consumers)
-    ]
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    tasks = [asyncio.create_task(sink.run()) for sink in sinks]
-    watcher = asyncio.create_task(watch_broker(metrics, settings.kafka_bootstrap))
-    waiter = asyncio.create_task(stop.wait())
-    try:
-        await asyncio.wait({*tasks, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (*tasks, waiter, watcher):
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for consumer in consumers:
-            await consumer.stop()
-        await producer.stop()
-        await pool.close()
-    for task in tasks:
-        if not task.cancelled() and task.exception():
-            raise task.exception()
 
 
 # --- the embedded default ----------------------------------------------------------------

@@ -42,7 +42,7 @@ import math
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from itertools import repeat
-from typing import Iterable, Mapping
+from typing import Mapping
 
 import msgspec
 import numpy as np
@@ -74,7 +74,6 @@ class CorrelationConfig(msgspec.Struct, frozen=True, kw_only=True):
     threshold: float = 0.7
     snapshot_every: int = 1
     recompute_every: int = 32
-    max_open_timestamps: int = 1
 
     def __post_init__(self) -> None:
         if not self.windows or min(self.windows) < 2 or len(set(self.windows)) != len(self.windows):
@@ -83,8 +82,8 @@ class CorrelationConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("need 2 <= min_common <= the smallest window")
         if not 0 < self.threshold <= 1:
             raise ValueError("threshold must be in (0, 1]")
-        if self.snapshot_every < 1 or self.recompute_every < 1 or self.max_open_timestamps < 1:
-            raise ValueError("snapshot_every, recompute_every and max_open_timestamps must be at least 1")
+        if self.snapshot_every < 1 or self.recompute_every < 1:
+            raise ValueError("snapshot_every and recompute_every must be at least 1")
 
 
 class CorrelationState(msgspec.Struct, array_like=True):
@@ -96,9 +95,7 @@ class CorrelationState(msgspec.Struct, array_like=True):
     steps: int = 0
     anchor: int = 0  # step of the last exact recompute
     last_close: dict[str, float] = {}  # symbol -> last close; complete after snapshot_state()
-    pending: dict[int, dict[str, float]] = {}  # open timestamps
     above: dict[int, dict[str, float]] = {}  # window -> "a\tb" -> value, pairs above threshold at the last snapshot
-    late_bars: int = 0
 
 
 def load_sectors(path: str | Path) -> dict[str, str]:
@@ -188,40 +185,8 @@ class Correlations:
 
     # ---- input -------------------------------------------------------------------
 
-    def add_bar(self, symbol: str, ts: int, close: float) -> list[CorrelationRecord]:
-        """``ts`` in epoch µs. Closes the oldest open timestamp once more than
-        ``max_open_timestamps`` are open; a bar older than the last closed step is late
-        (counted, dropped). Returns the records of any snapshot taken."""
-        if not math.isfinite(close) or close <= 0:
-            raise ValueError(f"{symbol}: close {close!r} is not a positive number")
-        s = self.state
-        if s.timestamps and ts <= s.timestamps[-1]:
-            s.late_bars += 1
-            return []
-        s.pending.setdefault(ts, {})[symbol] = close
-        out: list[CorrelationRecord] = []
-        while len(s.pending) > self.config.max_open_timestamps:
-            oldest = min(s.pending)
-            out += self.step(oldest, s.pending.pop(oldest))
-        return out
-
-    def add_bars(self, bars: Iterable[tuple[str, int, float]]) -> list[CorrelationRecord]:
-        """Batch form of ``add_bar``."""
-        out: list[CorrelationRecord] = []
-        for symbol, ts, close in bars:
-            out += self.add_bar(symbol, ts, close)
-        return out
-
-    def flush(self) -> list[CorrelationRecord]:
-        """Close every open timestamp (end of a replay, or a watermark passed them)."""
-        out: list[CorrelationRecord] = []
-        while self.state.pending:
-            oldest = min(self.state.pending)
-            out += self.step(oldest, self.state.pending.pop(oldest))
-        return out
-
     def step(self, ts: int, closes: Mapping[str, float]) -> list[CorrelationRecord]:
-        """Close timestamp ``ts`` with every bar it has; the batch API."""
+        """Close timestamp ``ts`` (epoch µs, after the last step) with every bar it has."""
         s, cfg = self.state, self.config
         if s.timestamps and ts <= s.timestamps[-1]:
             raise ValueError(f"step {ts} is not after the last step {s.timestamps[-1]}")

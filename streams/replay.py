@@ -1,6 +1,7 @@
-"""Rows of a CSV or Parquet file turned into validated messages for ``tickwire replay``.
+"""Rows of a CSV or Parquet file turned into validated messages, and ``publish_file``, which
+sends them for ``tickwire replay``.
 
-Pure: reading and validation only, so a bad row is reported with its line number before
+Reading and validation are pure, so a bad row is reported with its line number before
 anything is sent. Column names are the message's field names, matched case-insensitively
 (``Open`` is ``open``); an empty CSV cell is a missing value; ``--symbol`` and
 ``--timeframe`` fill columns a file does not have (one-symbol files such as exports
@@ -10,15 +11,22 @@ and 1-based row numbers for Parquet.
 
 from __future__ import annotations
 
+import asyncio
 import csv
+import json
+import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple, get_origin
 
 import msgspec
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
-from tickwire.schemas.errors import InvalidMessage
+from tickwire.schemas.errors import InvalidMessage, TickwireError, Unreachable
 from tickwire.schemas.market import Bar
+from tickwire.schemas.settings import Settings
 from tickwire.schemas.signals import Fill, Prediction
 from tickwire.schemas.topics import BARS, FILLS, PREDICTIONS, TRADES, Topic
 from tickwire.schemas.trades import Trade
@@ -46,7 +54,7 @@ class Row(NamedTuple):
     error: InvalidMessage | None
 
 
-class ReplayError(ValueError):
+class ReplayError(TickwireError, ValueError):
     """The file as a whole cannot be replayed (missing, unreadable, unknown format)."""
 
 
@@ -127,3 +135,71 @@ def _records(path: Path, skip: int) -> Iterator[tuple[int, dict[str, Any]]]:
         raise ReplayError(f"{path}: not UTF-8 text or Parquet ({exc.reason} at byte {exc.start})") from None
     except csv.Error as exc:
         raise ReplayError(f"{path}: not a readable CSV file ({exc})") from None
+
+
+async def publish_file(
+    settings: Settings, path: Path, kind_name: str, *, speed: float = 0.0, defaults: dict[str, str] | None = None,
+    resume: bool = False,
+) -> int:
+    """Send ``path``'s valid rows to their topic (``speed``: event-time speed-up, 0 = at once),
+    reporting progress and every rejected row on stderr; the number of rejected rows.
+
+    Progress is kept beside the file, so ``resume`` continues after the rows the broker
+    acknowledged in an earlier run."""
+    kind = KINDS[kind_name]
+    if not path.is_file():
+        raise ReplayError(f"{path}: no such file")
+    # Progress sits beside the file; it names the file's size so a changed file is not resumed.
+    progress_path = path.with_name(path.name + ".replay-progress")
+    identity = {"size": path.stat().st_size, "kind": kind_name}
+    skip = 0
+    if resume and progress_path.exists():
+        saved = json.loads(progress_path.read_text())
+        if {k: saved.get(k) for k in identity} != identity:
+            raise ReplayError(f"{path} changed since the replay recorded in {progress_path}; replay it without --resume")
+        skip = saved["rows"]
+    total = count_rows(path)
+    topic = settings.topic(kind.topic.name)
+    producer = AIOKafkaProducer(**settings.kafka_options(), linger_ms=20, acks="all", enable_idempotence=True)
+    try:
+        await producer.start()
+    except KafkaError as exc:
+        raise Unreachable(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
+    encode = msgspec.json.Encoder().encode
+    done, sent, rejected = skip, 0, 0
+    started = last_report = time.monotonic()
+    first_event = None
+
+    async def checkpoint() -> None:
+        await producer.flush()
+        progress_path.write_text(json.dumps({**identity, "rows": done}))
+
+    try:
+        for row in read_rows(path, kind.message_type, defaults=defaults or {}, skip=skip, max_future_skew_s=settings.max_future_skew_s):
+            done += 1
+            if row.error is not None:
+                rejected += 1
+                print(f"{path}:{row.line}: rejected ({row.error.reason}): {row.error.detail}", file=sys.stderr)
+                continue
+            message = row.message
+            if speed:
+                event = getattr(message, kind.time_field)
+                first_event = first_event or event
+                await asyncio.sleep(max(0.0, started + (event - first_event).total_seconds() / speed - time.monotonic()))
+            await producer.send(topic, key=getattr(message, kind.topic.key).encode(), value=encode(message))
+            sent += 1
+            now = time.monotonic()
+            if now - last_report >= 1.0:
+                await checkpoint()
+                last_report = now
+                rate = (done - skip) / (now - started)
+                eta = (total - done) / rate if rate else 0.0
+                print(f"\r{done}/{total} rows  {rate:,.0f} rows/s  ETA {eta:,.0f} s ", end="", file=sys.stderr, flush=True)
+        await checkpoint()
+    except KafkaError as exc:
+        raise Unreachable(f"Kafka failed after {done} rows (rerun with --resume): {exc}") from None
+    finally:
+        await producer.stop()
+    elapsed = time.monotonic() - started
+    print(f"\r{path}: {sent} sent to {topic}, {rejected} rejected, {done - skip} rows in {elapsed:.1f} s", file=sys.stderr)
+    return rejected

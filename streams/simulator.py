@@ -1,19 +1,32 @@
 """A deterministic market simulator: correlated log-normal bars with sector structure and
 regime switches, plus a toy strategy that publishes predictions and fills.
 
-Pure: given a seed it yields the same messages every time, so tests and demos can replay it.
+Given a seed it yields the same messages every time, so tests and demos can replay it;
+``publish`` sends them for ``tickwire simulate``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
+import msgspec
 import numpy as np
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
+from tickwire.schemas.errors import Unreachable
 from tickwire.schemas.market import Bar, timeframe_seconds
+from tickwire.schemas.metrics import Metrics
+from tickwire.schemas.settings import Settings
 from tickwire.schemas.signals import Fill, Prediction
+from tickwire.schemas.topics import BARS, FILLS, PREDICTIONS
+
+log = logging.getLogger("tickwire.simulator")
 
 # Market regimes the simulator switches between: drift of the market factor per bar (in
 # units of bar volatility) and a volatility multiplier. Each bar the regime persists
@@ -157,3 +170,43 @@ class ToyStrategy:
             commission=round(qty * 0.005, 4),
             decision_price=bar.close,
         )
+
+
+async def publish(
+    settings: Settings, metrics: Metrics, *, symbols: int, bars: int = 0, rate: float = 0.0, seed: int = 42,
+    start: datetime | None = None, signals: bool = True, timeframe: str | None = None,
+) -> None:
+    """Send ``bars`` simulated bars per symbol (0: until cancelled) at ``rate`` bars/s (0: at
+    once), with the toy strategy's predictions and fills unless ``signals`` is off."""
+    topic = settings.topic(BARS.name)
+    signal_topics = {Fill: settings.topic(FILLS.name)}
+    predictions_topic = settings.topic(PREDICTIONS.name)
+    producer = AIOKafkaProducer(**settings.kafka_options(), linger_ms=5, acks="all")
+    try:
+        await producer.start()
+    except KafkaError as exc:
+        raise Unreachable(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
+    encode = msgspec.json.Encoder().encode
+    # Default start: far enough back that a fast simulation stays behind the wall clock.
+    start = start or (datetime.now(timezone.utc) - timedelta(days=30)).replace(second=0, microsecond=0)
+    simulator = MarketSimulator(default_symbols(symbols), seed=seed, start=start, timeframe=timeframe or settings.base_timeframe)
+    strategy = ToyStrategy(seed=seed) if signals else None
+    sent = 0
+    started = time.monotonic()
+    try:
+        while bars == 0 or sent < bars * symbols:
+            for bar in simulator.bars(1):
+                key = bar.symbol.encode()
+                await producer.send(topic, key=key, value=encode(bar))
+                sent += 1
+                for message in strategy.on_bar(bar) if strategy else ():
+                    name = signal_topics.get(type(message), predictions_topic)
+                    await producer.send(name, key=key, value=encode(message))
+                    metrics.produced.labels(name).inc()
+            metrics.produced.labels(topic).inc(symbols)
+            if rate:
+                await asyncio.sleep(max(0.0, started + sent / rate - time.monotonic()))
+        await producer.flush()
+    finally:
+        await producer.stop()
+    log.info("published %d bars to %s", sent, topic)

@@ -5,13 +5,9 @@ from __future__ import annotations
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-from tickwire.schemas.errors import TickwireError
+from tickwire.schemas.errors import Unreachable
 from tickwire.schemas.settings import Settings
 from tickwire.schemas.topics import ALL
-
-
-class BrokerUnreachable(TickwireError):
-    """Kafka cannot be reached or refused the request; the message says which broker."""
 
 
 async def ensure_topics(settings: Settings) -> None:
@@ -21,7 +17,7 @@ async def ensure_topics(settings: Settings) -> None:
     may be missing from that rebalance's metadata, and its table then cannot be written
     until the next one.
     """
-    from tickwire.streams.app import changelog_topics
+    from tickwire.streams.worker.app import changelog_topics
 
     admin = AIOKafkaAdminClient(**settings.kafka_options())
     try:
@@ -40,6 +36,6 @@ async def ensure_topics(settings: Settings) -> None:
         if missing:
             await admin.create_topics(missing)
     except KafkaError as exc:
-        raise BrokerUnreachable(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
+        raise Unreachable(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
     finally:
         await admin.close()

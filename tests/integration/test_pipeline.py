@@ -14,7 +14,6 @@ import talib
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from tickwire.schemas.market import Bar
 from tickwire.schemas.settings import Settings
 from tickwire.schemas.topics import BARS, CONDITIONS, DLQ
 from tickwire.streams.topics import ensure_topics

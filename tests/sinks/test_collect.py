@@ -75,5 +75,5 @@ async def test_a_batch_grows_while_the_write_before_it_runs_and_ends_when_it_is_
 async def test_a_full_batch_ends_even_while_a_write_runs():
     writing = asyncio.get_running_loop().create_future()
     consumer = Consumer([records(0, 4), records(4, 4), records(8, 4)])
-    batch = await sink(consumer, max_batch_rows=8, max_buffered_rows=8)._collect(writing)
+    batch = await sink(consumer, max_batch_rows=8)._collect(writing)
     assert batch.size == 8 and len(consumer.timeouts_ms) == 2

@@ -204,22 +204,17 @@ def test_restart_from_serialized_state_gives_identical_output():
     assert msgspec.msgpack.encode(records) == msgspec.msgpack.encode(whole)
 
 
-def test_bars_close_timestamps_in_event_order_and_late_bars_are_dropped():
-    core = Correlations(CorrelationConfig(windows=(2,), min_common=2, max_open_timestamps=2))
-    assert core.add_bars([("A", 1, 10.0), ("B", 1, 20.0), ("A", 2, 11.0)]) == []
-    assert core.state.steps == 0
-    assert core.add_bar("B", 3, 22.0)  # a third open timestamp closes ts 1: a snapshot
-    assert core.state.steps == 1
-    core.add_bar("B", 2, 21.0)  # ts 2 is still open
-    core.add_bar("A", 4, 12.0)  # closes ts 2
-    assert core.state.steps == 2 and core.state.late_bars == 0
-    core.add_bar("A", 1, 99.0)  # older than the last closed step
-    assert core.state.late_bars == 1
-    core.flush()
-    assert core.state.steps == 4 and core.snapshot_state().last_close == {"A": 12.0, "B": 22.0}
-    assert core.matrix(2)[1].shape == (2, 2)
+def test_steps_close_in_event_order_and_keep_each_symbols_last_close():
+    core = Correlations(CorrelationConfig(windows=(2,), min_common=2))
+    core.step(1, {"A": 10.0, "B": 20.0})
+    core.step(2, {"A": 11.0})
+    core.step(3, {"B": 22.0})
+    assert core.state.steps == 3 and core.state.timestamps == [1, 2, 3]
     with pytest.raises(ValueError):
-        core.add_bar("A", 5, float("nan"))
+        core.step(3, {"A": 12.0})  # not after the last step: the worker counts such a bar as late
+    core.step(4, {"A": 12.0})
+    assert core.snapshot_state().last_close == {"A": 12.0, "B": 22.0}
+    assert core.matrix(2)[1].shape == (2, 2)
 
 
 def test_records_decode_as_the_topic_union():

@@ -1,0 +1,179 @@
+"""Live cross-symbol correlations per timeframe, and each symbol's bar with its correlation
+to the benchmark and to its sector.
+
+Its input, ``md.conditions.by_timeframe.v1``, carries the symbols stage's conditions of the
+correlated timeframes packed per timeframe (the key), so one worker sees a timeframe's
+every symbol. Symbols arrive from different partitions at different paces, so bars wait
+per timestamp (one table key each, so a batch writes what it touched, not the backlog)
+until the watermark, the oldest latest-bar time of the symbols heard from within
+``correlation_quiet_bars``, passes them. Redelivery needs no offsets: a redelivered bar
+rejoins its open timestamp or is late.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import faust
+import msgspec
+
+from tickwire.schemas.market import EPOCH, Condition, CorrelationContext, timeframe_seconds
+from tickwire.schemas.topics import CONDITIONS_BY_TIMEFRAME, CORRELATION_CONTEXT, CORRELATIONS
+from tickwire.streams.correlations import CorrelationConfig, Correlations, CorrelationState, load_sectors
+from tickwire.streams.worker.outbox import Message
+from tickwire.streams.worker.stage import Stage, StageContext, StateTable, decode
+from tickwire.streams.worker.state import KeyedStates, StateCodec
+
+_US = timedelta(microseconds=1)
+OpenBars = dict[str, tuple[float, float, float, float, int]]  # symbol -> (open, high, low, close, volume)
+
+
+class _CorrelationStateV1(msgspec.Struct, array_like=True):
+    """Layout 1 also kept the core's own open timestamps and late-bar count, never used."""
+
+    symbols: list[str | None] = []
+    returns: bytes = b""
+    timestamps: list[int] = []
+    steps: int = 0
+    anchor: int = 0
+    last_close: dict[str, float] = {}
+    pending: dict[int, dict[str, float]] = {}
+    above: dict[int, dict[str, float]] = {}
+    late_bars: int = 0
+
+
+def _core_from_v1(old: _CorrelationStateV1) -> CorrelationState:
+    return CorrelationState(old.symbols, old.returns, old.timestamps, old.steps, old.anchor, old.last_close, old.above)
+
+
+# One table, three kinds of key per timeframe: "<tf>/core", "<tf>/latest", "<tf>/<open timestamp>".
+_PARTS = {
+    "core": StateCodec(CorrelationState, lambda: None, version=2, upgrades={1: (_CorrelationStateV1, _core_from_v1)}),
+    "latest": StateCodec(dict[str, int], dict),  # symbol -> its latest bar's timestamp
+    "open": StateCodec(OpenBars, dict),
+}
+
+
+class _PartsCodec(StateCodec):
+    """Writes each part in its own layout; a timeframe's core as its snapshot, taken then."""
+
+    def encode(self, value: Any) -> bytes:
+        if isinstance(value, Correlations):
+            return _PARTS["core"].encode(value.snapshot_state())
+        return super().encode(value)
+
+
+class _Window:
+    """A timeframe's core plus the bars waiting for the watermark, as stored in the table."""
+
+    def __init__(self, timeframe: str, core: Correlations, open_bars: dict[int, OpenBars], latest: dict[str, int]) -> None:
+        self.timeframe, self.core, self.open, self.latest = timeframe, core, open_bars, latest
+
+    def key(self, part: int | str) -> bytes:
+        return f"{self.timeframe}/{part}".encode()
+
+    def closable(self, quiet_us: int) -> list[int]:
+        """Open timestamps every active symbol has moved past, oldest first."""
+        newest = max(self.latest.values())
+        watermark = min(t for t in self.latest.values() if t >= newest - quiet_us)
+        return sorted(ts for ts in self.open if ts < watermark)
+
+
+def restore_window(states: KeyedStates, config: CorrelationConfig, sectors: dict[str, str]) -> _Window:
+    """A timeframe's window as last written (a worker's first bar of it, or after a failure)."""
+    timeframe = config.timeframe
+    prefix = f"{timeframe}/".encode()
+    stored = {key[len(prefix):]: value for key, value in states.stored_items() if key.startswith(prefix)}
+
+    def decoded(name: bytes, codec: StateCodec) -> Any:
+        return states.decoded(prefix + name, stored[name], codec.decode, codec.default) if name in stored else codec.default()
+
+    core = Correlations(config, decoded(b"core", _PARTS["core"]), sectors=sectors)
+    latest = decoded(b"latest", _PARTS["latest"])
+    open_bars = {int(ts): decoded(ts, _PARTS["open"]) for ts in stored if ts.isdigit()}
+    return _Window(timeframe, core, {ts: bars for ts, bars in open_bars.items() if bars}, latest)
+
+
+class CorrelationsStage(Stage):
+    name = "correlations"
+    inputs = (CONDITIONS_BY_TIMEFRAME,)
+    table = StateTable("correlation-state", CONDITIONS_BY_TIMEFRAME, _PartsCodec(Any, dict))
+    _packed = msgspec.msgpack.Decoder(list[bytes])
+    _condition = msgspec.json.Decoder(Condition)
+
+    def __init__(self, context: StageContext, states: KeyedStates) -> None:
+        super().__init__(context, states)
+        settings = context.settings
+        self.correlated = set(settings.correlated)
+        self.sectors = load_sectors(settings.correlation_sectors_file) if settings.correlation_sectors_file else {}
+        self.configs = {
+            tf: CorrelationConfig(
+                timeframe=tf,
+                windows=settings.correlation_window_bars,
+                min_common=settings.correlation_min_common,
+                benchmark=settings.correlation_benchmark,
+                threshold=settings.correlation_threshold,
+                snapshot_every=settings.correlation_snapshot_every,
+            )
+            for tf in self.correlated
+        }
+        self.quiet_us = {tf: settings.correlation_quiet_bars * timeframe_seconds(tf) * 1_000_000 for tf in self.correlated}
+        self.windows: dict[str, _Window] = {}  # live per timeframe; rebuilt from the table after a rebalance
+        self.late_bars = context.metrics.late_bars
+        self.correlations_topic, self.context_topic = context.names[CORRELATIONS], context.names[CORRELATION_CONTEXT]
+
+    def forget(self, key: bytes | None) -> None:
+        """Rebuilt from the table, not from a half-applied step."""
+        prefix = (key or b"") + b"/"
+        self.windows.pop((key or b"").decode("utf-8", "replace"), None)
+        self.states.forget(lambda k: k.startswith(prefix))
+
+    def assigned(self) -> None:
+        super().assigned()
+        self.windows.clear()
+
+    def handle(self, event: faust.EventT, out: list[Message]) -> None:
+        """A pack's bars join their open timestamps; then the timestamps every active symbol
+        has moved past are closed (once per pack: each symbol's bars arrive in order, so
+        no bar of the pack could still join a timestamp that closes)."""
+        # All decoded first: a refused message must leave the state untouched.
+        conditions = [decode(self._condition, value) for value in decode(self._packed, event.value)]
+        partition = event.message.partition
+        touched: dict[str, _Window] = {}
+        for condition in conditions:
+            timeframe = condition.timeframe
+            if timeframe not in self.correlated:
+                continue
+            window = self.windows.get(timeframe)
+            if window is None:
+                window = self.windows[timeframe] = restore_window(self.states, self.configs[timeframe], self.sectors)
+            ts_us = (condition.timestamp - EPOCH) // _US
+            if window.core.state.timestamps and ts_us <= window.core.state.timestamps[-1]:
+                self.late_bars.labels(event.message.topic).inc()
+                continue
+            bars = window.open.setdefault(ts_us, {})
+            bars[condition.symbol] = (condition.open, condition.high, condition.low, condition.close, condition.volume)
+            self.states.changed(window.key(ts_us), partition, bars)
+            if window.latest.get(condition.symbol, -1) < ts_us:
+                window.latest[condition.symbol] = ts_us
+                self.states.changed(window.key("latest"), partition, window.latest)
+            touched[timeframe] = window
+        for timeframe, window in touched.items():
+            for stepped in window.closable(self.quiet_us[timeframe]):
+                self.close(window, stepped, partition, out)
+
+    def close(self, window: _Window, stepped: int, partition: int, out: list[Message]) -> None:
+        timeframe, encode = window.timeframe, self.context.encode
+        bars = window.open.pop(stepped)
+        for record in window.core.step(stepped, {symbol: bar[3] for symbol, bar in bars.items()}):
+            out.append((self.correlations_topic, timeframe.encode(), encode(record), []))
+        for symbol, (spy, sector) in window.core.context(min(window.core.config.windows)).items():
+            o, h, low, c, v = bars[symbol]
+            context = CorrelationContext(
+                symbol=symbol, timeframe=timeframe, timestamp=EPOCH + stepped * _US,
+                open=o, high=h, low=low, close=c, volume=v, spy_correlation=spy, sector_correlation=sector,
+            )
+            out.append((self.context_topic, symbol.encode(), encode(context), []))
+        self.states.delete(window.key(stepped), partition)
+        self.states.changed(window.key("core"), partition, window.core)

@@ -1,0 +1,219 @@
+"""Everything keyed by symbol: bars into conditions and regimes, predictions validated
+against the bars that follow, fills into trade outcomes, and the expiry clock.
+
+Bars, predictions, fills and expiry ticks are all keyed by symbol with the same partition
+count, so this one stage sees a symbol's every input, and keeps all of it in one record.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import faust
+import msgspec
+
+from tickwire.schemas.codec import Codec
+from tickwire.schemas.errors import InvalidMessage
+from tickwire.schemas.market import EPOCH, Bar, timeframe_seconds
+from tickwire.schemas.signals import Fill, Prediction
+from tickwire.schemas.topics import (
+    BARS, CONDITIONS, CONDITIONS_BY_TIMEFRAME, EXPIRY_TICKS, FILLS, OUTCOMES, PREDICTIONS, REGIMES, TRADE_OUTCOMES,
+)
+from tickwire.streams.fills import TradeBook, TradeBuilder, TradeConfig
+from tickwire.streams.predictions import PredictionState, PredictionValidator, ValidatorConfig
+from tickwire.streams.regimes import REGIMES as REGIME_NAMES
+from tickwire.streams.regimes import RegimeConfig
+from tickwire.streams.symbol import SymbolProcessor, SymbolState
+from tickwire.streams.worker.outbox import Message, pack
+from tickwire.streams.worker.stage import Stage, StageContext, StateTable, applied, keyed, redelivered
+from tickwire.streams.worker.state import KeyedStates, StateCodec
+
+_US = timedelta(microseconds=1)
+
+
+class SymbolRecord(msgspec.Struct, array_like=True):
+    """Everything this stage keeps for one symbol, in one table record.
+
+    One write changes all of it, so a crash never leaves the bars ahead of the
+    predictions; ``offsets`` recognises a redelivered message (``stage.redelivered``).
+    """
+
+    bars: SymbolState = msgspec.field(default_factory=SymbolState)
+    predictions: PredictionState = msgspec.field(default_factory=PredictionState)
+    book: TradeBook = msgspec.field(default_factory=TradeBook)
+    offsets: dict[str, int] = {}  # source topic -> offset of the last message applied
+
+
+class _Timeframe(msgspec.Struct):
+    timeframe: str
+
+
+_timeframe_of = msgspec.json.Decoder(_Timeframe)
+
+
+class Symbols(Stage):
+    name = "symbols"
+    inputs = (BARS, PREDICTIONS, FILLS, EXPIRY_TICKS)
+    table = StateTable("symbol-record", BARS, StateCodec(SymbolRecord, SymbolRecord))
+
+    def __init__(self, context: StageContext, states: KeyedStates) -> None:
+        super().__init__(context, states)
+        settings, names = context.settings, context.names
+        limits = {"max_message_bytes": settings.max_message_bytes, "max_future_skew_s": settings.max_future_skew_s}
+        self.bar_codec, self.prediction_codec, self.fill_codec = Codec(Bar, **limits), Codec(Prediction, **limits), Codec(Fill, **limits)
+        self.processor = SymbolProcessor(
+            base_timeframe=settings.base_timeframe,
+            resample_to=settings.resample_to,
+            regime=RegimeConfig(
+                trend_adx=settings.regime_trend_adx,
+                volatile_percentile=settings.regime_volatile_percentile,
+                confirm_bars=settings.regime_confirm_bars,
+            ),
+            vwap_anchor_s=settings.vwap_anchor_s,
+        )
+        self.validator = PredictionValidator(
+            ValidatorConfig(
+                timeframe=settings.base_timeframe,
+                neutral_band=settings.prediction_neutral_band,
+                max_history_bars=settings.prediction_history_bars,
+                expire_after_s=settings.prediction_expire_after_s,
+            )
+        )
+        self.builder = TradeBuilder(TradeConfig(timeframe=settings.base_timeframe, breakeven_band=settings.trade_breakeven_band))
+        self.base_timeframe = settings.base_timeframe
+        self.base_period_us = timeframe_seconds(settings.base_timeframe) * 1_000_000
+        self.correlated = set(settings.correlated)
+        self.conditions_topic, self.regimes_topic = names[CONDITIONS], names[REGIMES]
+        self.by_timeframe_topic = names[CONDITIONS_BY_TIMEFRAME]
+        self.outcomes_topic, self.trade_outcomes_topic = names[OUTCOMES], names[TRADE_OUTCOMES]
+        self.handlers = {names[BARS]: self.on_bar, names[PREDICTIONS]: self.on_prediction, names[FILLS]: self.on_fill,
+                         names[EXPIRY_TICKS]: self.on_tick}
+        self.ticks = context.topic(EXPIRY_TICKS)
+        # The expiry clock: per bars partition, the latest bar close seen; the clock is the slowest
+        # partition's (of those with bars), so a partition that is behind (a replay, a restart)
+        # never expires the predictions of symbols whose bars are merely still on their way.
+        self.latest_close_us: dict[int, int] = {}
+        self.waiting: set[bytes] = set()  # symbols with pending predictions
+        self.rescan = False  # the partitions changed: find the pending predictions they hold
+        self.shown_regimes: dict[tuple[str, str], str] = {}
+
+    def handle(self, event: faust.EventT, out: list[Message]) -> None:
+        self.handlers[event.message.topic](event, out)
+
+    def finish(self, out: list[Message]) -> list[Message]:
+        """The correlation stage's input packed per timeframe: one message where a batch had hundreds."""
+        return pack(out, self.by_timeframe_topic) if self.correlated else out
+
+    def assigned(self) -> None:
+        super().assigned()
+        self.rescan = True
+        self.latest_close_us.clear()
+
+    def timers(self):
+        return [(10.0, self.expiry_clock)]
+
+    def record(self, key: bytes, message: faust.types.Message) -> SymbolRecord | None:
+        """``key``'s record, or None for a message it already holds."""
+        record = self.states.get(key)
+        if redelivered(record.offsets, message):
+            self.context.metrics.duplicates.labels(message.topic).inc()
+            return None
+        return record
+
+    def done(self, key: bytes, record: SymbolRecord, message: faust.types.Message) -> None:
+        applied(record.offsets, message)
+        self.states.changed(key, message.partition)
+
+    def on_bar(self, event: faust.EventT, out: list[Message]) -> None:
+        message = event.message
+        bar = self.bar_codec.decode(event.value, headers=message.headers or ())
+        key = keyed(message, bar.symbol)
+        record = self.record(key, message)
+        if record is None:
+            return
+        outputs, again = self.processor.process(record.bars, bar)
+        if not again:
+            self.show_regimes(bar.symbol, record.bars)
+        for kind, value in outputs:
+            if kind == "regime":
+                out.append((self.regimes_topic, key, value, []))
+                continue
+            out.append((self.conditions_topic, key, value, []))
+            if self.correlated:
+                timeframe = _timeframe_of.decode(value).timeframe
+                if timeframe in self.correlated:
+                    out.append((self.by_timeframe_topic, timeframe.encode(), value, []))
+        if bar.timeframe == self.base_timeframe:
+            close_us = (bar.ts - EPOCH) // _US + self.base_period_us
+            partition = message.partition
+            self.latest_close_us[partition] = max(self.latest_close_us.get(partition, 0), close_us)
+            regime = record.bars.frames[bar.timeframe].regime.regime
+            self.queue_outcomes(key, record.predictions, self.validator.on_close(record.predictions, close_us, bar.close, regime), out)
+            if record.book.trades:
+                for row in self.builder.on_bar(record.book, bar):
+                    out.append((self.trade_outcomes_topic, row.strategy_id.encode(), self.context.encode(row), []))
+        self.done(key, record, message)
+
+    def show_regimes(self, symbol: str, state: SymbolState) -> None:
+        """The regime gauge of each timeframe whose regime this worker has not shown yet."""
+        for timeframe, frame in state.frames.items():
+            regime = frame.regime.regime
+            if regime is not None and self.shown_regimes.get((symbol, timeframe)) != regime:
+                self.shown_regimes[symbol, timeframe] = regime
+                for name in REGIME_NAMES:
+                    self.context.metrics.regime.labels(symbol, timeframe, name).set(1 if name == regime else 0)
+
+    def queue_outcomes(self, key: bytes, state: PredictionState, outcomes: list, out: list[Message]) -> None:
+        (self.waiting.add if state.pending else self.waiting.discard)(key)
+        for outcome in outcomes:
+            out.append((self.outcomes_topic, outcome.model_version.encode(), self.context.encode(outcome), []))
+
+    def on_prediction(self, event: faust.EventT, out: list[Message]) -> None:
+        message = event.message
+        prediction = self.prediction_codec.decode(event.value, headers=message.headers or ())
+        key = keyed(message, prediction.symbol)
+        record = self.record(key, message)
+        if record is None:
+            return
+        result = self.validator.on_prediction(record.predictions, prediction)
+        if result.duplicate:
+            self.context.metrics.duplicates.labels(message.topic).inc()
+        self.queue_outcomes(key, record.predictions, result.outputs, out)
+        self.done(key, record, message)
+
+    def on_fill(self, event: faust.EventT, out: list[Message]) -> None:
+        message = event.message
+        fill = self.fill_codec.decode(event.value, headers=message.headers or ())
+        key = keyed(message, fill.symbol)
+        record = self.record(key, message)
+        if record is None:
+            return
+        result = self.builder.on_fill(record.book, fill)
+        if result.duplicate:
+            self.context.metrics.duplicates.labels(message.topic).inc()
+        out.append((self.trade_outcomes_topic, result.row.strategy_id.encode(), self.context.encode(result.row), []))
+        self.done(key, record, message)
+
+    def on_tick(self, event: faust.EventT, out: list[Message]) -> None:
+        message = event.message
+        try:
+            watermark = EPOCH + int(event.value) * _US
+        except (TypeError, ValueError, OverflowError):
+            raise InvalidMessage("schema", "an expiry tick is a decimal epoch-microseconds watermark") from None
+        record = self.record(message.key, message)
+        if record is None:
+            return
+        self.queue_outcomes(message.key, record.predictions, self.validator.expire(record.predictions, watermark), out)
+        self.done(message.key, record, message)
+
+    async def expiry_clock(self) -> None:
+        """Symbols that stopped trading still see time pass: a tick through their own partition."""
+        if self.rescan:
+            self.rescan = False
+            self.waiting.clear()
+            self.waiting.update(key for key, _ in self.states.stored_items() if self.states.get(key).predictions.pending)
+        if not self.waiting or not self.latest_close_us:
+            return
+        watermark = min(self.latest_close_us.values())
+        for key in list(self.waiting):
+            await self.ticks.send(key=key, value=str(watermark).encode())

@@ -1,0 +1,112 @@
+"""The faust app: one agent per registered stage, each running its batches through a
+``Checkpoint``, with its state in a changelog-backed table (so it survives restarts and
+rebalances) kept decoded in memory while this worker owns the key."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import faust
+import msgspec
+
+from tickwire.schemas.metrics import Metrics, watch_broker
+from tickwire.schemas.settings import Settings
+from tickwire.schemas.topics import ALL as ALL_TOPICS
+from tickwire.schemas.topics import BARS, DLQ, Topic
+from tickwire.streams.stages import STAGES
+from tickwire.streams.worker.batch import Checkpoint
+from tickwire.streams.worker.outbox import Outbox
+from tickwire.streams.worker.stage import Stage, StageContext
+from tickwire.streams.worker.state import KeyedStates
+
+_RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+
+
+def changelog_topics(settings: Settings) -> list[tuple[str, int]]:
+    """faust's changelog topic names and partitions, one per stage's table."""
+    app_id = settings.topic_prefix + settings.processor_group
+    return [(f"{app_id}-{stage.table.name}-changelog", stage.table.partitioned_like.partitions) for stage in STAGES]
+
+
+def _credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    if settings.kafka_security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password,
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=settings.kafka_ssl_context(),
+        )
+    if settings.kafka_security_protocol == "SSL":
+        return faust.SSLCredentials(settings.kafka_ssl_context())
+    return None
+
+
+def create_app(settings: Settings, metrics: Metrics) -> faust.App:
+    """Build the processors' faust app for ``settings`` from the stage registry."""
+    app = faust.App(
+        settings.topic_prefix + settings.processor_group,
+        broker=["kafka://" + host for host in settings.kafka_bootstrap.split(",")],
+        broker_credentials=_credentials(settings),
+        store="memory://",
+        # State lives in changelog topics ("memory://"); faust still makes its data
+        # directory, which would otherwise land in the working directory.
+        datadir=os.path.join(tempfile.gettempdir(), "{conf.id}-data"),
+        web_enabled=False,
+        processing_guarantee="at_least_once",
+        topic_partitions=BARS.partitions,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        table_standby_replicas=0,
+        key_serializer="raw",
+        value_serializer="raw",
+        producer_linger_ms=5,
+        # A worker killed without leaving holds its partitions until the session expires:
+        # keep that short so a restarted worker resumes within seconds, not a minute.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
+    )
+
+    def topic(spec: Topic) -> faust.TopicT:
+        return app.topic(settings.topic(spec.name), partitions=spec.partitions, **_RAW)
+
+    names = {spec: settings.topic(spec.name) for spec in ALL_TOPICS}
+    context = StageContext(settings, metrics, names, msgspec.json.Encoder().encode, topic)
+    outbox = Outbox(settings)
+    stages = [_install(app, stage_type, context, outbox) for stage_type in STAGES]
+
+    @app.on_rebalance_complete.connect
+    async def on_assigned(sender: object, **kwargs: object) -> None:
+        metrics.rebalances.inc()
+        metrics.set_ready(True)
+        for stage in stages:
+            stage.assigned()
+
+    @app.on_before_shutdown.connect
+    async def close_outbox(sender: object, **kwargs: object) -> None:
+        await outbox.stop()
+
+    @app.task
+    async def broker_health() -> None:
+        await watch_broker(metrics, settings.kafka_bootstrap)
+
+    return app
+
+
+def _install(app: faust.App, stage_type: type[Stage], context: StageContext, outbox: Outbox) -> Stage:
+    """``stage_type``'s table, agent and timers on ``app``."""
+    spec, settings = stage_type.table, context.settings
+    table = app.Table(spec.name, default=bytes, partitions=spec.partitioned_like.partitions, key_type=bytes, value_type=bytes)
+    stage = stage_type(context, KeyedStates(table, spec.codec, context.metrics))
+    checkpoint = Checkpoint(stage, outbox, context.names[DLQ], context.metrics)
+    # One channel over every input: the stage sees a key's inputs in one agent, in one partition.
+    inputs = app.topic(*(context.names[t] for t in stage_type.inputs), partitions=stage_type.inputs[0].partitions, **_RAW)
+
+    async def agent(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.worker_batch_events, within=settings.worker_batch_within_s):
+            await checkpoint.run(events)
+
+    app.agent(inputs, name=stage_type.name)(agent)
+    for interval, work in stage.timers():
+        app.timer(interval=interval, name=f"{stage_type.name}.{work.__name__}")(work)
+    return stage

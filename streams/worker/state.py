@@ -1,0 +1,137 @@
+"""A stage's state per key: one faust table, decoded once per key, written once per batch."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Generic, TypeVar
+
+import faust
+import msgspec
+
+from tickwire.schemas.metrics import Metrics
+
+log = logging.getLogger("tickwire.worker")
+
+T = TypeVar("T")
+_GONE = object()  # a deleted key, until the batch's writes
+
+
+class StateCodec(Generic[T]):
+    """msgpack of one state type, behind a version byte.
+
+    The byte says which layout wrote a value, so a worker reads the layouts before its own
+    (``upgrades``: version -> (that layout's type, a function to today's)) instead of
+    misreading them; a value of an unknown layout cannot be decoded, and its key starts
+    afresh. Values written before the byte existed (a msgpack array or map, whose first
+    byte is never below 0x80) read as version 1.
+    """
+
+    def __init__(
+        self,
+        type_: Any,
+        default: Callable[[], T],
+        *,
+        version: int = 1,
+        upgrades: dict[int, tuple[Any, Callable[[Any], T]]] | None = None,
+    ) -> None:
+        if not 1 <= version < 0x80:
+            raise ValueError("a state version is 1..127")
+        self.version, self.default = version, default
+        self._prefix = bytes([version])
+        self._decoders: dict[int, tuple[msgspec.msgpack.Decoder, Callable[[Any], T] | None]] = {
+            version: (msgspec.msgpack.Decoder(type_), None),
+            **{old: (msgspec.msgpack.Decoder(old_type), upgrade) for old, (old_type, upgrade) in (upgrades or {}).items()},
+        }
+        self._encoder = msgspec.msgpack.Encoder()
+
+    def encode(self, value: T) -> bytes:
+        return self._prefix + self._encoder.encode(value)
+
+    def decode(self, data: bytes) -> T:
+        version, payload = self.split(data)
+        decoder, upgrade = self._decoders.get(version, (None, None))
+        if decoder is None:
+            raise ValueError(f"state layout version {version} is not one this worker reads")
+        value = decoder.decode(payload)
+        return upgrade(value) if upgrade else value
+
+    @staticmethod
+    def split(data: bytes) -> tuple[int, bytes]:
+        """(layout version, msgpack payload) of a stored value."""
+        return (data[0], data[1:]) if data and data[0] < 0x80 else (1, data)
+
+
+class KeyedStates:
+    """One faust table's values, decoded once and kept while this worker owns the keys.
+
+    Stages change the live objects and mark them (``changed``); ``write`` encodes each
+    marked key once and writes it to the table and its changelog partition (the
+    source message's, as faust does), so a batch of a symbol's bars costs one state
+    write, not one per bar. ``forget`` drops live objects (a failed message, a
+    rebalance): they are decoded again from the last written value.
+    """
+
+    def __init__(self, table: faust.Table, codec: StateCodec, metrics: Metrics) -> None:
+        self.table, self.codec = table, codec
+        self._live: dict[bytes, Any] = {}
+        self._changed: dict[bytes, int] = {}  # key -> changelog partition
+        self._sizes: dict[bytes, int] = {}
+        self._gauge = metrics.state_bytes.labels(table.name)
+        self._resets = metrics.state_resets.labels(table.name)
+
+    def get(self, key: bytes) -> Any:
+        value = self._live.get(key, _GONE)
+        if value is _GONE:
+            stored = self.table.data.get(key)
+            value = self._live[key] = self.decoded(key, stored, self.codec.decode, self.codec.default) if stored else self.codec.default()
+        return value
+
+    def decoded(self, key: bytes, stored: bytes, decode: Callable[[bytes], Any], default: Callable[[], Any]) -> Any:
+        """``stored`` decoded; ``default()`` if it cannot be (written by a worker of another
+        state format, or damaged): logged and counted, so the key starts afresh instead of
+        failing, and sending to the DLQ, every message it receives."""
+        try:
+            return decode(stored)
+        except (msgspec.DecodeError, ValueError) as exc:
+            log.error("state of %s key %r cannot be decoded (%s): starting it afresh", self.table.name, key, exc)
+            self._resets.inc()
+            return default()
+
+    def changed(self, key: bytes, partition: int, value: Any = _GONE) -> None:
+        """Mark ``key`` for the next ``write``; with a ``value``, that becomes its live object."""
+        if value is not _GONE:
+            self._live[key] = value
+        self._changed[key] = partition
+
+    def delete(self, key: bytes, partition: int) -> None:
+        self._live[key] = _GONE
+        self._changed[key] = partition
+
+    def stored_items(self) -> list[tuple[bytes, bytes]]:
+        """The last written values (what a rebuild after ``forget`` starts from)."""
+        return [(key, value) for key, value in self.table.data.items() if value]
+
+    def forget(self, match: Callable[[bytes], bool]) -> None:
+        for key in [key for key in self._live if match(key)]:
+            del self._live[key]
+            self._changed.pop(key, None)
+
+    def release(self) -> None:
+        """Drop every live object not waiting to be written (after a rebalance)."""
+        self.forget(lambda key: key not in self._changed)
+
+    def write(self) -> None:
+        data, sizes = self.table.data, self._sizes
+        for key, partition in self._changed.items():
+            value = self._live.get(key, _GONE)
+            if value is _GONE:
+                self._live.pop(key, None)
+                data.pop(key, None)
+                self.table.send_changelog(partition, key, None, value_serializer="raw")
+                self._gauge.dec(sizes.pop(key, 0))
+            else:
+                encoded = data[key] = self.codec.encode(value)
+                self.table.send_changelog(partition, key, encoded)
+                self._gauge.inc(len(encoded) - sizes.get(key, 0))
+                sizes[key] = len(encoded)
+        self._changed.clear()

@@ -1,0 +1,229 @@
+"""The worker runtime's pieces that need no broker: packing, partitioning, per-batch state
+writes, versioned state layouts, the checkpoint's DLQ handling and redelivery."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import msgspec
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+from prometheus_client import CollectorRegistry
+
+from tickwire.schemas.errors import InvalidMessage
+from tickwire.schemas.metrics import Metrics
+from tickwire.schemas.settings import Settings
+from tickwire.schemas.topics import ALL, TRADES
+from tickwire.streams.correlations import CorrelationConfig, Correlations
+from tickwire.streams.stages.candles import Candles, TradeState, _TradeStateV1
+from tickwire.streams.stages.correlations import _CorrelationStateV1, _PartsCodec, restore_window
+from tickwire.streams.worker.batch import Checkpoint
+from tickwire.streams.worker.outbox import PACK_BYTES, Outbox, pack
+from tickwire.streams.worker.stage import Stage, StageContext, StateTable
+from tickwire.streams.worker.state import KeyedStates, StateCodec
+
+ANY = StateCodec(object, dict)
+
+
+class _Table:
+    """What KeyedStates uses of a faust Table: its store and its changelog sends."""
+
+    name = "t"
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+        self.sent: list[tuple[int, bytes, bytes | None]] = []
+
+    def send_changelog(self, partition: int, key: bytes, value: bytes | None, value_serializer: str | None = None) -> None:
+        self.sent.append((partition, key, value))
+
+
+def states(table: _Table, codec: StateCodec = ANY, metrics: Metrics | None = None) -> KeyedStates:
+    return KeyedStates(table, codec, metrics or Metrics(CollectorRegistry()))
+
+
+def test_pack_keeps_order_per_key_and_bounds_each_message():
+    big = b"x" * (PACK_BYTES // 3)
+    messages = [("c", b"1m", big + bytes([i]), []) for i in range(7)] + [("other", b"k", b"v", [])] + [("c", b"1h", b"h", [])]
+    packed = pack(messages, "c")
+    assert packed[0] == ("other", b"k", b"v", [])
+    minute = [m for m in packed if m[0] == "c" and m[1] == b"1m"]
+    assert len(minute) == 4  # a third of the limit and a byte each: two to a message
+    values = [v for m in minute for v in msgspec.msgpack.decode(m[2])]
+    assert values == [big + bytes([i]) for i in range(7)]
+    assert all(sum(map(len, msgspec.msgpack.decode(m[2]))) <= PACK_BYTES for m in minute)
+    assert [msgspec.msgpack.decode(m[2]) for m in packed if m[1] == b"1h"] == [[b"h"]]
+
+
+def test_a_batch_writes_each_changed_key_once_with_its_partition():
+    table = _Table()
+    keyed = states(table)
+    for n in range(3):
+        keyed.get(b"a")[n] = n
+        keyed.changed(b"a", 4)
+    keyed.get(b"b")["x"] = 1  # read and changed in place, but never marked: not written
+    keyed.write()
+    assert table.sent == [(4, b"a", b"\x01" + msgspec.msgpack.encode({0: 0, 1: 1, 2: 2}))]
+    assert ANY.decode(table.data[b"a"]) == {0: 0, 1: 1, 2: 2}
+    keyed.write()
+    assert len(table.sent) == 1  # nothing changed since
+
+
+def test_forget_returns_a_key_to_its_last_written_value():
+    table = _Table()
+    keyed = states(table)
+    keyed.get(b"a")["n"] = 1
+    keyed.changed(b"a", 0)
+    keyed.write()
+    keyed.get(b"a")["n"] = 2  # a failed message half-changed it
+    keyed.changed(b"a", 0)
+    keyed.forget(lambda key: key == b"a")
+    assert keyed.get(b"a") == {"n": 1}
+    keyed.write()
+    assert len(table.sent) == 1
+
+
+def test_release_keeps_what_waits_to_be_written_and_delete_sends_a_tombstone():
+    table = _Table()
+    keyed = states(table)
+    kept = keyed.get(b"kept")
+    kept["n"] = 1
+    keyed.changed(b"kept", 1)
+    clean = keyed.get(b"clean")
+    keyed.release()
+    assert keyed.get(b"kept") is kept and keyed.get(b"clean") is not clean  # decoded again
+    keyed.write()
+    keyed.delete(b"kept", 1)
+    keyed.write()
+    assert table.sent[-1] == (1, b"kept", None) and b"kept" not in table.data
+    assert keyed.get(b"kept") == {}
+
+
+def test_a_stored_state_that_cannot_be_decoded_starts_afresh_and_is_counted():
+    table = _Table()
+    table.data[b"old"] = b"\xc1"  # never valid msgpack: a record of another format, or damage
+    table.data[b"good"] = msgspec.msgpack.encode({"bars": 3})
+    metrics = Metrics(CollectorRegistry())
+    keyed = states(table, metrics=metrics)
+    assert keyed.get(b"old") == {}
+    assert keyed.get(b"good") == {"bars": 3}
+    assert metrics.registry.get_sample_value("tickwire_state_resets_total", {"table": "t"}) == 1
+    keyed.get(b"old")["bars"] = 1  # the fresh state is live and written like any other
+    keyed.changed(b"old", 0)
+    keyed.write()
+    assert ANY.decode(table.data[b"old"]) == {"bars": 1}
+
+
+def test_a_correlation_window_restores_what_it_can_decode():
+    table = _Table()
+    table.data.update({
+        b"1m/core": b"\xc1", b"1m/latest": msgspec.msgpack.encode({"SPY": 60_000_000}),
+        b"1m/60000000": b"\xc1", b"1m/120000000": msgspec.msgpack.encode({"SPY": (1.0, 2.0, 0.5, 1.5, 10)}),
+    })
+    metrics = Metrics(CollectorRegistry())
+    window = restore_window(states(table, _PartsCodec(object, dict), metrics), CorrelationConfig(timeframe="1m"), {})
+    assert window.latest == {"SPY": 60_000_000}
+    assert window.open == {120_000_000: {"SPY": (1.0, 2.0, 0.5, 1.5, 10)}}
+    assert metrics.registry.get_sample_value("tickwire_state_resets_total", {"table": "t"}) == 2
+
+
+def test_a_correlation_core_of_the_first_layout_is_read_and_written_in_the_second():
+    config = CorrelationConfig(timeframe="1m", windows=(3,), min_common=2, threshold=0.5)
+    core = Correlations(config)
+    for step in range(1, 6):
+        core.step(step, {"SPY": 100.0 + step, "AAPL": 50.0 + step * (1 + step % 2), "MSFT": 80.0 - step})
+    now = core.snapshot_state()
+    old = _CorrelationStateV1(now.symbols, now.returns, now.timestamps, now.steps, now.anchor, now.last_close,
+                              pending={9: {"X": 9.0}}, above=now.above, late_bars=3)
+    table = _Table()
+    table.data[b"1m/core"] = msgspec.msgpack.encode(old)  # layout 1: no version byte
+    keyed = states(table, _PartsCodec(object, dict))
+    window = restore_window(keyed, config, {})
+    assert msgspec.msgpack.encode(window.core.snapshot_state()) == msgspec.msgpack.encode(now)
+    keyed.changed(b"1m/core", 0, window.core)
+    keyed.write()
+    assert table.data[b"1m/core"][0] == 2
+    again = restore_window(states(table, _PartsCodec(object, dict)), config, {})
+    assert again.core.step(6, {"SPY": 107.0, "AAPL": 57.0, "MSFT": 73.0}) == core.step(6, {"SPY": 107.0, "AAPL": 57.0, "MSFT": 73.0})
+
+
+def test_a_state_codec_reads_its_earlier_layouts_and_refuses_unknown_ones():
+    codec = Candles.table.codec
+    v1 = _TradeStateV1(TradeState().aggregator, last_trade_id="7", outputs=[b"bar"])
+    assert codec.decode(msgspec.msgpack.encode(v1)) == TradeState()  # unversioned: layout 1, upgraded
+    current = TradeState(offsets={"md.trades.v1": 41})
+    assert codec.encode(current)[0] == 2 and codec.decode(codec.encode(current)) == current
+    with pytest.raises(ValueError, match="version 9"):
+        codec.decode(b"\x09" + msgspec.msgpack.encode(current))
+    with pytest.raises(ValueError):
+        StateCodec(TradeState, TradeState, version=0x80)  # would read as a msgpack header
+
+
+async def test_outbox_partitions_keys_as_the_client_does_and_turns_keyless_messages_round():
+    outbox = Outbox(Settings())
+    partitions = [0, 1, 2, 3, 4, 5]
+    outbox._partitions["t"] = partitions  # what the broker's metadata would say
+    client = DefaultPartitioner()
+    for key in (b"AAPL", b"MSFT", b"1m", b"\xff" * 40):
+        assert await outbox._partition("t", key) == client(key, partitions, partitions)
+    keyless = set()
+    for _ in partitions:
+        outbox._deliveries += 1  # one delivery (a batch's outputs) after another
+        keyless.add(await outbox._partition("t", None))
+    assert keyless == set(partitions)
+
+
+def event(value: bytes, offset: int, key: bytes = b"k", topic: str = "in") -> SimpleNamespace:
+    return SimpleNamespace(value=value, message=SimpleNamespace(topic=topic, partition=0, offset=offset, key=key, headers=None))
+
+
+def context(metrics: Metrics) -> StageContext:
+    settings = Settings()
+    return StageContext(settings, metrics, {t: settings.topic(t.name) for t in ALL}, msgspec.json.encode, lambda spec: None)
+
+
+class _Summing(Stage):
+    """Adds each message's number to its key's total; "bad" is refused, "bug" fails half-way."""
+
+    name, inputs = "summing", (TRADES,)
+    table = StateTable("sums", TRADES, ANY)
+
+    def handle(self, event, out):
+        total = self.states.get(event.message.key)
+        if event.value == b"bad":
+            raise InvalidMessage("invalid_value", "not a number")
+        total["sum"] = total.get("sum", 0) + (1000 if event.value == b"bug" else int(event.value))
+        if event.value == b"bug":
+            raise ZeroDivisionError("half-way")
+        self.states.changed(event.message.key, 0)
+        out.append(("out", event.message.key, str(total["sum"]).encode(), []))
+
+
+def test_a_checkpoint_dead_letters_refused_and_failing_messages_and_keeps_the_rest():
+    metrics = Metrics(CollectorRegistry())
+    table = _Table()
+    stage = _Summing(context(metrics), states(table, metrics=metrics))
+    checkpoint = Checkpoint(stage, outbox=None, dlq_topic="dlq", metrics=metrics)
+    out = checkpoint.handle([event(b"1", 0), event(b"bad", 1), event(b"2", 2), event(b"bug", 3), event(b"4", 4)])
+    assert [(topic, value) for topic, _, value, _ in out if topic == "out"] == [("out", b"1"), ("out", b"3"), ("out", b"7")]
+    dead = [headers for topic, _, _, headers in out if topic == "dlq"]
+    assert [dict(h)["tickwire.reason"] for h in dead] == [b"invalid_value", b"internal"]
+    stage.states.write()  # the bug's half-change was forgotten and the key's earlier messages applied again
+    assert ANY.decode(table.data[b"k"]) == {"sum": 7}
+    assert metrics.registry.get_sample_value("tickwire_dlq_messages_total", {"topic": "in", "reason": "internal"}) == 1
+
+
+def test_the_candles_stage_skips_a_redelivered_trade_by_its_offset():
+    metrics = Metrics(CollectorRegistry())
+    stage = Candles(context(metrics), states(_Table(), Candles.table.codec, metrics))
+    topic = stage.context.names[TRADES]
+    trade = b'{"symbol":"AAPL","ts":"2026-01-05T14:30:10Z","price":10.0,"size":5,"trade_id":"1"}'
+    later = b'{"symbol":"AAPL","ts":"2026-01-05T14:31:10Z","price":11.0,"size":5,"trade_id":"2"}'
+    out: list = []
+    stage.handle(event(trade, 10, b"AAPL", topic), out)
+    stage.handle(event(later, 11, b"AAPL", topic), out)
+    assert len(out) == 1  # the second trade closed the first minute
+    stage.handle(event(later, 11, b"AAPL", topic), out)  # redelivered after a crash: already applied
+    assert len(out) == 1
+    assert metrics.registry.get_sample_value("tickwire_duplicates_dropped_total", {"topic": topic}) == 1
+    assert stage.states.get(b"AAPL").offsets == {topic: 11}
