@@ -17,16 +17,18 @@ import numpy as np
 from numba import njit, types
 
 from tickwire.schemas.market import Bar
-from tickwire.streams.indicators import _SIZE, KEYS, IndicatorState
-from tickwire.streams.indicators import _nan as _nan_for_none
-from tickwire.streams.indicators import _step as _indicator_step
+from tickwire.streams.indicators import KEYS, STATE_SIZE, IndicatorState, nan_for_none
+from tickwire.streams.indicators import step as indicator_step
 from tickwire.streams.regimes import _CHANGED, _CODES, REGIMES, RegimeConfig, RegimeReading, RegimeState, _change, _config, _laid_out, _lay_out, _rule
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # The shared float64s of one configuration: the values the call wrote (``KEYS`` order,
 # NaN for None), then the regime config.
-_VALUES = 15
-_CFG = 15
+_VALUES = len(KEYS)
+_CFG = _VALUES
+# Where the values ``_rule`` reads are, as ints the kernel compiles in.
+_EMA_20, _VOLATILITY_20D, _ADX_14, _PLUS_DI_14, _MINUS_DI_14 = (
+    KEYS.index(key) for key in ("ema_20", "volatility_20d", "adx_14", "plus_di_14", "minus_di_14"))
 _WITH_NAN = 16  # added to the returned code when one of the values is NaN
 _CODES_END = _CHANGED + len(REGIMES)  # ``_rule``'s codes are -1 .. _CODES_END - 1
 _NOT_LAID_OUT = -2  # the regime state must be laid out for the config: nothing was changed
@@ -42,23 +44,23 @@ def _bar(indicators, regime, shared, held, days, seconds, microseconds, h, l, c,
     """Both steps of one bar: writes the values into ``shared``, returns the regime
     kernel's (code, confidence), the code plus ``_WITH_NAN`` if a value is NaN, or one of
     the codes above."""
-    if len(indicators) != 8 * _SIZE or anchor_s <= 0:
+    if len(indicators) != 8 * STATE_SIZE or anchor_s <= 0:
         return _INVALID, np.nan
     out = np.frombuffer(shared, np.float64)
     cfg = out[_CFG:]
     if not _laid_out(regime, cfg):
         return _NOT_LAID_OUT, np.nan
     ts_us = (days * 86_400 + seconds) * 1_000_000 + microseconds
-    values = _indicator_step(np.frombuffer(indicators, np.float64), ts_us, h, l, c, volume, _nan_for_none(vwap),
-                             anchor_s * 1_000_000, offset_s * 1_000_000)
+    values = indicator_step(np.frombuffer(indicators, np.float64), ts_us, h, l, c, volume, nan_for_none(vwap),
+                            anchor_s * 1_000_000, offset_s * 1_000_000)
     nan = 0
     for k in range(_VALUES):
         x = values[k]
         out[k] = x
         if x != x:
             nan = _WITH_NAN
-    # ema_20, volatility_20d, adx_14, plus_di_14, minus_di_14
-    code, confidence = _rule(regime, cfg, held, values[0], values[14], values[10], values[11], values[12])
+    code, confidence = _rule(regime, cfg, held, values[_EMA_20], values[_VOLATILITY_20D], values[_ADX_14], values[_PLUS_DI_14],
+                             values[_MINUS_DI_14])
     return code + nan, confidence
 
 
@@ -115,7 +117,7 @@ class FrameCore:
             if code == _NOT_LAID_OUT:
                 _lay_out(reg, self.config)
                 return self.update(bar)
-            raise ValueError(f"IndicatorState.data must be {8 * _SIZE} bytes and vwap_anchor_s positive")
+            raise ValueError(f"IndicatorState.data must be {8 * STATE_SIZE} bytes and vwap_anchor_s positive")
         if code < _CHANGED:
             return values, REGIMES[code], confidence, None
         change = _change(reg, cfg, details, bar.ts, bar.close, dict(zip(KEYS, values)), code, confidence)
