@@ -1,12 +1,17 @@
-"""Worker throughput on the real broker: the faust worker against plain aiokafka loops.
+"""Worker throughput on the real broker: the faust worker against plain aiokafka loops
+and against the same core in a Quix Streams application.
 
 All read the same pre-loaded bars from md.bars.v1. Baselines: a consume-and-produce
 passthrough of the same messages (the client's own limit); faust's own ceiling, an
 agent that takes the same messages in batches and does nothing with them
-(``_faust_ceiling.py``); and the per-symbol core (decode, validate, resample,
+(``_faust_ceiling.py``); the per-symbol core (decode, validate, resample,
 indicators, regime, encode, produce) in a getmany loop, which skips faust's stream
-machinery, the changelogs and the other stages. Prints bars/s for each and the
-worker's ratio to each (medians).
+machinery, the changelogs and the other stages; and the same per-symbol core in a
+Quix Streams application (``_quix_core.py``, the ``bench`` extra), the peer a user
+would pick: each symbol's state in Quix's RocksDB store with its changelog,
+exactly-once, outputs produced to a topic. Prints bars/s for each, the worker's ratio
+to each, and the Quix app's ratio to the passthrough (medians). Without quixstreams
+installed the Quix baseline is skipped, with a note on stderr.
 
     python tests/bench/bench_pipeline.py [--quick]
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import statistics
 import subprocess
@@ -106,6 +112,22 @@ def faust_ceiling(settings, count: int) -> float:
         return float(result.read_text())
 
 
+def quix_core(settings, count: int) -> float:
+    """Bars/s of the per-symbol core in a Quix Streams application (its own process), from
+    its first bar: RocksDB state per symbol with changelog, exactly-once."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "rate"
+        proc = subprocess.run(
+            [sys.executable, str(Path(__file__).with_name("_quix_core.py")), settings.kafka_bootstrap,
+             settings.topic(BARS.name), settings.topic(CONDITIONS.name) + ".quix", str(CONDITIONS.partitions),
+             str(count), str(result)],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=600,
+        )
+        if proc.returncode:
+            raise SystemExit(f"the Quix app failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        return float(result.read_text())
+
+
 def faust_worker(settings, count: int, **overrides: str) -> float:
     """Bars/s of ``tickwire worker`` (its own consumer group each time), from its first bar."""
     port = 19400 + os.getpid() % 500
@@ -140,22 +162,34 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20k bars, one repeat")
     args = parser.parse_args()
     count, repeats = (20_000, 1) if args.quick else (200_000, 3)
-    faust_rates, base_rates, pass_rates, ceiling_rates, lean_rates = [], [], [], [], []
+    with_quix = importlib.util.find_spec("quixstreams") is not None
+    if not with_quix:
+        print("quixstreams is not installed (pip install -e '.[bench]'): skipping the Quix Streams baseline",
+              file=sys.stderr)
+    faust_rates, base_rates, pass_rates, ceiling_rates, lean_rates, quix_rates = [], [], [], [], [], []
     for _ in range(repeats):
         settings = local_settings(topic_prefix=f"bench{uuid.uuid4().hex[:8]}.")
         asyncio.run(preload(settings, count, 50))
         pass_rates.append(asyncio.run(passthrough(settings, count)))
         base_rates.append(asyncio.run(aiokafka_baseline(settings, count)))
         ceiling_rates.append(faust_ceiling(settings, count))
+        if with_quix:
+            quix_rates.append(quix_core(settings, count))
         faust_rates.append(faust_worker(settings, count))
         lean_rates.append(faust_worker(settings, count, TICKWIRE_CORRELATION_TIMEFRAMES=""))
     worker = statistics.median(faust_rates)
     emit("pipeline", "worker_throughput", worker, "bars/s", "aiokafka consume-and-produce passthrough", statistics.median(pass_rates))
     emit("pipeline", "worker_throughput", worker, "bars/s", "faust agent doing nothing (faust's own ceiling)", statistics.median(ceiling_rates))
     emit("pipeline", "worker_throughput", worker, "bars/s", "aiokafka getmany loop, per-symbol core only", statistics.median(base_rates))
+    if quix_rates:
+        emit("pipeline", "worker_throughput", worker, "bars/s", "Quix Streams 3.28 app, per-symbol core, RocksDB state, exactly-once",
+             statistics.median(quix_rates))
     emit("pipeline", "worker_throughput_without_correlations", statistics.median(lean_rates), "bars/s",
          "faust agent doing nothing (faust's own ceiling)", statistics.median(ceiling_rates))
     emit("pipeline", "faust_ceiling", statistics.median(ceiling_rates), "msgs/s", "aiokafka consume-and-produce passthrough", statistics.median(pass_rates))
+    if quix_rates:
+        emit("pipeline", "quix_core", statistics.median(quix_rates), "bars/s", "aiokafka consume-and-produce passthrough",
+             statistics.median(pass_rates))
 
 
 if __name__ == "__main__":
