@@ -19,18 +19,18 @@ from numba import njit, types
 from tickwire.schemas.market import Bar
 from tickwire.streams.indicators import KEYS, STATE_SIZE, IndicatorState, nan_for_none
 from tickwire.streams.indicators import step as indicator_step
-from tickwire.streams.regimes import _CHANGED, _CODES, REGIMES, RegimeConfig, RegimeReading, RegimeState, _change, _config, _laid_out, _lay_out, _rule
+from tickwire.streams.regimes import CHANGED, CODES, REGIMES, RegimeConfig, RegimeReading, RegimeState, changed_reading, compiled_config, laid_out, lay_out, rule
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # The shared float64s of one configuration: the values the call wrote (``KEYS`` order,
 # NaN for None), then the regime config.
 _VALUES = len(KEYS)
 _CFG = _VALUES
-# Where the values ``_rule`` reads are, as ints the kernel compiles in.
+# Where the values ``rule`` reads are, as ints the kernel compiles in.
 _EMA_20, _VOLATILITY_20D, _ADX_14, _PLUS_DI_14, _MINUS_DI_14 = (
     KEYS.index(key) for key in ("ema_20", "volatility_20d", "adx_14", "plus_di_14", "minus_di_14"))
 _WITH_NAN = 16  # added to the returned code when one of the values is NaN
-_CODES_END = _CHANGED + len(REGIMES)  # ``_rule``'s codes are -1 .. _CODES_END - 1
+_CODES_END = CHANGED + len(REGIMES)  # ``rule``'s codes are -1 .. _CODES_END - 1
 _NOT_LAID_OUT = -2  # the regime state must be laid out for the config: nothing was changed
 _INVALID = -3  # the indicator state is not a whole array or its anchor is not positive: nothing was changed
 
@@ -48,7 +48,7 @@ def _bar(indicators, regime, shared, held, days, seconds, microseconds, h, l, c,
         return _INVALID, np.nan
     out = np.frombuffer(shared, np.float64)
     cfg = out[_CFG:]
-    if not _laid_out(regime, cfg):
+    if not laid_out(regime, cfg):
         return _NOT_LAID_OUT, np.nan
     ts_us = (days * 86_400 + seconds) * 1_000_000 + microseconds
     values = indicator_step(np.frombuffer(indicators, np.float64), ts_us, h, l, c, volume, nan_for_none(vwap),
@@ -59,7 +59,7 @@ def _bar(indicators, regime, shared, held, days, seconds, microseconds, h, l, c,
         out[k] = x
         if x != x:
             nan = _WITH_NAN
-    code, confidence = _rule(regime, cfg, held, values[_EMA_20], values[_VOLATILITY_20D], values[_ADX_14], values[_PLUS_DI_14],
+    code, confidence = rule(regime, cfg, held, values[_EMA_20], values[_VOLATILITY_20D], values[_ADX_14], values[_PLUS_DI_14],
                              values[_MINUS_DI_14])
     return code + nan, confidence
 
@@ -76,7 +76,7 @@ def _share(config: RegimeConfig) -> tuple[RegimeConfig, bytearray, np.ndarray, d
     right after each call, so the cores of one configuration share them."""
     if len(_SHARED) >= 64:
         _SHARED.clear()
-    _, cfg, details = _config(config)
+    _, cfg, details = compiled_config(config)
     shared = bytearray(np.concatenate([np.zeros(_CFG), cfg]).tobytes())
     cached = _SHARED[id(config)] = config, shared, cfg, details
     return cached
@@ -105,7 +105,7 @@ class FrameCore:
         ind, reg = self.indicators, self.regime
         _, shared, cfg, details = self._shared
         t = bar.ts - _EPOCH
-        code, confidence = _BAR(ind.data, reg.data, shared, _CODES[reg.regime], t.days, t.seconds, t.microseconds,
+        code, confidence = _BAR(ind.data, reg.data, shared, CODES[reg.regime], t.days, t.seconds, t.microseconds,
                                 bar.high, bar.low, bar.close, bar.volume, bar.vwap, ind.vwap_anchor_s, ind.vwap_offset_s)
         values = _VALUES_OF(shared)
         if code >= _CODES_END:
@@ -115,10 +115,10 @@ class FrameCore:
             if code == -1:
                 return values, None, None, None
             if code == _NOT_LAID_OUT:
-                _lay_out(reg, self.config)
+                lay_out(reg, self.config)
                 return self.update(bar)
             raise ValueError(f"IndicatorState.data must be {8 * STATE_SIZE} bytes and vwap_anchor_s positive")
-        if code < _CHANGED:
+        if code < CHANGED:
             return values, REGIMES[code], confidence, None
-        change = _change(reg, cfg, details, bar.ts, bar.close, dict(zip(KEYS, values)), code, confidence)
+        change = changed_reading(reg, cfg, details, bar.ts, bar.close, dict(zip(KEYS, values)), code, confidence)
         return values, change.regime, confidence, change

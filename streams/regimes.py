@@ -47,7 +47,7 @@ from numba import njit, types
 REGIMES = ("trending_up", "trending_down", "ranging", "volatile")
 # Indicator values a change of regime carries, for market_regime_history.
 DECIDING = ("adx_14", "plus_di_14", "minus_di_14", "ema_20", "ema_50", "atr_14", "rsi_14", "volatility_20d")
-_CODES = {None: -1, **{name: code for code, name in enumerate(REGIMES)}}
+CODES = {None: -1, **{name: code for code, name in enumerate(REGIMES)}}
 _UP, _DOWN, _RANGING, _VOLATILE = range(4)  # the kernel's codes: indices into REGIMES
 _MAX_WINDOW = 65_536  # the sorted order is stored as uint16 ring slots
 
@@ -63,7 +63,7 @@ _VOLATILITY_COUNT = 5
 _CANDIDATE = 6  # code of the raw regime awaiting confirmation, -1 for none
 _CANDIDATE_BARS = 7
 _HEADER = 8
-# RegimeConfig as the kernel's array (``_config``).
+# RegimeConfig as the kernel's array (``compiled_config``).
 _TREND_ADX, _ADX_MARGIN, _FULL_ADX, _RANGING_FULL_ADX, _SLOPE_BARS, _MIN_SLOPE = range(6)
 _WINDOW_BARS, _MIN_SAMPLES, _VOLATILE_PERCENTILE, _PERCENTILE_MARGIN, _VOLATILE_MIN_RATIO, _CONFIRM_BARS = range(6, 12)
 
@@ -198,7 +198,7 @@ def _nan(x):
 @njit(cache=True)
 def _views(data, cfg):
     """``data`` as (header, EMA ring, volatility ring, order); ``data`` must be laid out
-    for ``cfg`` (``_laid_out``): the kernels index it unchecked."""
+    for ``cfg`` (``laid_out``): the kernels index it unchecked."""
     slots = np.int64(cfg[_SLOPE_BARS]) + 1
     floats = _HEADER + slots + np.int64(cfg[_WINDOW_BARS])
     f = np.frombuffer(data, np.float64)
@@ -206,7 +206,7 @@ def _views(data, cfg):
 
 
 @njit(cache=True)
-def _laid_out(data, cfg):
+def laid_out(data, cfg):
     slots = np.int64(cfg[_SLOPE_BARS]) + 1
     window = np.int64(cfg[_WINDOW_BARS])
     if len(data) != 8 * (_HEADER + slots + window) + 2 * _order_slots(window):
@@ -235,11 +235,11 @@ def _measures(f, emas, ring, order, cfg, volatility, at_or_below):
 
 _VALUE = types.optional(types.float64)
 _DATA = types.ByteArray(types.uint8, 1, "C")
-_CHANGED = 4  # added to the code of a regime this bar changed to
+CHANGED = 4  # added to the code of a regime this bar changed to
 
 
 @njit(cache=True)
-def _rule(data, cfg, held, ema, volatility, adx, plus_di, minus_di):
+def rule(data, cfg, held, ema, volatility, adx, plus_di, minus_di):
     """``_step`` on NaN-for-None values, ``data`` already laid out for ``cfg``; also run by
     ``streams.frame`` on the same bar as the indicators."""
     nan = np.nan
@@ -298,18 +298,18 @@ def _rule(data, cfg, held, ema, volatility, adx, plus_di, minus_di):
         return held, _confidence(cfg, held, adx, rank)
     f[_CANDIDATE] = -1.0
     f[_CANDIDATE_BARS] = 0.0
-    return raw + _CHANGED, _confidence(cfg, raw, adx, rank)
+    return raw + CHANGED, _confidence(cfg, raw, adx, rank)
 
 
 @njit((_DATA, types.float64[::1], types.int64, _VALUE, _VALUE, _VALUE, _VALUE, _VALUE), cache=True)
 def _step(data, cfg, held, ema, volatility, adx, plus_di, minus_di):
     """One bar. Returns (code, confidence): code the held regime's index, plus
-    ``_CHANGED`` if it changed on this bar; -1: no reading yet; -2: ``data`` is not laid
+    ``CHANGED`` if it changed on this bar; -1: no reading yet; -2: ``data`` is not laid
     out for ``cfg`` (and was left as it was). Two numbers only: boxing each returned
     value costs."""
-    if not _laid_out(data, cfg):
+    if not laid_out(data, cfg):
         return -2, np.nan
-    return _rule(data, cfg, held, _nan(ema), _nan(volatility), _nan(adx), _nan(plus_di), _nan(minus_di))
+    return rule(data, cfg, held, _nan(ema), _nan(volatility), _nan(adx), _nan(plus_di), _nan(minus_di))
 
 
 @njit((_DATA, types.float64[::1], types.float64), cache=True)
@@ -334,7 +334,7 @@ _CHANGE_MEASURES = _change_measures.overloads[_change_measures.signatures[0]].en
 _CONFIGS: dict[int, tuple[RegimeConfig, np.ndarray, dict[str, float | int]]] = {}
 
 
-def _config(config: RegimeConfig) -> tuple[RegimeConfig, np.ndarray, dict[str, float | int]]:
+def compiled_config(config: RegimeConfig) -> tuple[RegimeConfig, np.ndarray, dict[str, float | int]]:
     """(config, the kernel's view of it, its ``as_details``), cached by identity (hashing
     a config costs more than a bar): the worker builds a detector for every bar."""
     cached = _CONFIGS.get(id(config))
@@ -362,30 +362,30 @@ class RegimeDetector:
         # The kernel writes into these bytes (and checks their layout): they must be writable.
         if type(self.state.data) is not bytearray:
             raise ValueError("RegimeState.data must be a bytearray")
-        _, self._cfg, self._details = _config(self.config)
+        _, self._cfg, self._details = compiled_config(self.config)
 
     def update(self, ts: datetime, close: float, values: Mapping[str, float | None]) -> RegimeReading:
         """One bar: its event time, close and ``Indicators.update`` values."""
         s = self.state
         code, confidence = _STEP(
-            s.data, self._cfg, _CODES[s.regime],
+            s.data, self._cfg, CODES[s.regime],
             values["ema_20"], values["volatility_20d"], values["adx_14"], values["plus_di_14"], values["minus_di_14"],
         )
         if code < 0:
             if code == -2:  # the state was left as it was
-                _lay_out(s, self.config)
+                lay_out(s, self.config)
                 return self.update(ts, close, values)
             return RegimeReading(ts, None, None)
-        if code < _CHANGED:
+        if code < CHANGED:
             return RegimeReading(ts, REGIMES[code], confidence)
-        return _change(s, self._cfg, self._details, ts, close, values, code, confidence)
+        return changed_reading(s, self._cfg, self._details, ts, close, values, code, confidence)
 
 
-def _change(state: RegimeState, cfg: np.ndarray, details: dict, ts: datetime, close: float, values: Mapping[str, float | None],
+def changed_reading(state: RegimeState, cfg: np.ndarray, details: dict, ts: datetime, close: float, values: Mapping[str, float | None],
             code: int, confidence: float) -> RegimeReading:
-    """The reading of a bar whose kernel step returned a change (``code >= _CHANGED``);
+    """The reading of a bar whose kernel step returned a change (``code >= CHANGED``);
     moves ``state`` to the new regime."""
-    regime = REGIMES[code - _CHANGED]
+    regime = REGIMES[code - CHANGED]
     rank, ratio, slope = _CHANGE_MEASURES(state.data, cfg, values["volatility_20d"])
     held, previous_since = state.regime, state.since
     state.regime, state.since = regime, ts
@@ -404,7 +404,7 @@ def _change(state: RegimeState, cfg: np.ndarray, details: dict, ts: datetime, cl
     )
 
 
-def _lay_out(s: RegimeState, cfg: RegimeConfig) -> None:
+def lay_out(s: RegimeState, cfg: RegimeConfig) -> None:
     """Size ``s.data`` for ``cfg`` (a new state, or new window sizes), keeping the newest
     values and any candidate regime."""
     slots, window = cfg.slope_bars + 1, cfg.volatility_window_bars
