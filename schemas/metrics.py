@@ -7,11 +7,15 @@ reason, partition number), never ids or offsets. Throughput is ``rate(..._total)
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+import time
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+
+log = logging.getLogger("tickwire.broker")
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
@@ -79,6 +83,11 @@ class Metrics:
         self.state_bytes = Gauge(
             "tickwire_state_bytes", "Serialized size of the stream state this process holds", ["table"], registry=registry
         )
+        self.batch_retries = Counter(
+            "tickwire_worker_batch_retries_total",
+            "Attempts to deliver a batch's outputs or write its state that failed and were retried (offsets stay uncommitted)",
+            ["stage", "step"], registry=registry,
+        )
         self.state_resets = Counter(
             "tickwire_state_resets_total", "Stored states that could not be decoded and started afresh", ["table"],
             registry=registry,
@@ -113,10 +122,13 @@ class Metrics:
 async def watch_broker(metrics: Metrics, bootstrap: str, *, interval_s: float = 2.0, timeout_s: float = 2.0) -> None:
     """Keep readiness part ``broker`` true while a bootstrap broker accepts TCP connections.
 
-    Kafka clients retry silently through an outage; this makes the outage visible on
-    /readyz and in ``tickwire_ready`` without reaching into a client's internals.
+    Kafka clients retry through an outage; this makes the outage visible on /readyz and in
+    ``tickwire_ready`` without reaching into a client's internals, and logs one line when
+    the broker goes and one when it is back (the clients' own repeated errors are
+    collapsed, see ``jsonlog.RepeatFilter``).
     """
     servers = [server.rsplit(":", 1) for server in bootstrap.split(",")]
+    lost_at: float | None = None
     while True:
         reachable = False
         for host, port in servers:
@@ -128,6 +140,12 @@ async def watch_broker(metrics: Metrics, bootstrap: str, *, interval_s: float = 
             reachable = True
             break
         metrics.set_ready(reachable, "broker")
+        if not reachable and lost_at is None:
+            lost_at = time.monotonic()
+            log.error("no broker of %s accepts connections", bootstrap)
+        elif reachable and lost_at is not None:
+            log.warning("a broker of %s accepts connections again after %.0f s", bootstrap, time.monotonic() - lost_at)
+            lost_at = None
         await asyncio.sleep(interval_s)
 
 

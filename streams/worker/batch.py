@@ -3,20 +3,29 @@
 1. each message through its stage's handler; one it refuses, or fails on, goes to the DLQ
    with its reason and source offset, and its key's state goes back to the last written;
 2. the outputs delivered, awaited until the broker has them (``Outbox``);
-3. each state the batch changed written once, to the table and its changelog;
-4. the source offsets committed, by faust, once the agent has taken the batch.
+3. each state the batch changed written once, to the table and its changelog, awaited;
+4. the source offsets committed, by faust, once the agent has taken the next batch.
 
 A crash between any two steps leaves a state that redoes the batch to the same outputs
-(see ``stage.redelivered``). A failure of the broker is not the messages' fault: it
-propagates, and faust's supervisor restarts the agent from the last committed offset.
+(see ``stage.redelivered``). A failure in step 2 or 3 is not the messages' fault, and
+the batch must not be committed: faust acknowledges a batch however its agent ends, so
+the step is retried in place, with backoff, until it succeeds (a broker outage, a
+missing topic, a partition without a leader), holding the batch's offsets and every
+later message. A failure no retry can mend (an output larger than the broker accepts,
+no authorisation) stops the process without committing, and a restarted worker gets the
+batch again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any
+import os
+import time
+from typing import Any, Awaitable, Callable, NoReturn
 
 import faust
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from tickwire.schemas.codec import dlq_record
 from tickwire.schemas.errors import InvalidMessage
@@ -25,6 +34,24 @@ from tickwire.streams.worker.outbox import Message, Outbox
 from tickwire.streams.worker.stage import Stage
 
 log = logging.getLogger("tickwire.worker")
+
+MAX_BACKOFF_S = 10.0
+STATE_WRITE_TIMEOUT_S = 60.0
+REPORT_EVERY_S = 60.0  # one log line per stuck step per minute, however often it is retried
+
+
+def retriable(exc: BaseException) -> bool:
+    """A failure that time can mend: the broker or a partition's leader away, a topic not yet there."""
+    return isinstance(exc, (KafkaTimeoutError, asyncio.TimeoutError, OSError)) or (
+        isinstance(exc, KafkaError) and exc.retriable
+    )
+
+
+def stop_uncommitted(reason: str) -> NoReturn:
+    """End the process at once: a clean shutdown would let faust commit the batch."""
+    log.critical("%s; stopping without committing, a restarted worker gets the batch again", reason)
+    logging.shutdown()
+    os._exit(70)
 
 
 class _Labelled(dict):
@@ -46,16 +73,45 @@ def where(message: faust.types.Message) -> dict[str, object]:
 class Checkpoint:
     """Runs one stage's batches through the steps above."""
 
-    def __init__(self, stage: Stage, outbox: Outbox, dlq_topic: str, metrics: Metrics) -> None:
-        self.stage, self.outbox, self.dlq_topic, self.metrics = stage, outbox, dlq_topic, metrics
+    def __init__(
+        self, stage: Stage, outbox: Outbox, dlq_topic: str, metrics: Metrics,
+        stop: Callable[[str], NoReturn] = stop_uncommitted,
+    ) -> None:
+        self.stage, self.outbox, self.dlq_topic, self.metrics, self.stop = stage, outbox, dlq_topic, metrics, stop
         self._consumed, self._produced = _Labelled(metrics.consumed), _Labelled(metrics.produced)
 
     async def run(self, events: list[faust.EventT]) -> None:
         out = self.handle(events)  # 1
-        await self.outbox.deliver(out)  # 2
+        await self.until_done("deliver outputs", lambda: self.outbox.deliver(out))  # 2
         for topic, _, _, _ in out:
             self._produced[topic].inc()
-        self.stage.states.write()  # 3; faust commits the offsets (4) after this returns
+        await self.until_done("write state", lambda: self.stage.states.write(STATE_WRITE_TIMEOUT_S))  # 3
+        # 4: faust commits the offsets once this returns
+
+    async def until_done(self, step: str, attempt: Callable[[], Awaitable[None]]) -> None:
+        """``attempt()`` until it succeeds; readiness part ``outputs`` is false meanwhile."""
+        failures, reported = 0, 0.0
+        retries = self.metrics.batch_retries.labels(self.stage.name, step)
+        while True:
+            try:
+                await attempt()
+            except Exception as exc:
+                reason = f"{self.stage.name}: cannot {step}: {type(exc).__name__}: {exc}"
+                if not retriable(exc):
+                    self.stop(reason)
+                failures += 1
+                retries.inc()
+                if failures == 1:
+                    self.metrics.set_ready(False, "outputs")
+                if time.monotonic() - reported >= REPORT_EVERY_S:
+                    reported = time.monotonic()
+                    log.error("%s (%d attempts so far); retrying, the batch stays uncommitted", reason, failures)
+                await asyncio.sleep(min(MAX_BACKOFF_S, 0.1 * 2 ** min(failures, 7)))
+                continue
+            if failures:
+                log.warning("%s: %s after %d failed attempts", self.stage.name, step, failures)
+                self.metrics.set_ready(True, "outputs")
+            return
 
     def handle(self, events: list[faust.EventT]) -> list[Message]:
         """Step 1. A failure may have left its key's state half-changed: the key is forgotten

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Callable, Generic, TypeVar
 
@@ -120,18 +121,30 @@ class KeyedStates:
         """Drop every live object not waiting to be written (after a rebalance)."""
         self.forget(lambda key: key not in self._changed)
 
-    def write(self) -> None:
+    async def write(self, timeout_s: float) -> None:
+        """Every changed key to the table and its changelog, awaited: the batch's offsets are
+        committed only after the broker has its state. On failure the keys stay marked, so
+        a retry writes them again (a compacted changelog keeps the last)."""
         data, sizes = self.table.data, self._sizes
+        sent = []
         for key, partition in self._changed.items():
             value = self._live.get(key, _GONE)
             if value is _GONE:
                 self._live.pop(key, None)
                 data.pop(key, None)
-                self.table.send_changelog(partition, key, None, value_serializer="raw")
+                sent.append(self.table.send_changelog(partition, key, None, value_serializer="raw"))
                 self._gauge.dec(sizes.pop(key, 0))
             else:
                 encoded = data[key] = self.codec.encode(value)
-                self.table.send_changelog(partition, key, encoded)
+                sent.append(self.table.send_changelog(partition, key, encoded))
                 self._gauge.inc(len(encoded) - sizes.get(key, 0))
                 sizes[key] = len(encoded)
+        if sent:
+            # asyncio.wait, not wait_for: faust resolves these futures itself, and must not find them cancelled.
+            done, pending = await asyncio.wait(sent, timeout=timeout_s)
+            if pending:
+                raise asyncio.TimeoutError(f"{len(pending)} of {len(sent)} changelog writes unacknowledged after {timeout_s:.0f} s")
+            for future in done:
+                if future.exception() is not None:
+                    raise future.exception()
         self._changed.clear()

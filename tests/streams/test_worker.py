@@ -3,6 +3,7 @@ writes, versioned state layouts, the checkpoint's DLQ handling and redelivery.""
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 
 import msgspec
@@ -34,8 +35,11 @@ class _Table:
         self.data: dict[bytes, bytes] = {}
         self.sent: list[tuple[int, bytes, bytes | None]] = []
 
-    def send_changelog(self, partition: int, key: bytes, value: bytes | None, value_serializer: str | None = None) -> None:
+    def send_changelog(self, partition: int, key: bytes, value: bytes | None, value_serializer: str | None = None):
         self.sent.append((partition, key, value))
+        acknowledged = asyncio.get_running_loop().create_future()
+        acknowledged.set_result(None)
+        return acknowledged
 
 
 def states(table: _Table, codec: StateCodec = ANY, metrics: Metrics | None = None) -> KeyedStates:
@@ -55,35 +59,35 @@ def test_pack_keeps_order_per_key_and_bounds_each_message():
     assert [msgspec.msgpack.decode(m[2]) for m in packed if m[1] == b"1h"] == [[b"h"]]
 
 
-def test_a_batch_writes_each_changed_key_once_with_its_partition():
+async def test_a_batch_writes_each_changed_key_once_with_its_partition():
     table = _Table()
     keyed = states(table)
     for n in range(3):
         keyed.get(b"a")[n] = n
         keyed.changed(b"a", 4)
     keyed.get(b"b")["x"] = 1  # read and changed in place, but never marked: not written
-    keyed.write()
+    await keyed.write(5)
     assert table.sent == [(4, b"a", b"\x01" + msgspec.msgpack.encode({0: 0, 1: 1, 2: 2}))]
     assert ANY.decode(table.data[b"a"]) == {0: 0, 1: 1, 2: 2}
-    keyed.write()
+    await keyed.write(5)
     assert len(table.sent) == 1  # nothing changed since
 
 
-def test_forget_returns_a_key_to_its_last_written_value():
+async def test_forget_returns_a_key_to_its_last_written_value():
     table = _Table()
     keyed = states(table)
     keyed.get(b"a")["n"] = 1
     keyed.changed(b"a", 0)
-    keyed.write()
+    await keyed.write(5)
     keyed.get(b"a")["n"] = 2  # a failed message half-changed it
     keyed.changed(b"a", 0)
     keyed.forget(lambda key: key == b"a")
     assert keyed.get(b"a") == {"n": 1}
-    keyed.write()
+    await keyed.write(5)
     assert len(table.sent) == 1
 
 
-def test_release_keeps_what_waits_to_be_written_and_delete_sends_a_tombstone():
+async def test_release_keeps_what_waits_to_be_written_and_delete_sends_a_tombstone():
     table = _Table()
     keyed = states(table)
     kept = keyed.get(b"kept")
@@ -92,14 +96,14 @@ def test_release_keeps_what_waits_to_be_written_and_delete_sends_a_tombstone():
     clean = keyed.get(b"clean")
     keyed.release()
     assert keyed.get(b"kept") is kept and keyed.get(b"clean") is not clean  # decoded again
-    keyed.write()
+    await keyed.write(5)
     keyed.delete(b"kept", 1)
-    keyed.write()
+    await keyed.write(5)
     assert table.sent[-1] == (1, b"kept", None) and b"kept" not in table.data
     assert keyed.get(b"kept") == {}
 
 
-def test_a_stored_state_that_cannot_be_decoded_starts_afresh_and_is_counted():
+async def test_a_stored_state_that_cannot_be_decoded_starts_afresh_and_is_counted():
     table = _Table()
     table.data[b"old"] = b"\xc1"  # never valid msgpack: a record of another format, or damage
     table.data[b"good"] = msgspec.msgpack.encode({"bars": 3})
@@ -110,7 +114,7 @@ def test_a_stored_state_that_cannot_be_decoded_starts_afresh_and_is_counted():
     assert metrics.registry.get_sample_value("tickwire_state_resets_total", {"table": "t"}) == 1
     keyed.get(b"old")["bars"] = 1  # the fresh state is live and written like any other
     keyed.changed(b"old", 0)
-    keyed.write()
+    await keyed.write(5)
     assert ANY.decode(table.data[b"old"]) == {"bars": 1}
 
 
@@ -127,7 +131,7 @@ def test_a_correlation_window_restores_what_it_can_decode():
     assert metrics.registry.get_sample_value("tickwire_state_resets_total", {"table": "t"}) == 2
 
 
-def test_a_correlation_core_of_the_first_layout_is_read_and_written_in_the_second():
+async def test_a_correlation_core_of_the_first_layout_is_read_and_written_in_the_second():
     config = CorrelationConfig(timeframe="1m", windows=(3,), min_common=2, threshold=0.5)
     core = Correlations(config)
     for step in range(1, 6):
@@ -141,7 +145,7 @@ def test_a_correlation_core_of_the_first_layout_is_read_and_written_in_the_secon
     window = restore_window(keyed, config, {})
     assert msgspec.msgpack.encode(window.core.snapshot_state()) == msgspec.msgpack.encode(now)
     keyed.changed(b"1m/core", 0, window.core)
-    keyed.write()
+    await keyed.write(5)
     assert table.data[b"1m/core"][0] == 2
     again = restore_window(states(table, _PartsCodec(object, dict)), config, {})
     assert again.core.step(6, {"SPY": 107.0, "AAPL": 57.0, "MSFT": 73.0}) == core.step(6, {"SPY": 107.0, "AAPL": 57.0, "MSFT": 73.0})
@@ -199,7 +203,7 @@ class _Summing(Stage):
         out.append(("out", event.message.key, str(total["sum"]).encode(), []))
 
 
-def test_a_checkpoint_dead_letters_refused_and_failing_messages_and_keeps_the_rest():
+async def test_a_checkpoint_dead_letters_refused_and_failing_messages_and_keeps_the_rest():
     metrics = Metrics(CollectorRegistry())
     table = _Table()
     stage = _Summing(context(metrics), states(table, metrics=metrics))
@@ -208,7 +212,7 @@ def test_a_checkpoint_dead_letters_refused_and_failing_messages_and_keeps_the_re
     assert [(topic, value) for topic, _, value, _ in out if topic == "out"] == [("out", b"1"), ("out", b"3"), ("out", b"7")]
     dead = [headers for topic, _, _, headers in out if topic == "dlq"]
     assert [dict(h)["tickwire.reason"] for h in dead] == [b"invalid_value", b"internal"]
-    stage.states.write()  # the bug's half-change was forgotten and the key's earlier messages applied again
+    await stage.states.write(5)  # the bug's half-change was forgotten and the key's earlier messages applied again
     assert ANY.decode(table.data[b"k"]) == {"sum": 7}
     assert metrics.registry.get_sample_value("tickwire_dlq_messages_total", {"topic": "in", "reason": "internal"}) == 1
 
@@ -227,3 +231,73 @@ def test_the_candles_stage_skips_a_redelivered_trade_by_its_offset():
     assert len(out) == 1
     assert metrics.registry.get_sample_value("tickwire_duplicates_dropped_total", {"topic": topic}) == 1
     assert stage.states.get(b"AAPL").offsets == {topic: 11}
+
+
+class _FlakyOutbox:
+    """Fails its first ``failures`` deliveries with ``error``, then takes them."""
+
+    def __init__(self, failures: int, error: Exception) -> None:
+        self.failures, self.error, self.delivered = failures, error, []
+
+    async def deliver(self, messages):
+        if self.failures:
+            self.failures -= 1
+            raise self.error
+        self.delivered.append(list(messages))
+
+
+def _checkpoint(outbox, metrics: Metrics, table: _Table | None = None, stop=None) -> Checkpoint:
+    stage = _Summing(context(metrics), states(table or _Table(), metrics=metrics))
+    return Checkpoint(stage, outbox, "dlq", metrics, **({"stop": stop} if stop else {}))
+
+
+async def test_a_batch_whose_delivery_fails_is_retried_until_it_goes_through(monkeypatch):
+    from aiokafka.errors import KafkaTimeoutError
+
+    monkeypatch.setattr("tickwire.streams.worker.batch.MAX_BACKOFF_S", 0.01)
+    metrics, table = Metrics(CollectorRegistry()), _Table()
+    outbox = _FlakyOutbox(3, KafkaTimeoutError())
+    checkpoint = _checkpoint(outbox, metrics, table)
+    await checkpoint.run([event(b"5", 0)])
+    assert outbox.delivered == [[("out", b"k", b"5", [])]]  # returned only once delivered: faust commits after
+    assert ANY.decode(table.data[b"k"]) == {"sum": 5}
+    assert metrics.registry.get_sample_value(
+        "tickwire_worker_batch_retries_total", {"stage": "summing", "step": "deliver outputs"}) == 3
+    assert metrics.is_ready is True
+
+
+async def test_a_state_write_the_broker_does_not_acknowledge_is_retried(monkeypatch):
+    monkeypatch.setattr("tickwire.streams.worker.batch.MAX_BACKOFF_S", 0.01)
+    monkeypatch.setattr("tickwire.streams.worker.batch.STATE_WRITE_TIMEOUT_S", 0.05)
+    metrics, table = Metrics(CollectorRegistry()), _Table()
+    lost = [True]
+    acknowledge = table.send_changelog
+
+    def send_changelog(*args, **kwargs):
+        if lost.pop() if lost else False:
+            table.sent.append(args)
+            return asyncio.get_running_loop().create_future()  # never acknowledged
+        return acknowledge(*args, **kwargs)
+
+    table.send_changelog = send_changelog
+    checkpoint = _checkpoint(_FlakyOutbox(0, None), metrics, table)
+    await checkpoint.run([event(b"2", 0)])
+    assert len(table.sent) == 2  # written again after the first write timed out
+    assert metrics.registry.get_sample_value(
+        "tickwire_worker_batch_retries_total", {"stage": "summing", "step": "write state"}) == 1
+
+
+async def test_a_failure_no_retry_mends_stops_the_worker_before_anything_is_committed():
+    from aiokafka.errors import MessageSizeTooLargeError
+
+    class Stopped(Exception):
+        pass
+
+    def stop(reason: str):
+        raise Stopped(reason)
+
+    metrics, table = Metrics(CollectorRegistry()), _Table()
+    checkpoint = _checkpoint(_FlakyOutbox(1, MessageSizeTooLargeError()), metrics, table, stop)
+    with pytest.raises(Stopped, match="summing: cannot deliver outputs: MessageSizeTooLargeError"):
+        await checkpoint.run([event(b"2", 0)])
+    assert table.sent == []  # the state was not written either
