@@ -11,8 +11,8 @@ import msgspec
 
 from tickwire.schemas.errors import InvalidMessage
 
-Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=10, pattern=r"^[A-Z0-9][A-Z0-9.\-/^]*$")]
-Timeframe = Annotated[str, msgspec.Meta(pattern=r"^[1-9][0-9]{0,3}[mhd]$")]
+Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=10, pattern=r"^[A-Z0-9][A-Z0-9.\-/^]*\Z")]
+Timeframe = Annotated[str, msgspec.Meta(pattern=r"^[1-9][0-9]{0,3}[mhd]\Z")]
 Price = Annotated[float, msgspec.Meta(gt=0, lt=1e10)]  # DECIMAL(18, 8) holds < 1e10
 UtcDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 Volume = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
@@ -43,7 +43,7 @@ class Bar(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True)
     timeframe: Timeframe = "1m"
     vwap: Price | None = None
     trade_count: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    source: Annotated[str, msgspec.Meta(pattern=r"^(feed|trades|resample)$")] = "feed"
+    source: Annotated[str, msgspec.Meta(pattern=r"^(feed|trades|resample)\Z")] = "feed"
 
     def validate(self, *, now: datetime, max_future_skew_s: float) -> "Bar":
         """Rules msgspec's field constraints cannot say; raise ``InvalidMessage``."""
@@ -61,11 +61,14 @@ class Bar(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True)
 
 
 def check_timestamp(ts: datetime, *, now: datetime, max_future_skew_s: float) -> None:
-    """Event times must be aware, after 1970 and not far ahead of ``now``."""
+    """Event times must be aware, after the epoch and not far ahead of ``now``.
+
+    The floor excludes the epoch itself: 1970-01-01T00:00:00Z is what a producer sends for
+    a missing time (a zero), never a bar or a trade."""
     if ts.tzinfo is None:
         raise InvalidMessage("bad_timestamp", "timestamp has no UTC offset")
-    if ts < EPOCH:
-        raise InvalidMessage("bad_timestamp", f"timestamp {ts.isoformat()} is before 1970")
+    if ts <= EPOCH:
+        raise InvalidMessage("bad_timestamp", f"timestamp {ts.isoformat()} is not after 1970-01-01T00:00:00Z (a zero time)")
     if (ts - now).total_seconds() > max_future_skew_s:
         raise InvalidMessage("bad_timestamp", f"timestamp {ts.isoformat()} is more than {max_future_skew_s:.0f}s ahead")
 

@@ -28,10 +28,10 @@ OUTCOME_TYPES = ("WIN", "LOSS", "BREAKEVEN", "OPEN")
 PERIOD_TYPES = ("DAY", "WEEK", "MONTH")
 
 # No control characters: PostgreSQL text refuses U+0000, and the rest have no place in a label.
-ModelVersion = Annotated[str, msgspec.Meta(min_length=1, max_length=20, pattern=r"^[^\x00-\x1f\x7f]+$")]
-ModelType = Annotated[str, msgspec.Meta(min_length=1, max_length=30, pattern=r"^[^\x00-\x1f\x7f]+$")]
-StrategyId = Annotated[str, msgspec.Meta(min_length=1, max_length=50, pattern=r"^[\x21-\x7e]+$")]
-FillId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
+ModelVersion = Annotated[str, msgspec.Meta(min_length=1, max_length=20, pattern=r"^[^\x00-\x1f\x7f]+\Z")]
+ModelType = Annotated[str, msgspec.Meta(min_length=1, max_length=30, pattern=r"^[^\x00-\x1f\x7f]+\Z")]
+StrategyId = Annotated[str, msgspec.Meta(min_length=1, max_length=50, pattern=r"^[\x21-\x7e]+\Z")]
+FillId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+\Z")]
 # INTEGER column; a horizon longer than a year is a unit mistake, not a forecast.
 MAX_HORIZON_MINUTES = 525_600
 # DECIMAL(18, 8) prices and DECIMAL(10, 6) volatility hold values below these.

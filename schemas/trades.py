@@ -15,7 +15,7 @@ from tickwire.schemas.market import Price, Symbol, UtcDatetime, check_timestamp
 # could not be summed into it without rounding. Feeds with fractional sizes send them
 # in their smallest lot.
 Size = Annotated[int, msgspec.Meta(gt=0, le=2**53)]
-TradeId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
+TradeId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+\Z")]
 
 
 class Trade(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -273,11 +273,12 @@ class TopicSink(Generic[T]):
         """Write ``rows``; on a data error bisect until the bad rows (and their records) are found."""
         try:
             return await self._write_retrying(rows), []
-        except asyncpg.PostgresError as exc:
+        except Exception as exc:
             if not is_data_error(exc):
                 raise
             if len(rows) == 1:
-                return 0, [(sources[0], f"{exc.sqlstate}: {exc}")]
+                code = getattr(exc, "sqlstate", None) or type(exc).__name__
+                return 0, [(sources[0], f"{code}: {str(exc)[:500]}")]
         mid = len(rows) // 2
         left_written, left_bad = await self._write_isolating(rows[:mid], sources[:mid])
         right_written, right_bad = await self._write_isolating(rows[mid:], sources[mid:])

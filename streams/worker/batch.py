@@ -143,7 +143,8 @@ class Checkpoint:
     def reject(self, event: faust.EventT, exc: InvalidMessage) -> Message:
         message = event.message
         self.metrics.dlq.labels(message.topic, exc.reason).inc()
-        log.warning("rejected: %s", exc, extra={**where(message), "reason": exc.reason})
+        # The DLQ record has the whole detail; a log line stays short whatever a producer sent.
+        log.warning("rejected: %.300s", exc, extra={**where(message), "reason": exc.reason})
         dead = dlq_record(
             key=message.key, value=event.value, reason=exc.reason, detail=exc.detail,
             topic=message.topic, partition=message.partition, offset=message.offset,

@@ -105,3 +105,25 @@ def test_an_unknown_schema_version_is_rejected(headers):
         codec.decode(encoded(), now=NOW, headers=headers)
     assert info.value.reason == "unknown_version"
     assert codec.decode(encoded(), now=NOW, headers=[("tickwire.schema.version", b"1")]).symbol == "AAPL"
+
+
+def test_a_trailing_newline_is_refused_in_every_patterned_field():
+    """Python's ``$`` also matches before a final newline: every pattern ends in ``\\Z``."""
+    from tickwire.schemas import market, signals, trades
+
+    assert reason_for(encoded(symbol="AAPL\n")) == "schema"
+    assert reason_for(encoded(timeframe="1m\n")) == "schema"
+    patterned = [
+        (name, meta.pattern)
+        for module in (market, signals, trades)
+        for name, hint in vars(module).items()
+        for meta in getattr(hint, "__metadata__", ())
+        if isinstance(meta, msgspec.Meta) and meta.pattern
+    ]
+    assert {"Symbol", "Timeframe", "ModelVersion", "StrategyId", "FillId", "TradeId"} <= {name for name, _ in patterned}
+    assert all(pattern.endswith("\\Z") for _, pattern in patterned), patterned
+
+
+def test_the_zero_time_is_refused_and_the_first_microsecond_after_it_is_not():
+    assert reason_for(encoded(ts="1970-01-01T00:00:00Z")) == "bad_timestamp"
+    assert codec.decode(encoded(ts="1970-01-01T00:00:00.000001Z"), now=NOW).ts.year == 1970

@@ -72,9 +72,12 @@ async def test_sink_sends_rows_the_database_refuses_to_the_dlq_and_writes_the_re
     await ensure_topics(isolated)
     topic = isolated.topic(CONDITIONS.name)
     good = [condition("BIS", i, rsi_14=50.0) for i in range(40)]
-    bad_index = {7, 23}
-    # rsi_14 is DECIMAL(5, 2): 5000 overflows it, a data error the sink must isolate.
-    records = [msgspec.structs.replace(c, rsi_14=5000.0) if i in bad_index else c for i, c in enumerate(good)]
+    refused, unencodable = {7, 23}, 31
+    bad_index = refused | {unencodable}
+    # rsi_14 is DECIMAL(5, 2): 5000 overflows it, a data error the sink must isolate; a volume
+    # past BIGINT cannot even be encoded by the client, and must be isolated all the same.
+    records = [msgspec.structs.replace(c, rsi_14=5000.0) if i in refused else c for i, c in enumerate(good)]
+    records[unencodable] = msgspec.structs.replace(good[unencodable], volume=2**63 + 5)
     producer = AIOKafkaProducer(**isolated.kafka_options(), acks="all")
     await producer.start()
     for c in records:
@@ -97,10 +100,10 @@ async def test_sink_sends_rows_the_database_refuses_to_the_dlq_and_writes_the_re
     conn = await asyncpg.connect(**isolated.pg_options())
     try:
         async def written():
-            return await conn.fetchval("SELECT count(*) FROM market_conditions WHERE symbol = 'BIS'") >= 38
+            return await conn.fetchval("SELECT count(*) FROM market_conditions WHERE symbol = 'BIS'") >= 37
 
         assert await wait_for(written, timeout_s=60)
-        assert await conn.fetchval("SELECT count(*) FROM market_conditions WHERE symbol = 'BIS'") == 38
+        assert await conn.fetchval("SELECT count(*) FROM market_conditions WHERE symbol = 'BIS'") == 37
         minutes = {r[0] for r in await conn.fetch(
             "SELECT extract(epoch FROM timestamp - $1)::int / 60 FROM market_conditions WHERE symbol = 'BIS'", T0
         )}
@@ -120,13 +123,14 @@ async def test_sink_sends_rows_the_database_refuses_to_the_dlq_and_writes_the_re
         for _ in range(20):
             for recs in (await dlq.getmany(timeout_ms=500)).values():
                 found.extend(r for r in recs if r.key == b"BIS")
-            if len(found) >= 3:
+            if len(found) >= 4:
                 break
     finally:
         await dlq.stop()
         await producer.stop()
     reasons = sorted(dict(r.headers)["tickwire.reason"].decode() for r in found)
-    assert reasons == ["database_rejected", "database_rejected", "empty"]
+    assert reasons == ["database_rejected", "database_rejected", "database_rejected", "empty"]
     rejected = [msgspec.json.decode(r.value, type=Condition) for r in found if r.value]
     assert sorted(c.timestamp for c in rejected) == [T0 + timedelta(minutes=i) for i in sorted(bad_index)]
-    assert all(b"22003" in dict(r.headers)["tickwire.detail"] for r in found if r.value)
+    details = {msgspec.json.decode(r.value, type=Condition).volume: dict(r.headers)["tickwire.detail"] for r in found if r.value}
+    assert b"DataError" in details.pop(2**63 + 5) and all(b"22003" in detail for detail in details.values())
