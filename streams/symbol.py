@@ -2,10 +2,16 @@
 
 The per-symbol core the worker runs for each bar, with no faust in it. A base-timeframe
 bar also feeds the resampler; each higher-timeframe bar it closes is processed like a
-bar of its own. Everything one input bar produced is kept with the state, so a
-redelivered bar (same event time as the last one of its timeframe, e.g. after a crash
-between the state write and the sends) re-sends exactly those outputs and changes
-nothing; the sinks' upserts absorb the repeat.
+bar of its own. A bar at the event time of the last one of its timeframe is a duplicate
+(the feed sent it twice, or the trades stage re-sent it): it changes nothing and
+produces nothing. A message redelivered after a crash never reaches this core: the
+worker recognises it by its offset (``worker.stage.redelivered``).
+
+A (symbol, timeframe) is either fed or resampled, never both: its first bar decides.
+A feed's bar of a timeframe the worker also resamples (vendor daily bars, a replayed
+history) makes that timeframe fed for the symbol, and the resampler's bars of it are not
+used; a feed's bar of a timeframe already resampled for the symbol is refused
+(``conflicting_source``), as two sources of one series would disagree.
 """
 
 from __future__ import annotations
@@ -34,12 +40,31 @@ class FrameState(msgspec.Struct, array_like=True):
     last_ts_us: int
     indicators: IndicatorState
     regime: RegimeState
-    outputs: list[tuple[str, bytes]] = []  # what the last input bar of this timeframe produced
+    fed: bool = False  # a timeframe the worker resamples, whose bars come from a feed instead
+
+
+class _FrameStateV1(msgspec.Struct, array_like=True):
+    """Layout 1 kept the last input bar's outputs (to re-send on a redelivery) in place of ``fed``."""
+
+    last_ts_us: int
+    indicators: IndicatorState
+    regime: RegimeState
+    outputs: list[tuple[str, bytes]] = []
 
 
 class SymbolState(msgspec.Struct, array_like=True):
     frames: dict[str, FrameState] = {}
     resampler: ResamplerState | None = None
+
+
+class SymbolStateV1(msgspec.Struct, array_like=True):
+    frames: dict[str, _FrameStateV1] = {}
+    resampler: ResamplerState | None = None
+
+    def upgraded(self) -> SymbolState:
+        """Layout 1 resampled every timeframe it resamples today: none of its frames is fed."""
+        frames = {tf: FrameState(f.last_ts_us, f.indicators, f.regime) for tf, f in self.frames.items()}
+        return SymbolState(frames, self.resampler)
 
 
 class SymbolProcessor:
@@ -62,34 +87,35 @@ class SymbolProcessor:
         self._resampler = Resampler(base=base_timeframe, timeframes=resample_to) if resample_to else None
 
     def process(self, state: SymbolState, bar: Bar) -> tuple[list[Output], bool]:
-        """Return (outputs, redelivered); raise ``InvalidMessage`` with the state untouched."""
-        if bar.timeframe in self.resample_to:
-            raise InvalidMessage("invalid_value", f"{bar.timeframe} bars are resampled from {self.base} bars, not accepted from feeds")
+        """Return (outputs, duplicate); raise ``InvalidMessage`` with the state untouched."""
         ts_us = (bar.ts - _EPOCH) // _US
         frame = state.frames.get(bar.timeframe)
+        if frame is not None and bar.timeframe in self.resample_to and not frame.fed:
+            raise InvalidMessage(
+                "conflicting_source", f"{bar.symbol}'s {bar.timeframe} bars are resampled from its {self.base} bars, not taken from a feed"
+            )
         if frame is not None:
             if ts_us == frame.last_ts_us:
-                return list(frame.outputs), True
+                return [], True
             if ts_us < frame.last_ts_us:
                 raise InvalidMessage("late_bar", f"{bar.timeframe} bar at {bar.ts.isoformat()} is older than the last one seen")
-        bars = [bar]
+        outputs = self._bar(state, bar, fed=bar.timeframe in self.resample_to)
         if bar.timeframe == self.base and self._resampler is not None:
             resampler = self._resampler
             resampler.state = state.resampler or ResamplerState()
-            bars += resampler.update(bar)
+            for resampled in resampler.update(bar):
+                frame = state.frames.get(resampled.timeframe)
+                if frame is None or not frame.fed:
+                    outputs += self._bar(state, resampled, fed=False)
             state.resampler = resampler.state
-        outputs: list[Output] = []
-        for each in bars:
-            outputs += self._bar(state, each)
-        state.frames[bar.timeframe].outputs = outputs
         return outputs, False
 
-    def _bar(self, state: SymbolState, bar: Bar) -> list[Output]:
+    def _bar(self, state: SymbolState, bar: Bar, *, fed: bool) -> list[Output]:
         ts_us = (bar.ts - _EPOCH) // _US
         frame = state.frames.get(bar.timeframe)
         if frame is None:
             frame = state.frames[bar.timeframe] = FrameState(
-                ts_us, IndicatorState(vwap_anchor_s=self.vwap_anchor_s), RegimeState()
+                ts_us, IndicatorState(vwap_anchor_s=self.vwap_anchor_s), RegimeState(), fed=fed
             )
         values, regime, confidence, change = FrameCore(self.regime, frame.indicators, frame.regime).update(bar)
         frame.last_ts_us = ts_us

@@ -23,7 +23,7 @@ from tickwire.streams.fills import TradeBook, TradeBuilder, TradeConfig
 from tickwire.streams.predictions import PredictionState, PredictionValidator, ValidatorConfig
 from tickwire.streams.regimes import REGIMES as REGIME_NAMES
 from tickwire.streams.regimes import RegimeConfig
-from tickwire.streams.symbol import SymbolProcessor, SymbolState
+from tickwire.streams.symbol import SymbolProcessor, SymbolState, SymbolStateV1
 from tickwire.streams.worker.outbox import Message, pack
 from tickwire.streams.worker.stage import Stage, StageContext, StateTable, applied, keyed, redelivered
 from tickwire.streams.worker.state import KeyedStates, StateCodec
@@ -44,6 +44,17 @@ class SymbolRecord(msgspec.Struct, array_like=True):
     offsets: dict[str, int] = {}  # source topic -> offset of the last message applied
 
 
+class _SymbolRecordV1(msgspec.Struct, array_like=True):
+    bars: SymbolStateV1 = msgspec.field(default_factory=SymbolStateV1)
+    predictions: PredictionState = msgspec.field(default_factory=PredictionState)
+    book: TradeBook = msgspec.field(default_factory=TradeBook)
+    offsets: dict[str, int] = {}
+
+
+def _from_v1(old: _SymbolRecordV1) -> SymbolRecord:
+    return SymbolRecord(old.bars.upgraded(), old.predictions, old.book, old.offsets)
+
+
 class _Timeframe(msgspec.Struct):
     timeframe: str
 
@@ -54,7 +65,7 @@ _timeframe_of = msgspec.json.Decoder(_Timeframe)
 class Symbols(Stage):
     name = "symbols"
     inputs = (BARS, PREDICTIONS, FILLS, EXPIRY_TICKS)
-    table = StateTable("symbol-record", BARS, StateCodec(SymbolRecord, SymbolRecord))
+    table = StateTable("symbol-record", BARS, StateCodec(SymbolRecord, SymbolRecord, version=2, upgrades={1: (_SymbolRecordV1, _from_v1)}))
 
     def __init__(self, context: StageContext, states: KeyedStates) -> None:
         super().__init__(context, states)
@@ -131,9 +142,12 @@ class Symbols(Stage):
         record = self.record(key, message)
         if record is None:
             return
-        outputs, again = self.processor.process(record.bars, bar)
-        if not again:
-            self.show_regimes(bar.symbol, record.bars)
+        outputs, duplicate = self.processor.process(record.bars, bar)
+        if duplicate:  # the same bar twice from the feed: nothing to do, nothing to send
+            self.context.metrics.duplicates.labels(message.topic).inc()
+            self.done(key, record, message)
+            return
+        self.show_regimes(bar.symbol, record.bars)
         for kind, value in outputs:
             if kind == "regime":
                 out.append((self.regimes_topic, key, value, []))

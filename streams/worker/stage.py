@@ -79,7 +79,8 @@ def keyed(message: faust.types.Message, symbol: str) -> bytes:
     keyed otherwise would split a symbol's history."""
     key = symbol.encode()
     if message.key != key:
-        raise InvalidMessage("invalid_value", f"record key {message.key!r} is not the symbol {symbol!r}")
+        shown = message.key if message.key is None or len(message.key) <= 40 else message.key[:40] + b"..."
+        raise InvalidMessage("invalid_value", f"record key {shown!r} is not the symbol {symbol!r}")
     return key
 
 

@@ -24,7 +24,9 @@ class StateCodec(Generic[T]):
     (``upgrades``: version -> (that layout's type, a function to today's)) instead of
     misreading them; a value of an unknown layout cannot be decoded, and its key starts
     afresh. Values written before the byte existed (a msgpack array or map, whose first
-    byte is never below 0x80) read as version 1.
+    byte is never below 0x80) read as version 1. A field added at the end of a Struct (with
+    a default) or dropped from its end needs no new version: msgspec fills the default, or
+    ignores the trailing element.
     """
 
     def __init__(

@@ -10,7 +10,7 @@ import pytest
 from tickwire.schemas.errors import InvalidMessage
 from tickwire.schemas.market import Bar, Condition, RegimeChange
 from tickwire.streams.simulator import MarketSimulator
-from tickwire.streams.symbol import SymbolProcessor, SymbolState
+from tickwire.streams.symbol import SymbolProcessor, SymbolState, SymbolStateV1, _FrameStateV1
 
 START = datetime(2026, 3, 2, 0, 0, tzinfo=timezone.utc)
 
@@ -68,15 +68,48 @@ def test_regime_changes_chain_and_match_the_conditions(bars):
     assert warm and max(c.timestamp for c in warm) < changes[0].timestamp
 
 
-def test_a_redelivered_bar_resends_its_outputs_and_changes_nothing(bars):
+def test_a_duplicate_bar_produces_nothing_and_changes_nothing(bars):
     processor = SymbolProcessor()
     state, _ = run(processor, bars[:600])
-    produced, redelivered = processor.process(state, bars[600])
-    assert any(kind == "condition" for kind, _ in produced)
+    produced, duplicate = processor.process(state, bars[600])
+    assert any(kind == "condition" for kind, _ in produced) and not duplicate
     frozen = msgspec.msgpack.encode(state)
-    again, redelivered = processor.process(state, bars[600])
-    assert redelivered and again == produced
+    again, duplicate = processor.process(state, bars[600])
+    assert duplicate and again == []
     assert msgspec.msgpack.encode(state) == frozen
+
+
+def test_a_state_of_the_first_layout_is_read_with_its_frames_resampled(bars):
+    processor = SymbolProcessor()
+    state, _ = run(processor, bars[:300])
+    old = SymbolStateV1(
+        {tf: _FrameStateV1(f.last_ts_us, f.indicators, f.regime, [("condition", b"{}")]) for tf, f in state.frames.items()},
+        state.resampler,
+    )
+    restored = msgspec.msgpack.decode(msgspec.msgpack.encode(old), type=SymbolStateV1).upgraded()
+    assert msgspec.msgpack.encode(restored) == msgspec.msgpack.encode(state)
+
+
+def test_a_vendors_daily_bars_are_fed_and_the_resampled_ones_then_unused():
+    processor = SymbolProcessor()
+    days = list(MarketSimulator(["SPY"], seed=3, start=datetime(1999, 1, 4, tzinfo=timezone.utc), timeframe="1d").bars(300))
+    state, outputs = run(processor, days)
+    daily = [msgspec.json.decode(v, type=Condition) for kind, v in outputs if kind == "condition"]
+    assert len(daily) == 300 and daily[-1].ema_50 is not None and state.frames["1d"].fed
+    live = list(MarketSimulator(["SPY"], seed=4, start=days[-1].ts + timedelta(days=1)).bars(3 * 1440))
+    _, outputs = run(processor, live, state)
+    by_tf = {}
+    for kind, value in outputs:
+        if kind == "condition":
+            condition = msgspec.json.decode(value, type=Condition)
+            by_tf.setdefault(condition.timeframe, []).append(condition)
+    assert "1d" not in by_tf and len(by_tf["1h"]) >= 70  # the fed daily series is not mixed with resampled days
+    assert not state.frames["1h"].fed
+    with pytest.raises(InvalidMessage) as conflicting:
+        processor.process(state, msgspec.structs.replace(live[-1], timeframe="1h", ts=live[-1].ts + timedelta(hours=2)))
+    assert conflicting.value.reason == "conflicting_source"
+    nxt = msgspec.structs.replace(days[-1], ts=live[-1].ts + timedelta(days=1))
+    assert processor.process(state, nxt)[0]  # the vendor's next day goes on as before
 
 
 def test_late_and_derived_bars_are_refused_without_touching_state(bars):
@@ -88,7 +121,7 @@ def test_late_and_derived_bars_are_refused_without_touching_state(bars):
     assert late.value.reason == "late_bar"
     with pytest.raises(InvalidMessage) as derived:
         processor.process(state, msgspec.structs.replace(bars[100], timeframe="5m"))
-    assert derived.value.reason == "invalid_value"
+    assert derived.value.reason == "conflicting_source"  # 5m is resampled for this symbol already
     assert msgspec.msgpack.encode(state) == frozen
 
 

@@ -301,3 +301,21 @@ async def test_a_failure_no_retry_mends_stops_the_worker_before_anything_is_comm
     with pytest.raises(Stopped, match="summing: cannot deliver outputs: MessageSizeTooLargeError"):
         await checkpoint.run([event(b"2", 0)])
     assert table.sent == []  # the state was not written either
+
+
+def test_a_hostile_key_is_shown_short_in_the_rejection():
+    stage = Candles(context(Metrics(CollectorRegistry())), states(_Table(), Candles.table.codec))
+    trade = b'{"symbol":"AAPL","ts":"2026-01-05T14:30:10Z","price":10.0,"size":5,"trade_id":"1"}'
+    with pytest.raises(InvalidMessage) as refused:
+        stage.handle(event(trade, 0, b"K" * 100_000, stage.context.names[TRADES]), [])
+    assert len(refused.value.detail) < 120 and refused.value.reason == "invalid_value"
+
+
+def test_a_symbol_record_of_the_first_layout_is_read_through_the_codec():
+    from tickwire.streams.stages.symbols import SymbolRecord, Symbols, _SymbolRecordV1
+    from tickwire.streams.symbol import SymbolStateV1
+
+    v1 = _SymbolRecordV1(SymbolStateV1(), offsets={"md.bars.v1": 9})
+    record = Symbols.table.codec.decode(msgspec.msgpack.encode(v1))  # unversioned bytes: layout 1
+    assert record == SymbolRecord(offsets={"md.bars.v1": 9})
+    assert Symbols.table.codec.encode(record)[0] == 2
