@@ -92,10 +92,12 @@ class Metrics:
             "tickwire_state_resets_total", "Stored states that could not be decoded and started afresh", ["table"],
             registry=registry,
         )
-        self.regime = Gauge(
-            "tickwire_regime",
-            "Current market regime per symbol and timeframe: 1 for the regime it is in, 0 for the others",
-            ["symbol", "timeframe", "regime"],
+        # Per timeframe and regime, not per symbol: 10,000 symbols would be 200,000 series.
+        # Each symbol's regime is in md.regimes.v1 and the regime_changes table.
+        self.symbols_by_regime = Gauge(
+            "tickwire_symbols_by_regime",
+            "Symbols of this worker whose latest reading is in the regime, per timeframe",
+            ["timeframe", "regime"],
             registry=registry,
         )
         self.ready = Gauge("tickwire_ready", "1 while the process is ready (/readyz answers 200)", registry=registry)

@@ -21,7 +21,6 @@ from tickwire.schemas.topics import (
 )
 from tickwire.streams.fills import TradeBook, TradeBuilder, TradeConfig
 from tickwire.streams.predictions import PredictionState, PredictionValidator, ValidatorConfig
-from tickwire.streams.regimes import REGIMES as REGIME_NAMES
 from tickwire.streams.regimes import RegimeConfig
 from tickwire.streams.symbol import SymbolProcessor, SymbolState, SymbolStateV1
 from tickwire.streams.worker.outbox import Message, pack
@@ -119,6 +118,8 @@ class Symbols(Stage):
         super().assigned()
         self.rescan = True
         self.latest_close_us.clear()
+        self.shown_regimes.clear()  # counted again from each symbol's next bar on this worker
+        self.context.metrics.symbols_by_regime.clear()
 
     def timers(self):
         return [(10.0, self.expiry_clock)]
@@ -169,13 +170,16 @@ class Symbols(Stage):
         self.done(key, record, message)
 
     def show_regimes(self, symbol: str, state: SymbolState) -> None:
-        """The regime gauge of each timeframe whose regime this worker has not shown yet."""
+        """Move the symbol between the regime counts of each timeframe whose regime changed."""
+        counts = self.context.metrics.symbols_by_regime
         for timeframe, frame in state.frames.items():
             regime = frame.regime.regime
-            if regime is not None and self.shown_regimes.get((symbol, timeframe)) != regime:
+            shown = self.shown_regimes.get((symbol, timeframe))
+            if regime is not None and shown != regime:
                 self.shown_regimes[symbol, timeframe] = regime
-                for name in REGIME_NAMES:
-                    self.context.metrics.regime.labels(symbol, timeframe, name).set(1 if name == regime else 0)
+                if shown is not None:
+                    counts.labels(timeframe, shown).dec()
+                counts.labels(timeframe, regime).inc()
 
     def queue_outcomes(self, key: bytes, state: PredictionState, outcomes: list, out: list[Message]) -> None:
         (self.waiting.add if state.pending else self.waiting.discard)(key)

@@ -60,7 +60,7 @@ def test_dashboard_covers_the_story(dashboard):
         "tickwire_messages_consumed_total", "tickwire_messages_produced_total", "tickwire_rows_written_total",
         "tickwire_consumer_lag_messages", "tickwire_event_latency_seconds_bucket",
         "tickwire_flush_duration_seconds_bucket", "tickwire_dlq_messages_total", "tickwire_batch_rows_bucket",
-        "tickwire_regime",
+        "tickwire_symbols_by_regime",
     }
     assert wanted <= used, f"not on the dashboard: {sorted(wanted - used)}"
     quantiles = {q for e in _exprs(dashboard) for q in re.findall(r"histogram_quantile\(\s*([0-9.]+)", e)}
