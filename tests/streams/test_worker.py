@@ -4,6 +4,7 @@ writes, versioned state layouts, the checkpoint's DLQ handling and redelivery.""
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timezone
 from types import SimpleNamespace
 
 import msgspec
@@ -319,3 +320,25 @@ def test_a_symbol_record_of_the_first_layout_is_read_through_the_codec():
     record = Symbols.table.codec.decode(msgspec.msgpack.encode(v1))  # unversioned bytes: layout 1
     assert record == SymbolRecord(offsets={"md.bars.v1": 9})
     assert Symbols.table.codec.encode(record)[0] == 2
+
+
+def test_each_symbol_counts_once_in_its_timeframes_current_regime():
+    from tickwire.schemas.topics import BARS
+    from tickwire.streams.simulator import MarketSimulator
+    from tickwire.streams.stages.symbols import Symbols
+
+    metrics = Metrics(CollectorRegistry())
+    stage = Symbols(context(metrics), states(_Table(), Symbols.table.codec, metrics))
+    topic = stage.context.names[BARS]
+    bars = list(MarketSimulator(["AAA", "BBB"], seed=5, start=datetime(2026, 1, 5, tzinfo=timezone.utc)).bars(1500))
+    for offset, bar in enumerate(bars):
+        stage.handle(event(msgspec.json.encode(bar), offset, bar.symbol.encode(), topic), [])
+
+    def in_regimes(timeframe: str) -> float:
+        return sum(metrics.registry.get_sample_value("tickwire_symbols_by_regime", {"timeframe": timeframe, "regime": r}) or 0
+                   for r in ("trending_up", "trending_down", "ranging", "volatile"))
+
+    assert in_regimes("1m") == 2 and in_regimes("5m") == 2
+    assert len({r for (_, tf), r in stage.shown_regimes.items() if tf == "1m"}) >= 1
+    stage.assigned()
+    assert in_regimes("1m") == 0  # counted again from the next bars this worker gets
