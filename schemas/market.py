@@ -15,7 +15,12 @@ Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=10, pattern=r"^[A-
 Timeframe = Annotated[str, msgspec.Meta(pattern=r"^[1-9][0-9]{0,3}[mhd]\Z")]
 Price = Annotated[float, msgspec.Meta(gt=0, lt=1e10)]  # DECIMAL(18, 8) holds < 1e10
 UtcDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
-Volume = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+# A bar's volume and trade count. Resampling sums them: up to MAX_BARS_PER_PERIOD base bars
+# (9,223: six days of 1m bars) still fit a BIGINT and msgpack's integers. Settings refuse a
+# resampled timeframe holding more base bars than that.
+MAX_VOLUME = 10**15
+MAX_BARS_PER_PERIOD = (2**63 - 1) // MAX_VOLUME
+Volume = Annotated[int, msgspec.Meta(ge=0, le=MAX_VOLUME)]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 TIMEFRAME_SECONDS = {"m": 60, "h": 3600, "d": 86400}
@@ -42,7 +47,7 @@ class Bar(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True)
     volume: Volume
     timeframe: Timeframe = "1m"
     vwap: Price | None = None
-    trade_count: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    trade_count: Volume | None = None
     source: Annotated[str, msgspec.Meta(pattern=r"^(feed|trades|resample)\Z")] = "feed"
 
     def validate(self, *, now: datetime, max_future_skew_s: float) -> "Bar":

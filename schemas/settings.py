@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Mapping
 
 from tickwire.schemas.errors import TickwireError
-from tickwire.schemas.market import timeframe_seconds
+from tickwire.schemas.market import MAX_BARS_PER_PERIOD, timeframe_seconds
 
 PREFIX = "TICKWIRE_"
 _TIMEFRAME = re.compile(r"^[1-9][0-9]{0,3}[mhd]$")
@@ -163,6 +163,11 @@ class Settings:
         for tf in self.resample_to:
             if not _TIMEFRAME.match(tf) or timeframe_seconds(tf) <= base_s or timeframe_seconds(tf) % base_s:
                 raise SettingsError(f"TICKWIRE_RESAMPLE_TIMEFRAMES: {tf!r} is not a timeframe that is a multiple of {self.base_timeframe}")
+            if timeframe_seconds(tf) // base_s > MAX_BARS_PER_PERIOD:
+                raise SettingsError(
+                    f"TICKWIRE_RESAMPLE_TIMEFRAMES: {tf!r} holds more than {MAX_BARS_PER_PERIOD} {self.base_timeframe} bars,"
+                    " whose summed volume could pass a BIGINT"
+                )
         if self.vwap_anchor_s <= 0:
             raise SettingsError("TICKWIRE_VWAP_ANCHOR_S: must be positive")
         for tf in self.correlated:

@@ -49,7 +49,8 @@ def _finite(name: str, value: float) -> None:
 
 
 def _check_features(value: Any, depth: int = 0) -> None:
-    """JSONB refuses U+0000 in keys and strings; deep nesting would overflow the encoders' stacks."""
+    """JSONB refuses U+0000 in keys and strings; deep nesting would overflow the encoders' stacks;
+    msgpack holds no integer wider than 64 bits."""
     if depth > MAX_FEATURE_DEPTH:
         raise InvalidMessage("invalid_value", f"feature_vector is nested deeper than {MAX_FEATURE_DEPTH} levels")
     if isinstance(value, str):
@@ -62,6 +63,9 @@ def _check_features(value: Any, depth: int = 0) -> None:
     elif isinstance(value, list):
         for item in value:
             _check_features(item, depth + 1)
+    elif isinstance(value, int) and not -(2**63) <= value < 2**63:
+        # The validator keeps predictions in msgpack state, which holds no wider integer.
+        raise InvalidMessage("invalid_value", "feature_vector holds an integer outside the 64-bit range")
 
 
 def feature_hash(features: dict[str, Any]) -> str:

@@ -9,12 +9,12 @@ from typing import Annotated
 import msgspec
 
 from tickwire.schemas.errors import InvalidMessage
-from tickwire.schemas.market import Price, Symbol, UtcDatetime, check_timestamp
+from tickwire.schemas.market import MAX_VOLUME, Price, Symbol, UtcDatetime, check_timestamp
 
 # Whole units (shares, contracts, lots): bar volume is an integer, so a fractional size
 # could not be summed into it without rounding. Feeds with fractional sizes send them
 # in their smallest lot.
-Size = Annotated[int, msgspec.Meta(gt=0, le=2**53)]
+Size = Annotated[int, msgspec.Meta(gt=0, le=MAX_VOLUME)]  # a bar's volume sums its trades' sizes
 TradeId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+\Z")]
 
 

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 import msgspec
 
 from tickwire.schemas.errors import InvalidMessage
-from tickwire.schemas.market import Bar, timeframe_seconds
+from tickwire.schemas.market import MAX_VOLUME, Bar, timeframe_seconds
 from tickwire.schemas.trades import Trade
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -235,6 +235,8 @@ class TradeAggregator:
         price, size = trade.price, trade.size
         for index, period in enumerate(s.periods):
             if period.start_us == start:
+                if period.volume + size > MAX_VOLUME:
+                    raise InvalidMessage("invalid_value", f"trade {trade_id} would take its bar's volume past {MAX_VOLUME:.0e}")
                 if key < period.open_key:
                     period.open_key, period.open = key, price
                 if key > period.close_key:

@@ -127,3 +127,12 @@ def test_a_trailing_newline_is_refused_in_every_patterned_field():
 def test_the_zero_time_is_refused_and_the_first_microsecond_after_it_is_not():
     assert reason_for(encoded(ts="1970-01-01T00:00:00Z")) == "bad_timestamp"
     assert codec.decode(encoded(ts="1970-01-01T00:00:00.000001Z"), now=NOW).ts.year == 1970
+
+
+def test_volumes_and_counts_are_bounded_so_a_periods_sum_fits_a_bigint():
+    from tickwire.schemas.market import MAX_BARS_PER_PERIOD, MAX_VOLUME
+
+    assert MAX_BARS_PER_PERIOD * MAX_VOLUME < 2**63 and MAX_BARS_PER_PERIOD >= 1440  # a day of 1m bars
+    assert codec.decode(encoded(volume=MAX_VOLUME, trade_count=MAX_VOLUME), now=NOW).volume == MAX_VOLUME
+    assert reason_for(encoded(volume=MAX_VOLUME + 1)) == "schema"
+    assert reason_for(encoded(trade_count=2**64)) == "schema"

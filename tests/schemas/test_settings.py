@@ -15,6 +15,8 @@ def test_reads_typed_values_from_the_environment():
         ({"TICKWIRE_MAX_BATCH_ROWS": "0"}, "TICKWIRE_MAX_BATCH_ROWS"),
         ({"TICKWIRE_PG_SSLMODE": "sometimes"}, "TICKWIRE_PG_SSLMODE"),
         ({"TICKWIRE_KAFKA_SECURITY_PROTOCOL": "TLS"}, "TICKWIRE_KAFKA_SECURITY_PROTOCOL"),
+        ({"TICKWIRE_RESAMPLE_TIMEFRAMES": "1h,7d"}, "BIGINT"),  # 10,080 1m bars could sum past it
+        ({"TICKWIRE_MODEL_PERFORMANCE_DAYS": "0"}, "TICKWIRE_MODEL_PERFORMANCE_DAYS"),
     ],
 )
 def test_bad_values_name_the_variable(env, names):

@@ -318,3 +318,15 @@ def test_trade_schema_rejects_bad_input():
     with pytest.raises(InvalidMessage) as refused:
         future.validate(now=NOW, max_future_skew_s=5)
     assert refused.value.reason == "bad_timestamp"
+
+
+def test_a_trade_that_would_take_its_bars_volume_past_the_bound_is_refused_untouched():
+    from tickwire.schemas.market import MAX_VOLUME
+
+    aggregator = TradeAggregator(TradeAggregatorState(), timeframe="1m")
+    t0 = datetime(2026, 3, 2, 14, 30, tzinfo=timezone.utc)
+    aggregator.update(Trade(symbol="BIG", ts=t0, price=1.0, size=MAX_VOLUME, trade_id="1"))
+    frozen = msgspec.msgpack.encode(aggregator.state)
+    with pytest.raises(InvalidMessage) as refused:
+        aggregator.update(Trade(symbol="BIG", ts=t0 + timedelta(seconds=1), price=1.0, size=1, trade_id="2"))
+    assert refused.value.reason == "invalid_value" and msgspec.msgpack.encode(aggregator.state) == frozen

@@ -75,6 +75,7 @@ def test_message_decodes() -> None:
         ({"predicted_volatility": -1.0}, "invalid_value", "predicted_volatility"),
         ({"prediction_id": "not-a-uuid"}, "schema", "prediction_id"),
         ({"feature_vector": [1, 2]}, "schema", "feature_vector"),
+        ({"feature_vector": {"n": [2**64]}}, "invalid_value", "64-bit"),  # state could never be written
         ({"extra": 1}, "schema", "extra"),
         ({"predicted_at": "2026-03-02T10:00:00"}, "schema", "predicted_at"),
     ],
