@@ -18,35 +18,50 @@ from tickwire.streams.worker.stage import Stage, StageContext, StateTable, decod
 from tickwire.streams.worker.state import KeyedStates, StateCodec
 
 
-class ModelStatistics(Stage):
+class _Statistics(Stage):
+    """An input record into its key's statistics; the rows the core recomputed are published."""
+
+    _decoder: msgspec.json.Decoder
+    topic: str
+
+    def rows(self, state, record) -> list:
+        raise NotImplementedError
+
+    def handle(self, event: faust.EventT, out: list[Message]) -> None:
+        record = decode(self._decoder, event.value)
+        key = event.message.key
+        rows = self.rows(self.states.get(key), record)
+        if rows:
+            self.states.changed(key, event.message.partition)
+        for row in rows:
+            out.append((self.topic, key, self.context.encode(row), []))
+
+
+class ModelStatistics(_Statistics):
     """Per model version: each day's accuracy and calibration, recomputed on every outcome."""
 
     name = "model_statistics"
     inputs = (OUTCOMES,)
     table = StateTable("model-performance", OUTCOMES, StateCodec(ModelPerformanceState, ModelPerformanceState))
-    _outcome = msgspec.json.Decoder(PredictionOutcome)
+    _decoder = msgspec.json.Decoder(PredictionOutcome)
 
     def __init__(self, context: StageContext, states: KeyedStates) -> None:
         super().__init__(context, states)
         self.core = ModelPerformance(retention_days=context.settings.model_performance_days)
         self.topic = context.names[MODEL_PERFORMANCE]
 
-    def handle(self, event: faust.EventT, out: list[Message]) -> None:
-        outcome = decode(self._outcome, event.value)
-        key = event.message.key
-        row = self.core.add(self.states.get(key), outcome)
-        if row is not None:
-            self.states.changed(key, event.message.partition)
-            out.append((self.topic, key, self.context.encode(row), []))
+    def rows(self, state: ModelPerformanceState, outcome: PredictionOutcome) -> list:
+        row = self.core.add(state, outcome)
+        return [] if row is None else [row]
 
 
-class StrategyStatistics(Stage):
+class StrategyStatistics(_Statistics):
     """Per strategy: DAY, WEEK and MONTH performance, recomputed on every closed trade."""
 
     name = "strategy_statistics"
     inputs = (TRADE_OUTCOMES,)
     table = StateTable("strategy-performance", TRADE_OUTCOMES, StateCodec(StrategyPerformanceState, StrategyPerformanceState))
-    _trade = msgspec.json.Decoder(TradeOutcomeRow)
+    _decoder = msgspec.json.Decoder(TradeOutcomeRow)
 
     def __init__(self, context: StageContext, states: KeyedStates) -> None:
         super().__init__(context, states)
@@ -54,11 +69,5 @@ class StrategyStatistics(Stage):
         self.core = StrategyPerformance(capital=settings.performance_capital, retention_days=settings.strategy_performance_days)
         self.topic = context.names[STRATEGY_PERFORMANCE]
 
-    def handle(self, event: faust.EventT, out: list[Message]) -> None:
-        trade = decode(self._trade, event.value)
-        key = event.message.key
-        rows = self.core.add(self.states.get(key), trade)
-        if rows:
-            self.states.changed(key, event.message.partition)
-        for row in rows:
-            out.append((self.topic, key, self.context.encode(row), []))
+    def rows(self, state: StrategyPerformanceState, trade: TradeOutcomeRow) -> list:
+        return self.core.add(state, trade)

@@ -8,6 +8,7 @@ count, so this one stage sees a symbol's every input, and keeps all of it in one
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import faust
 import msgspec
@@ -132,17 +133,23 @@ class Symbols(Stage):
             return None
         return record
 
+    def opened(self, event: faust.EventT, codec: Codec) -> tuple[bytes, SymbolRecord, Any] | None:
+        """(key, record, the decoded message), or None for a message the record already holds."""
+        message = event.message
+        decoded = codec.decode(event.value, headers=message.headers or ())
+        key = keyed(message, decoded.symbol)
+        record = self.record(key, message)
+        return None if record is None else (key, record, decoded)
+
     def done(self, key: bytes, record: SymbolRecord, message: faust.types.Message) -> None:
         applied(record.offsets, message)
         self.states.changed(key, message.partition)
 
     def on_bar(self, event: faust.EventT, out: list[Message]) -> None:
-        message = event.message
-        bar = self.bar_codec.decode(event.value, headers=message.headers or ())
-        key = keyed(message, bar.symbol)
-        record = self.record(key, message)
-        if record is None:
+        message, opened = event.message, self.opened(event, self.bar_codec)
+        if opened is None:
             return
+        key, record, bar = opened
         outputs, duplicate = self.processor.process(record.bars, bar)
         if duplicate:  # the same bar twice from the feed: nothing to do, nothing to send
             self.context.metrics.duplicates.labels(message.topic).inc()
@@ -187,12 +194,10 @@ class Symbols(Stage):
             out.append((self.outcomes_topic, outcome.model_version.encode(), self.context.encode(outcome), []))
 
     def on_prediction(self, event: faust.EventT, out: list[Message]) -> None:
-        message = event.message
-        prediction = self.prediction_codec.decode(event.value, headers=message.headers or ())
-        key = keyed(message, prediction.symbol)
-        record = self.record(key, message)
-        if record is None:
+        message, opened = event.message, self.opened(event, self.prediction_codec)
+        if opened is None:
             return
+        key, record, prediction = opened
         result = self.validator.on_prediction(record.predictions, prediction)
         if result.duplicate:
             self.context.metrics.duplicates.labels(message.topic).inc()
@@ -200,12 +205,10 @@ class Symbols(Stage):
         self.done(key, record, message)
 
     def on_fill(self, event: faust.EventT, out: list[Message]) -> None:
-        message = event.message
-        fill = self.fill_codec.decode(event.value, headers=message.headers or ())
-        key = keyed(message, fill.symbol)
-        record = self.record(key, message)
-        if record is None:
+        message, opened = event.message, self.opened(event, self.fill_codec)
+        if opened is None:
             return
+        key, record, fill = opened
         result = self.builder.on_fill(record.book, fill)
         if result.duplicate:
             self.context.metrics.duplicates.labels(message.topic).inc()
