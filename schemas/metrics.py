@@ -152,12 +152,32 @@ async def watch_broker(metrics: Metrics, bootstrap: str, *, interval_s: float = 
 
 
 class _QuietHandler(WSGIRequestHandler):
+    # A connection that sends nothing (or too slowly) is closed: each one holds a thread.
+    timeout = 10.0
+
     def log_message(self, format: str, *args: object) -> None:  # scrapes are not news
         pass
 
 
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    max_connections = 32  # scrapers and probes, not a public site: past this, refused at once
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 def serve(metrics: Metrics, *, host: str, port: int) -> WSGIServer:

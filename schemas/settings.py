@@ -22,6 +22,9 @@ PREFIX = "TICKWIRE_"
 _TIMEFRAME = re.compile(r"^[1-9][0-9]{0,3}[mhd]$")
 
 
+_PASSWORD_PAIR = re.compile(r"password\s*=\s*(?:'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
 class SettingsError(TickwireError, ValueError):
     """A TICKWIRE_* variable has a value that cannot be used."""
 
@@ -110,16 +113,20 @@ class Settings:
         return options
 
     def safe_dsn(self) -> str:
-        """The DSN with any password removed, for messages and logs."""
-        from urllib.parse import urlsplit, urlunsplit
+        """The DSN without its password, for messages and logs; never raises.
 
-        parts = urlsplit(self.pg_dsn)
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        if parts.username:
-            host = f"{parts.username}@{host}"
-        return urlunsplit((parts.scheme, host, parts.path, "", ""))
+        A URL keeps scheme, user, host and database (its userinfo ends at the last ``@``,
+        so a password holding ``/``, ``#`` or ``?`` is cut whole, and the query, which may
+        carry ``password=``, is dropped); a ``key=value`` DSN has its password masked.
+        """
+        dsn = self.pg_dsn
+        if "://" not in dsn:
+            return _PASSWORD_PAIR.sub("password=***", dsn)
+        scheme, rest = dsn.split("://", 1)
+        if "@" in rest:
+            userinfo, rest = rest.rsplit("@", 1)
+            rest = f"{userinfo.split(':', 1)[0]}@{rest}"
+        return f"{scheme}://{rest.split('?', 1)[0]}"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":

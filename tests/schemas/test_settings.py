@@ -50,3 +50,18 @@ def test_sasl_options_reach_the_kafka_clients():
 
 def test_env_var_list_covers_every_field():
     assert "TICKWIRE_KAFKA_BOOTSTRAP" in ENV_VARS and "TICKWIRE_PG_PASSWORD_FILE" in ENV_VARS
+
+
+@pytest.mark.parametrize(
+    "dsn, shown",
+    [
+        ("postgresql://tickwire:s3cret@db:5432/tickwire", "postgresql://tickwire@db:5432/tickwire"),
+        ("postgresql://tickwire:a/b#c?d@db/tickwire", "postgresql://tickwire@db/tickwire"),
+        ("postgresql://tickwire@db/tickwire?sslmode=require&password=s3cret", "postgresql://tickwire@db/tickwire"),
+        ("host=db user=tickwire password=s3cret dbname=tickwire", "host=db user=tickwire password=*** dbname=tickwire"),
+        ("host=db password = 'it\\'s s3cret' dbname=t", "host=db password=*** dbname=t"),  # libpq's quoting
+    ],
+)
+def test_the_shown_dsn_never_holds_the_password_and_never_raises(dsn, shown):
+    safe = Settings(pg_dsn=dsn).safe_dsn()
+    assert safe == shown and "s3cret" not in safe and "a/b" not in safe
