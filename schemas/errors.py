@@ -38,6 +38,7 @@ REASONS = frozenset(
         "bad_timestamp",  # before 1970, too far ahead, naive
         "out_of_order",  # event time behind what the key already saw
         "late_bar",  # a bar older than the last one of its (symbol, timeframe)
+        "conflicting_duplicate",  # a bar of a (symbol, timeframe, time) already applied, with other values
         "conflicting_source",  # a feed's bar of a (symbol, timeframe) the worker resamples, or the reverse
         "unknown_version",
         "database_rejected",  # a sink's database refused the row (data error)

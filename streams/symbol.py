@@ -2,9 +2,10 @@
 
 The per-symbol core the worker runs for each bar, with no faust in it. A base-timeframe
 bar also feeds the resampler; each higher-timeframe bar it closes is processed like a
-bar of its own. A bar at the event time of the last one of its timeframe is a duplicate
-(the feed sent it twice, or the trades stage re-sent it): it changes nothing and
-produces nothing. A message redelivered after a crash never reaches this core: the
+bar of its own. A bar at the event time of the last one of its timeframe, with the same
+values, is a duplicate (the feed sent it twice, or the trades stage re-sent it): it
+changes nothing and produces nothing; with other values it is refused
+(``conflicting_duplicate``), as the series cannot hold both. A message redelivered after a crash never reaches this core: the
 worker recognises it by its offset (``worker.stage.redelivered``).
 
 A (symbol, timeframe) is either fed or resampled, never both: its first bar decides.
@@ -41,6 +42,9 @@ class FrameState(msgspec.Struct, array_like=True):
     indicators: IndicatorState
     regime: RegimeState
     fed: bool = False  # a timeframe the worker resamples, whose bars come from a feed instead
+    # The last input bar's (open, high, low, close, volume): tells a feed's exact repeat from
+    # a conflicting bar of the same time. None for a resampled frame (or one stored before).
+    last_bar: tuple[float, float, float, float, int] | None = None
 
 
 class _FrameStateV1(msgspec.Struct, array_like=True):
@@ -96,10 +100,16 @@ class SymbolProcessor:
             )
         if frame is not None:
             if ts_us == frame.last_ts_us:
+                values = (bar.open, bar.high, bar.low, bar.close, bar.volume)
+                if frame.last_bar is not None and frame.last_bar != values:
+                    raise InvalidMessage(
+                        "conflicting_duplicate", f"{bar.timeframe} bar at {bar.ts.isoformat()} repeats a time already applied with {frame.last_bar}"
+                    )
                 return [], True
             if ts_us < frame.last_ts_us:
                 raise InvalidMessage("late_bar", f"{bar.timeframe} bar at {bar.ts.isoformat()} is older than the last one seen")
         outputs = self._bar(state, bar, fed=bar.timeframe in self.resample_to)
+        state.frames[bar.timeframe].last_bar = (bar.open, bar.high, bar.low, bar.close, bar.volume)
         if bar.timeframe == self.base and self._resampler is not None:
             resampler = self._resampler
             resampler.state = state.resampler or ResamplerState()

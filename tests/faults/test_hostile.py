@@ -105,6 +105,13 @@ BAR_CORPUS = [
     ("10 MB message", b"HOST", b'{"symbol":"' + b"A" * 10_000_000 + b'"}', None, "too_large"),
     ("unknown schema version", b"HOST", bar(ts="2026-03-05T00:03:00Z"), [("tickwire.schema.version", b"7")], "unknown_version"),
     ("out of order bar", b"HOST", encode(good_bars[2]), None, "late_bar"),
+    # After the last good bar (good_bars[39]), with no good bar between them:
+    ("symbol with a trailing newline", b"HOST", bar(symbol="HOST\n"), None, "schema"),
+    ("the zero time", b"HOST", bar(ts="1970-01-01T00:00:00Z"), None, "bad_timestamp"),
+    ("volume past the bound", b"HOST", bar(volume=10**15 + 1), None, "schema"),
+    ("the last bar again, other volume", b"HOST", encode(msgspec.structs.replace(good_bars[39], volume=good_bars[39].volume + 1)),
+     None, "conflicting_duplicate"),
+    ("a feed's bar of a resampled timeframe", b"HOST", bar(timeframe="5m"), None, "conflicting_source"),
 ]
 
 
