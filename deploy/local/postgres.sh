@@ -49,7 +49,10 @@ CONF
     if running; then say "postgres already running on 127.0.0.1:$PG_PORT"; return; fi
     say "starting postgres on 127.0.0.1:$PG_PORT (log: $LOGS/postgres.log)"
     touch "$LOGS/postgres.log"; [ "$(id -u)" = 0 ] && chown postgres "$LOGS/postgres.log"
-    local opts="-p $PG_PORT"
+    # A write locks every chunk or partition it touches: a backfill of years of bars touches
+    # thousands (the default 64 per connection ran out: "out of shared memory"). Given at
+    # start, so a cluster made before this line gets it too.
+    local opts="-p $PG_PORT -c max_locks_per_transaction=512"
     # TimescaleDB is used when its library is installed (it is in no package registry here),
     # unless TICKWIRE_LOCAL_TIMESCALEDB=off asks for plain PostgreSQL.
     # TimescaleDB runs its policies as background workers: give them room beside the default 8.
