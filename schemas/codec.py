@@ -86,23 +86,41 @@ class DlqRecord(NamedTuple):
     headers: list[tuple[str, bytes]]
 
 
+# Headers Tickwire adds to a DLQ record; replaying a record strips them and keeps the rest.
+DLQ_HEADER_PREFIXES = ("tickwire.", "__connect.errors.")
+
+
 def dlq_record(
-    *, key: bytes | None, value: bytes | None, reason: str, detail: str, topic: str, partition: int, offset: int
+    *, key: bytes | None, value: bytes | None, reason: str, detail: str, topic: str, partition: int, offset: int,
+    timestamp_ms: int | None = None, headers: Sequence[tuple[str, bytes]] = (), stage: str = "", exception: str = "InvalidMessage",
 ) -> DlqRecord:
-    """The DLQ record for a rejected message: its original bytes plus reason headers.
+    """The DLQ record for a rejected message: its original key, bytes and headers, plus
+    Tickwire's reason headers and Kafka Connect's error headers (where they fit: source
+    topic, partition, offset, the stage and the exception's class and message), so tools
+    made for Connect's dead-letter queues read it too.
 
     A value too large for an ordinary produce request keeps its first 64 KiB, and
-    ``tickwire.truncated_from_bytes`` says how long it was.
+    ``tickwire.truncated_from_bytes`` says how long it was (such a record cannot be replayed).
     """
     value = value or b""
-    headers = [
+    detail = detail[:1000].encode("utf-8", "replace")
+    out = [(name, raw) for name, raw in headers if not name.startswith(DLQ_HEADER_PREFIXES)]
+    out += [
         ("tickwire.reason", reason.encode()),
-        ("tickwire.detail", detail[:1000].encode("utf-8", "replace")),
+        ("tickwire.detail", detail),
         ("tickwire.source.topic", topic.encode()),
         ("tickwire.source.partition", str(partition).encode()),
         ("tickwire.source.offset", str(offset).encode()),
+        ("__connect.errors.topic", topic.encode()),
+        ("__connect.errors.partition", str(partition).encode()),
+        ("__connect.errors.offset", str(offset).encode()),
+        ("__connect.errors.stage", stage.encode()),
+        ("__connect.errors.exception.class.name", exception.encode()),
+        ("__connect.errors.exception.message", detail),
     ]
+    if timestamp_ms is not None:
+        out.append(("tickwire.source.timestamp_ms", str(timestamp_ms).encode()))
     if len(value) > DLQ_MAX_VALUE_BYTES:
-        headers.append(("tickwire.truncated_from_bytes", str(len(value)).encode()))
+        out.append(("tickwire.truncated_from_bytes", str(len(value)).encode()))
         value = value[:DLQ_MAX_VALUE_BYTES]
-    return DlqRecord(key, value, headers)
+    return DlqRecord(key, value, out)

@@ -310,7 +310,9 @@ class TopicSink(Generic[T]):
             self.metrics.dlq.labels(rec.topic, r.reason).inc()
             dead = dlq_record(
                 key=rec.key, value=rec.value, reason=r.reason, detail=r.detail,
-                topic=rec.topic, partition=rec.partition, offset=rec.offset,
+                topic=rec.topic, partition=rec.partition, offset=rec.offset, timestamp_ms=rec.timestamp,
+                headers=rec.headers or (), stage=f"sink:{self.table.name}",
+                exception="InvalidMessage" if r.reason != "database_rejected" else "DatabaseRejected",
             )
             await self.producer.send(self.dlq_topic, key=dead.key, value=dead.value, headers=dead.headers)
         await self.producer.flush()

@@ -117,6 +117,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue after the rows a previous replay of FILE acknowledged")
     p.set_defaults(func=cmd_replay)
 
+    p = sub.add_parser("dlq", help="dead-lettered records: 'replay' re-sends chosen ones to their source topic")
+    dlq = p.add_subparsers(required=True, metavar="ACTION")
+    p = dlq.add_parser("replay", help="re-send DLQ records to their source topic, after a fix (original key, bytes and headers)")
+    p.add_argument("--reason", action="append", default=[], help="only records of this DLQ reason (repeatable)")
+    p.add_argument("--topic", help="only records from this source topic (its registry name, e.g. md.bars.v1)")
+    p.add_argument("--from-offset", type=int, default=0, help="only records from this source offset on")
+    p.add_argument("--to-offset", type=int, help="only records up to this source offset")
+    p.add_argument("--all", action="store_true", help="every record (when no other filter is given)")
+    p.add_argument("--dry-run", action="store_true", help="count what would be sent, send nothing")
+    p.set_defaults(func=cmd_dlq_replay)
+
     p = sub.add_parser("worker", help="run the stream processors (faust worker)")
     p.add_argument("--metrics-port", type=int, help="serve /metrics here (default: TICKWIRE_METRICS_PORT)")
     p.set_defaults(func=cmd_worker)
@@ -278,6 +289,28 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     defaults = {k: v for k, v in (("symbol", args.symbol), ("timeframe", args.timeframe)) if v}
     rejected = asyncio.run(publish_file(settings, args.file, args.kind, speed=args.speed, defaults=defaults, resume=args.resume))
     return 1 if rejected else 0
+
+
+def cmd_dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from tickwire.schemas.errors import REASONS
+    from tickwire.schemas.topics import ALL
+    from tickwire.streams.dlq import ReplayFilter, replay_dlq
+
+    unknown = sorted(set(args.reason) - REASONS)
+    if unknown:
+        raise CommandError(f"unknown DLQ reason {', '.join(unknown)}; known: {', '.join(sorted(REASONS))}")
+    if args.topic and args.topic not in {t.name for t in ALL}:
+        raise CommandError(f"unknown topic {args.topic!r}; known: {', '.join(t.name for t in ALL)}")
+    if not (args.reason or args.topic or args.from_offset or args.to_offset is not None or args.all):
+        raise CommandError("name what to replay: --reason, --topic, an offset range, or --all")
+    chosen = ReplayFilter(
+        frozenset(args.reason), settings.topic(args.topic) if args.topic else "", args.from_offset, args.to_offset
+    )
+    report = asyncio.run(replay_dlq(settings, chosen, dry_run=args.dry_run))
+    topics = ", ".join(f"{count} to {topic}" for topic, count in sorted(report.by_topic.items())) or "none"
+    verb = "would send" if args.dry_run else "sent"
+    print(f"{report.matched} DLQ records matched; {verb} {topics}; {report.truncated} truncated by the DLQ, not replayable")
+    return 0
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:

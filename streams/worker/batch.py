@@ -135,18 +135,23 @@ class Checkpoint:
                 stage.forget(message.key)
                 for earlier in applied.get(message.key, ()):
                     stage.handle(earlier, [])
-                out.append(self.reject(event, InvalidMessage("internal", f"{type(exc).__name__}: {str(exc)[:500]}")))
+                internal = InvalidMessage("internal", f"{type(exc).__name__}: {str(exc)[:500]}")
+                out.append(self.reject(event, internal, exception=type(exc).__name__))
                 continue
             applied.setdefault(message.key, []).append(event)
         return stage.finish(out)
 
-    def reject(self, event: faust.EventT, exc: InvalidMessage) -> Message:
+    def reject(self, event: faust.EventT, exc: InvalidMessage, exception: str = "InvalidMessage") -> Message:
         message = event.message
+        headers = message.headers or ()
         self.metrics.dlq.labels(message.topic, exc.reason).inc()
         # The DLQ record has the whole detail; a log line stays short whatever a producer sent.
         log.warning("rejected: %.300s", exc, extra={**where(message), "reason": exc.reason})
         dead = dlq_record(
             key=message.key, value=event.value, reason=exc.reason, detail=exc.detail,
             topic=message.topic, partition=message.partition, offset=message.offset,
+            timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
+            headers=list(headers.items()) if isinstance(headers, dict) else headers,
+            stage=self.stage.name, exception=exception,
         )
         return self.dlq_topic, dead.key, dead.value, dead.headers

@@ -84,6 +84,22 @@ def test_dlq_record_carries_source_coordinates_and_caps_detail():
     assert len(headers["tickwire.detail"]) == 1000 and "tickwire.truncated_from_bytes" not in headers
 
 
+def test_dlq_record_keeps_the_original_headers_and_adds_kafka_connects_error_headers():
+    record = dlq_record(
+        key=b"K", value=b"raw", reason="internal", detail="ZeroDivisionError: x", topic="md.bars.v1", partition=3, offset=42,
+        timestamp_ms=1_767_225_600_250, headers=[("trace", b"t-1"), ("tickwire.reason", b"forged")], stage="symbols",
+        exception="ZeroDivisionError",
+    )
+    assert record.headers[0] == ("trace", b"t-1")
+    assert [name for name, _ in record.headers].count("tickwire.reason") == 1  # a producer's own is not kept
+    headers = dict(record.headers)
+    assert headers["tickwire.reason"] == b"internal" and headers["tickwire.source.timestamp_ms"] == b"1767225600250"
+    assert (headers["__connect.errors.topic"], headers["__connect.errors.partition"], headers["__connect.errors.offset"]) == (
+        b"md.bars.v1", b"3", b"42")
+    assert headers["__connect.errors.stage"] == b"symbols"
+    assert headers["__connect.errors.exception.class.name"] == b"ZeroDivisionError"
+
+
 def test_dlq_record_truncates_huge_values_and_says_so():
     record = dlq_record(key=None, value=b"y" * 10_000_000, reason="too_large", detail="big", topic="t", partition=0, offset=1)
     assert record.value == b"y" * DLQ_MAX_VALUE_BYTES

@@ -179,7 +179,9 @@ async def test_outbox_partitions_keys_as_the_client_does_and_turns_keyless_messa
 
 
 def event(value: bytes, offset: int, key: bytes = b"k", topic: str = "in") -> SimpleNamespace:
-    return SimpleNamespace(value=value, message=SimpleNamespace(topic=topic, partition=0, offset=offset, key=key, headers=None))
+    return SimpleNamespace(value=value, message=SimpleNamespace(
+        topic=topic, partition=0, offset=offset, key=key, headers=[("trace", b"t-1")], timestamp=1_767_225_600.25
+    ))
 
 
 def context(metrics: Metrics) -> StageContext:
@@ -213,6 +215,8 @@ async def test_a_checkpoint_dead_letters_refused_and_failing_messages_and_keeps_
     assert [(topic, value) for topic, _, value, _ in out if topic == "out"] == [("out", b"1"), ("out", b"3"), ("out", b"7")]
     dead = [headers for topic, _, _, headers in out if topic == "dlq"]
     assert [dict(h)["tickwire.reason"] for h in dead] == [b"invalid_value", b"internal"]
+    assert [dict(h)["__connect.errors.exception.class.name"] for h in dead] == [b"InvalidMessage", b"ZeroDivisionError"]
+    assert all(("trace", b"t-1") in h and dict(h)["__connect.errors.stage"] == b"summing" for h in dead)
     await stage.states.write(5)  # the bug's half-change was forgotten and the key's earlier messages applied again
     assert ANY.decode(table.data[b"k"]) == {"sum": 7}
     assert metrics.registry.get_sample_value("tickwire_dlq_messages_total", {"topic": "in", "reason": "internal"}) == 1
