@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from tickwire.schemas.codec import DLQ_HEADER_PREFIXES
@@ -62,8 +63,7 @@ async def replay_dlq(settings: Settings, chosen: ReplayFilter, *, dry_run: bool)
         await consumer.start()
         if producer:
             await producer.start()
-        await consumer.topics()  # the cluster's metadata, for the DLQ's partitions
-        partitions = [TopicPartition(dlq, p) for p in sorted(consumer.partitions_for_topic(dlq) or ())]
+        partitions = [TopicPartition(dlq, p) for p in await _partitions(settings, dlq)]
         if not partitions:
             return report
         consumer.assign(partitions)
@@ -96,6 +96,17 @@ async def replay_dlq(settings: Settings, chosen: ReplayFilter, *, dry_run: bool)
         if producer:
             await producer.stop()
     return report
+
+
+async def _partitions(settings: Settings, topic: str) -> list[int]:
+    """``topic``'s partitions (a consumer knows only those of topics it subscribed to)."""
+    admin = AIOKafkaAdminClient(**settings.kafka_options())
+    try:
+        await admin.start()
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sorted(p["partition"] for t in described if t["topic"] == topic for p in t.get("partitions", ()))
 
 
 async def _resend(producer: AIOKafkaProducer | None, record, headers: dict[str, bytes], tp: TopicPartition, report: ReplayReport) -> None:
