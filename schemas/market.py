@@ -13,7 +13,11 @@ from tickwire.schemas.errors import InvalidMessage
 
 Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=10, pattern=r"^[A-Z0-9][A-Z0-9.\-/^]*\Z")]
 Timeframe = Annotated[str, msgspec.Meta(pattern=r"^[1-9][0-9]{0,3}[mhd]\Z")]
-Price = Annotated[float, msgspec.Meta(gt=0, lt=1e10)]  # DECIMAL(18, 8) holds < 1e10
+# The price columns are DECIMAL(18, 8): below 1e10, in steps of 1e-8. A price under 1e9 keeps
+# every value derived from it inside them (a Bollinger band reaches at most twice the
+# highest price of its window), and one under 1e-8 would be stored as 0.
+MIN_PRICE, MAX_PRICE = 1e-8, 1e9
+Price = Annotated[float, msgspec.Meta(ge=MIN_PRICE, lt=MAX_PRICE)]
 UtcDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 # A bar's volume and trade count. Resampling sums them: up to MAX_BARS_PER_PERIOD base bars
 # (9,223: six days of 1m bars) still fit a BIGINT and msgpack's integers. Settings refuse a

@@ -152,3 +152,9 @@ def test_volumes_and_counts_are_bounded_so_a_periods_sum_fits_a_bigint():
     assert codec.decode(encoded(volume=MAX_VOLUME, trade_count=MAX_VOLUME), now=NOW).volume == MAX_VOLUME
     assert reason_for(encoded(volume=MAX_VOLUME + 1)) == "schema"
     assert reason_for(encoded(trade_count=2**64)) == "schema"
+
+
+def test_prices_the_columns_cannot_keep_are_refused():
+    assert reason_for(encoded(open=1e9, high=1e9)) == "schema"  # its Bollinger band could pass DECIMAL(18, 8)
+    assert reason_for(encoded(low=5e-9)) == "schema"  # would be stored as 0
+    assert codec.decode(encoded(open=1e-8, low=1e-8), now=NOW).low == 1e-8

@@ -138,3 +138,23 @@ def test_a_restart_from_the_stored_state_gives_identical_outputs(bars):
     restored = msgspec.msgpack.decode(msgspec.msgpack.encode(state), type=SymbolState)
     _, rest = run(processor, bars[1234:], restored)
     assert first + rest == straight
+
+
+def test_every_value_derived_from_prices_at_the_contracts_bounds_fits_its_column():
+    from tickwire.schemas.market import MAX_PRICE, MIN_PRICE
+
+    top = MAX_PRICE * (1 - 1e-12)
+    bars, t0 = [], datetime(2026, 3, 2, 14, 30, tzinfo=timezone.utc)
+    for i in range(120):  # the widest swings the contract allows, bar after bar
+        low, high = (MIN_PRICE, top) if i % 3 else (top, top)
+        close = high if i % 2 else low
+        bars.append(Bar(symbol="EDGE", ts=t0 + timedelta(minutes=i), open=close, high=high, low=low, close=close, volume=1))
+    _, outputs = run(SymbolProcessor(), bars)
+    conditions = [msgspec.json.decode(v, type=Condition) for kind, v in outputs if kind == "condition"]
+    decimal_18_8 = ("open", "high", "low", "close", "vwap", "atr_14", "ema_20", "ema_50", "bb_upper", "bb_middle",
+                    "bb_lower", "macd_line", "macd_signal", "macd_hist")
+    for c in conditions:
+        assert all(abs(getattr(c, name) or 0) < 1e10 for name in decimal_18_8), c
+        assert all(0 <= (getattr(c, name) or 0) <= 100 for name in ("rsi_14", "adx_14", "plus_di_14", "minus_di_14")), c
+        assert abs(c.volatility_20d or 0) < 1e4  # DECIMAL(10, 6)
+    assert max(c.bb_upper or 0 for c in conditions) > MAX_PRICE  # the bands do pass the price range
