@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
-from typing import Generic, Literal, Mapping, NamedTuple, Sequence, TypeVar
+from typing import Any, Generic, Literal, Mapping, NamedTuple, Sequence, TypeVar
 
 import msgspec
 
@@ -39,6 +40,10 @@ class Codec(Generic[T]):
         self._encoder = module.Encoder()
         self._fmt = fmt
         self._validates = hasattr(message_type, "validate")
+        fields = msgspec.structs.fields(message_type)
+        self._quoted_names = [f'"{field.encode_name}"'.encode() for field in fields]
+        # A field of free-form JSON can repeat a key anywhere: such messages are always checked.
+        self._free_form = any(field.type in (dict, Any) or getattr(field.type, "__origin__", None) is dict for field in fields)
 
     def encode(self, message: T) -> bytes:
         return self._encoder.encode(message)
@@ -72,9 +77,37 @@ class Codec(Generic[T]):
         except RecursionError:
             # Deeply nested arrays or objects in a free-form field (``feature_vector``).
             raise InvalidMessage("schema", "nesting too deep") from None
+        if self._fmt == "json":
+            self._refuse_repeated_keys(raw)
         if self._validates:
             message.validate(now=now or datetime.now(timezone.utc), max_future_skew_s=self.max_future_skew_s)
         return message
+
+    def _refuse_repeated_keys(self, raw: bytes) -> None:
+        """A JSON object with a key twice (msgspec, like most parsers, keeps the last) is
+        refused: which one the producer meant is unknowable. A field name that occurs once
+        in the bytes cannot be repeated, so only a message with a name twice, or with
+        free-form JSON, is parsed again to look (rare, and never the bars' hot path)."""
+        if not self._free_form and all(raw.count(name) < 2 for name in self._quoted_names):
+            return
+        try:
+            json.loads(raw, object_pairs_hook=_unique_keys)
+        except _RepeatedKey as exc:
+            raise InvalidMessage("schema", f"key {str(exc)[:60]!r} appears twice in one object") from None
+        except RecursionError:
+            raise InvalidMessage("schema", "nesting too deep") from None
+
+
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        raise _RepeatedKey(next(key for key, _ in pairs if key in seen or seen.add(key)))
+    return result
 
 
 DLQ_MAX_VALUE_BYTES = 64 * 1024

@@ -158,3 +158,21 @@ def test_prices_the_columns_cannot_keep_are_refused():
     assert reason_for(encoded(open=1e9, high=1e9)) == "schema"  # its Bollinger band could pass DECIMAL(18, 8)
     assert reason_for(encoded(low=5e-9)) == "schema"  # would be stored as 0
     assert codec.decode(encoded(open=1e-8, low=1e-8), now=NOW).low == 1e-8
+
+
+def test_a_key_given_twice_is_refused_at_any_depth_and_a_name_reused_elsewhere_is_not():
+    twice = encoded()[:-1] + b',"close":99.0}'
+    assert reason_for(twice) == "schema"
+    from tickwire.schemas.signals import Prediction
+
+    predictions = Codec(Prediction)
+    good = {
+        "prediction_id": "6f1c1a52-7c39-4c27-9b7e-1d2b5f1f0b11", "symbol": "AAPL", "model_version": "v1",
+        "model_type": "xgb", "predicted_at": "2026-03-02T14:30:00Z", "predicted_direction": "LONG",
+        "prediction_horizon_minutes": 15, "feature_vector": {"symbol": "ignored", "deep": {"a": 1}},
+    }
+    assert predictions.decode(msgspec.json.encode(good), now=NOW).feature_vector["symbol"] == "ignored"
+    nested_twice = msgspec.json.encode(good).replace(b'{"a":1}', b'{"a":1,"a":2}')
+    with pytest.raises(InvalidMessage) as refused:
+        predictions.decode(nested_twice, now=NOW)
+    assert refused.value.reason == "schema" and "'a' appears twice" in refused.value.detail
