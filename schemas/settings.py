@@ -41,6 +41,10 @@ class Settings:
     topic_prefix: str = ""
     processor_group: str = "tickwire-processors"
     sink_group: str = "tickwire-sinks"
+    # Copies of every topic and changelog Tickwire creates, and how many must have a write
+    # (acks=all) for it to count: 1 and 1 fit a single local broker, 3 and 2 a production cluster.
+    topic_replication_factor: int = 1
+    topic_min_insync_replicas: int = 1
     # PostgreSQL / TimescaleDB
     pg_dsn: str = dataclasses.field(default="postgresql://tickwire@127.0.0.1:15432/tickwire", repr=False)
     pg_password: str = dataclasses.field(default="", repr=False)
@@ -162,6 +166,11 @@ class Settings:
             raise SettingsError("TICKWIRE_FLUSH_INTERVAL_S: must be positive")
         if self.model_performance_days < 1 or self.strategy_performance_days < 31:
             raise SettingsError("TICKWIRE_MODEL_PERFORMANCE_DAYS must be at least 1, TICKWIRE_STRATEGY_PERFORMANCE_DAYS at least 31")
+        if not 1 <= self.topic_min_insync_replicas <= self.topic_replication_factor:
+            raise SettingsError(
+                "TICKWIRE_TOPIC_MIN_INSYNC_REPLICAS must be from 1 to TICKWIRE_TOPIC_REPLICATION_FACTOR"
+                f" ({self.topic_min_insync_replicas} and {self.topic_replication_factor})"
+            )
         if self.worker_batch_within_s <= 0:
             raise SettingsError("TICKWIRE_WORKER_BATCH_WITHIN_S: must be positive")
         if not _TIMEFRAME.match(self.base_timeframe):

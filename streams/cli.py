@@ -24,7 +24,7 @@ from tickwire.schemas.errors import TickwireError
 from tickwire.schemas.metrics import Metrics, serve
 from tickwire.schemas.settings import Settings, SettingsError
 from tickwire.streams.jsonlog import logging_config
-from tickwire.streams.topics import ensure_topics
+from tickwire.streams.topics import ensure_topics, partition_changes
 
 log = logging.getLogger("tickwire")
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,8 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", default="-", help="file to write, - for standard output (default)")
     p.set_defaults(func=lambda s, a: asyncio.run(_export(s, a)))
 
-    p = sub.add_parser("topics", help="create the registry's topics if they are missing")
-    p.set_defaults(func=lambda s, a: asyncio.run(ensure_topics(s)))
+    p = sub.add_parser("topics", help="create the registry's topics if they are missing; report how existing ones differ")
+    p.set_defaults(func=cmd_topics)
 
     p = sub.add_parser("simulate", help="publish simulated bars, and a toy strategy's predictions and fills")
     p.add_argument("--symbols", type=_positive, default=50, help="number of symbols (default 50)")
@@ -272,6 +272,14 @@ async def _export(settings: Settings, args: argparse.Namespace) -> None:
 # --- processes -------------------------------------------------------------------------
 
 
+def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
+    """Exit 1 when a topic's partition count differs from the registry's (keys would move)."""
+    differences = asyncio.run(ensure_topics(settings))
+    for line in differences:
+        print(f"tickwire topics: {line}", file=sys.stderr)
+    return 1 if partition_changes(differences) else 0
+
+
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> None:
     metrics = _serve_metrics(settings, args.metrics_port)
     from tickwire.streams.simulator import publish
@@ -319,7 +327,8 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
     from tickwire.streams.worker.app import create_app
 
     metrics = _serve_metrics(settings, args.metrics_port)
-    asyncio.run(ensure_topics(settings))  # its inputs, outputs and changelogs, before the first rebalance
+    for line in asyncio.run(ensure_topics(settings)):  # inputs, outputs and changelogs, before the first rebalance
+        log.warning("topic differs from the registry: %s", line)
     try:
         app = create_app(settings, metrics)
     except ValueError as exc:  # a configuration file the settings name (sectors) is unusable

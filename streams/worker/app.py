@@ -55,7 +55,7 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         web_enabled=False,
         processing_guarantee="at_least_once",
         topic_partitions=BARS.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.topic_replication_factor,
         consumer_auto_offset_reset="earliest",
         table_standby_replicas=0,
         key_serializer="raw",

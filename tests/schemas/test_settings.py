@@ -17,6 +17,7 @@ def test_reads_typed_values_from_the_environment():
         ({"TICKWIRE_KAFKA_SECURITY_PROTOCOL": "TLS"}, "TICKWIRE_KAFKA_SECURITY_PROTOCOL"),
         ({"TICKWIRE_RESAMPLE_TIMEFRAMES": "1h,7d"}, "BIGINT"),  # 10,080 1m bars could sum past it
         ({"TICKWIRE_MODEL_PERFORMANCE_DAYS": "0"}, "TICKWIRE_MODEL_PERFORMANCE_DAYS"),
+        ({"TICKWIRE_TOPIC_REPLICATION_FACTOR": "3", "TICKWIRE_TOPIC_MIN_INSYNC_REPLICAS": "4"}, "TICKWIRE_TOPIC_MIN_INSYNC_REPLICAS"),
     ],
 )
 def test_bad_values_name_the_variable(env, names):
