@@ -83,6 +83,9 @@ class Metrics:
         self.state_bytes = Gauge(
             "tickwire_state_bytes", "Serialized size of the stream state this process holds", ["table"], registry=registry
         )
+        self.maintenance_runs = Counter(
+            "tickwire_maintenance_runs_total", "Rounds of `tickwire maintain --every`, by result", ["result"], registry=registry
+        )
         self.batch_retries = Counter(
             "tickwire_worker_batch_retries_total",
             "Attempts to deliver a batch's outputs or write its state that failed and were retried (offsets stay uncommitted)",

@@ -79,7 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("maintain", help="create future partitions, apply retention, refresh views (PostgreSQL); report jobs (TimescaleDB)")
     p.add_argument("--months-ahead", type=_positive, default=3, help="monthly partitions to keep ready ahead (default 3)")
     p.add_argument("--no-retention", action="store_true", help="keep partitions older than the seed retention")
-    p.set_defaults(func=lambda s, a: asyncio.run(_maintain(s, a)))
+    p.add_argument("--every", type=_positive_float, help="keep running: maintain again every this many seconds (a service)")
+    p.add_argument("--metrics-port", type=int, help="with --every: serve /metrics here (default: TICKWIRE_METRICS_PORT)")
+    p.set_defaults(func=cmd_maintain)
 
     p = sub.add_parser("grant-sink", help="grant a role the least privileges a sink needs (rows, no DDL)")
     p.add_argument("role", help="an existing PostgreSQL role")
@@ -225,8 +227,30 @@ async def _migrate(settings: Settings) -> None:
     print(f"migrated {settings.safe_dsn()} ({flavor}): {names}")
 
 
+def cmd_maintain(settings: Settings, args: argparse.Namespace) -> int:
+    """Once: exit 1 when a TimescaleDB background job's last run failed. With ``--every``: a
+    service that maintains, then sleeps, until stopped; a failed round is logged, counted
+    (``tickwire_maintenance_runs_total{result="failed"}``) and tried again next round."""
+    if not args.every:
+        return asyncio.run(_maintain(settings, args))
+    metrics = _serve_metrics(settings, args.metrics_port)
+    metrics.set_ready(True)
+
+    async def rounds() -> None:
+        while True:
+            try:
+                failed = await _maintain(settings, args)
+            except Exception:  # the database away, a lock timeout: the next round tries again
+                log.exception("maintenance failed; trying again in %.0f s", args.every)
+                failed = 1
+            metrics.maintenance_runs.labels("failed" if failed else "ok").inc()
+            await asyncio.sleep(args.every)
+
+    asyncio.run(rounds())
+    return 0
+
+
 async def _maintain(settings: Settings, args: argparse.Namespace) -> int:
-    """Exit 1 when a TimescaleDB background job's last run failed."""
     import json
 
     from tickwire.sinks.maintenance import maintain
@@ -236,7 +260,7 @@ async def _maintain(settings: Settings, args: argparse.Namespace) -> int:
         report = await maintain(conn, months_ahead=args.months_ahead, retention=not args.no_retention)
     finally:
         await conn.close()
-    print(json.dumps(report, indent=2, default=str))
+    print(json.dumps(report, indent=2, default=str), flush=True)
     return 1 if report.get("failed_jobs") else 0
 
 
@@ -399,7 +423,8 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
                 raise CommandError(f"tickwire {step[0]} failed")
         port = settings.metrics_port
         for offset, command in enumerate(
-            (["worker"], ["sink"], ["simulate", "--symbols", str(args.symbols), "--rate", str(args.rate)])
+            (["worker"], ["sink"], ["simulate", "--symbols", str(args.symbols), "--rate", str(args.rate)],
+             ["maintain", "--every", "86400"])
         ):
             log_file = open(ROOT / "var" / "log" / f"{command[0]}.log", "ab")
             children.append(
@@ -410,6 +435,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             f"""
 Tickwire is running: simulator (bars, predictions, fills) -> worker (indicators, regimes, correlations, validation, trades) -> sink -> 12 tables
   metrics:  http://{host}:{port}/metrics (worker)  http://{host}:{port + 1}/metrics (sink)  http://{host}:{port + 2}/metrics (simulator)
+  upkeep:   tickwire maintain, now and every 24 h (partitions ahead, retention, views: var/log/maintain.log)
   database: {settings.safe_dsn()}  (password in {env.get('TICKWIRE_PG_PASSWORD_FILE', 'TICKWIRE_PG_PASSWORD')})
   see rows: PGPASSWORD=$(cat var/pg/password) psql "{settings.safe_dsn()}" -c "SELECT symbol, timestamp, close, ema_20 FROM market_conditions ORDER BY timestamp DESC LIMIT 10"
   logs:     var/log/

@@ -9,7 +9,7 @@ import pytest
 from tickwire.schemas.settings import ENV_VARS
 from tests.deploy import COMPOSE_FILE, DOCKERFILE, cli_accepts, compose, env_of, image_is_pinned
 
-SERVICES = {"kafka", "db", "migrate", "topics", "worker", "sink", "simulator", "prometheus", "grafana"}
+SERVICES = {"kafka", "db", "migrate", "topics", "worker", "sink", "simulator", "maintain", "prometheus", "grafana"}
 SCALABLE = {"worker", "sink", "simulator"}
 
 
@@ -97,7 +97,7 @@ def test_no_password_is_written_in_the_file(spec, services):
 
 def test_metrics_listen_beyond_loopback_in_every_long_running_tickwire_service(services):
     long_running = set(_tickwire_services(services)) - _one_shots(services)
-    assert long_running == {"worker", "sink", "simulator"}
+    assert long_running == {"worker", "sink", "simulator", "maintain"}
     for name in long_running:
         env = env_of(services[name])
         assert env.get("TICKWIRE_METRICS_HOST") == "0.0.0.0", name
@@ -136,6 +136,7 @@ def test_pipeline_order(services):
     assert {"topics"} <= deps["worker"]
     assert {"migrate", "topics"} <= deps["sink"]
     assert {"topics"} <= deps["simulator"]
+    assert {"migrate"} <= deps["maintain"]
 
 
 def test_long_running_services_have_healthchecks_without_curl_or_wget(services):
@@ -151,6 +152,7 @@ def test_tickwire_healthchecks_probe_their_own_metrics_port(services):
         test = " ".join(services[name]["healthcheck"]["test"])
         assert "/readyz" in test and "TICKWIRE_METRICS_PORT" in test, name
     assert "/healthz" in " ".join(services["simulator"]["healthcheck"]["test"])
+    assert "/healthz" in " ".join(services["maintain"]["healthcheck"]["test"])
 
 
 def test_scalable_services_have_no_fixed_name_or_host_port(services):

@@ -26,7 +26,9 @@ def _by_kind(docs: list[dict], kind: str) -> dict[str, dict]:
 
 
 def _workloads(docs: list[dict]) -> dict[str, dict]:
-    return {**_by_kind(docs, "Deployment"), **_by_kind(docs, "Job")}
+    """Deployments, Jobs, and each CronJob's job (its ``spec`` holds the pod template)."""
+    cron = {name: {"spec": job["spec"]["jobTemplate"]["spec"]} for name, job in _by_kind(docs, "CronJob").items()}
+    return {**_by_kind(docs, "Deployment"), **_by_kind(docs, "Job"), **cron}
 
 
 def _config(docs: list[dict]) -> dict[str, str]:
@@ -120,7 +122,9 @@ def test_pods_run_as_non_root(docs):
 
 
 def test_jobs_do_not_restart_forever(docs):
-    for name, job in _by_kind(docs, "Job").items():
+    cron = {name: {"spec": job["spec"]["jobTemplate"]["spec"]} for name, job in _by_kind(docs, "CronJob").items()}
+    assert "tickwire-maintain" in cron, "plain PostgreSQL's daily maintenance is scheduled"
+    for name, job in {**_by_kind(docs, "Job"), **cron}.items():
         assert job["spec"]["template"]["spec"]["restartPolicy"] in {"OnFailure", "Never"}, name
         assert job["spec"].get("backoffLimit") is not None, name
 
