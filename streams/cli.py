@@ -117,6 +117,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--symbol", help="symbol for files without a symbol column")
     p.add_argument("--timeframe", help="timeframe for bar files without a timeframe column")
     p.add_argument("--resume", action="store_true", help="continue after the rows a previous replay of FILE acknowledged")
+    p.add_argument("--column", action="append", default=[], type=_column, metavar="NAME=FIELD",
+                   help="read the file's column NAME as FIELD (repeatable), e.g. --column Date=ts")
+    p.add_argument("--dry-run", action="store_true", help="validate every row and report, without a broker; send nothing")
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("dlq", help="dead-lettered records: 'replay' re-sends chosen ones to their source topic")
@@ -169,6 +172,13 @@ def _timeframe(text: str) -> str:
     if not re.fullmatch(r"[1-9][0-9]{0,3}[mhd]", text):
         raise argparse.ArgumentTypeError(f"not a timeframe like 1m, 15m, 1h or 1d: {text!r}")
     return text
+
+
+def _column(text: str) -> tuple[str, str]:
+    name, sep, field = text.partition("=")
+    if not sep or not name.strip() or not field.strip():
+        raise argparse.ArgumentTypeError(f"not NAME=FIELD: {text!r}")
+    return name.strip(), field.strip()
 
 
 def _positive(text: str) -> int:
@@ -316,10 +326,16 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     """Exit 0 when every row was sent, 1 when some were rejected (reported on stderr)."""
-    from tickwire.streams.replay import publish_file
+    from tickwire.streams.replay import check_file, publish_file
 
     defaults = {k: v for k, v in (("symbol", args.symbol), ("timeframe", args.timeframe)) if v}
-    rejected = asyncio.run(publish_file(settings, args.file, args.kind, speed=args.speed, defaults=defaults, resume=args.resume))
+    columns = dict(args.column)
+    if args.dry_run:
+        rejected = check_file(settings, args.file, args.kind, defaults=defaults, columns=columns)
+    else:
+        rejected = asyncio.run(publish_file(
+            settings, args.file, args.kind, speed=args.speed, defaults=defaults, columns=columns, resume=args.resume
+        ))
     return 1 if rejected else 0
 
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import re
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple, get_origin
+from typing import Any, Iterator, NamedTuple, get_args, get_origin
 
 import msgspec
 from aiokafka import AIOKafkaProducer
@@ -48,6 +49,9 @@ KINDS = {
 }
 
 
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
 class Row(NamedTuple):
     line: int
     message: msgspec.Struct | None  # None: rejected, see ``error``
@@ -73,14 +77,22 @@ def read_rows(
     message_type: type[msgspec.Struct],
     *,
     defaults: dict[str, Any],
+    columns: dict[str, str] | None = None,
     skip: int = 0,
     now: datetime | None = None,
     max_future_skew_s: float = 86_400.0,
 ) -> Iterator[Row]:
-    """Each data row after the first ``skip`` ones, decoded and validated."""
+    """Each data row after the first ``skip`` ones, decoded and validated. ``columns`` maps a
+    file's own column names (any case) to fields, for headers such as ``Date`` or ``Last``."""
     fields = {f.lower(): f for f in message_type.__struct_fields__}
+    for column, field in (columns or {}).items():
+        if field not in message_type.__struct_fields__:
+            raise ReplayError(f"--column {column}={field}: {message_type.__name__} has no field {field!r}")
+        fields[column.strip().lower()] = field
     # Object fields (a prediction's feature_vector) are JSON text in a CSV cell.
     objects = {f.name for f in msgspec.structs.fields(message_type) if (get_origin(f.type) or f.type) is dict}
+    # A vendor's daily file gives a date: the bar's open, midnight UTC.
+    times = {f.name for f in msgspec.structs.fields(message_type) if datetime in (f.type, *get_args(f.type))}
     now = now or datetime.now(timezone.utc)
     for line, raw in _records(path, skip):
         record = dict(defaults)
@@ -88,6 +100,9 @@ def read_rows(
             name = fields.get(str(column).strip().lower())
             if name is not None and value not in ("", None):
                 record[name] = value
+        for name in times & record.keys():
+            if isinstance(record[name], str) and _DATE.fullmatch(record[name].strip()):
+                record[name] = record[name].strip() + "T00:00:00Z"
         try:
             for name in objects & record.keys():
                 if isinstance(record[name], str):
@@ -137,9 +152,24 @@ def _records(path: Path, skip: int) -> Iterator[tuple[int, dict[str, Any]]]:
         raise ReplayError(f"{path}: not a readable CSV file ({exc})") from None
 
 
+def check_file(settings: Settings, path: Path, kind_name: str, *, defaults: dict[str, str] | None = None,
+               columns: dict[str, str] | None = None) -> int:
+    """Validate every row of ``path`` without a broker, reporting each rejected one on stderr;
+    the number of rejected rows."""
+    total = rejected = 0
+    for row in read_rows(path, KINDS[kind_name].message_type, defaults=defaults or {}, columns=columns,
+                         max_future_skew_s=settings.max_future_skew_s):
+        total += 1
+        if row.error is not None:
+            rejected += 1
+            print(f"{path}:{row.line}: rejected ({row.error.reason}): {row.error.detail}", file=sys.stderr)
+    print(f"{path}: {total - rejected} valid, {rejected} rejected (dry run: nothing sent)", file=sys.stderr)
+    return rejected
+
+
 async def publish_file(
     settings: Settings, path: Path, kind_name: str, *, speed: float = 0.0, defaults: dict[str, str] | None = None,
-    resume: bool = False,
+    columns: dict[str, str] | None = None, resume: bool = False,
 ) -> int:
     """Send ``path``'s valid rows to their topic (``speed``: event-time speed-up, 0 = at once),
     reporting progress and every rejected row on stderr; the number of rejected rows.
@@ -175,7 +205,7 @@ async def publish_file(
         progress_path.write_text(json.dumps({**identity, "rows": done}))
 
     try:
-        for row in read_rows(path, kind.message_type, defaults=defaults or {}, skip=skip, max_future_skew_s=settings.max_future_skew_s):
+        for row in read_rows(path, kind.message_type, defaults=defaults or {}, columns=columns, skip=skip, max_future_skew_s=settings.max_future_skew_s):
             done += 1
             if row.error is not None:
                 rejected += 1

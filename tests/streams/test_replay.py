@@ -99,3 +99,23 @@ def test_prediction_features_are_json_cells(tmp_path):
     rows = list(read_rows(path, Prediction, defaults={}))
     assert rows[0].message.feature_vector == {"rsi": 61.5}
     assert rows[1].error.reason == "schema" and rows[1].line == 3
+
+
+def test_a_vendors_headers_map_onto_fields_and_a_dry_run_needs_no_broker(tmp_path, capsys, monkeypatch):
+    path = _csv(tmp_path, "Date,Open,High,Low,Last,Vol,Adj Close\n"
+                          "1999-01-04,10,11,9,10.5,1000,10.1\n"
+                          "1999-01-05,10,9,11,10.5,1000,10.1\n")
+    columns = {"Date": "ts", "Last": "close", "Vol": "volume"}
+    rows = list(read_rows(path, Bar, defaults={"symbol": "SPY", "timeframe": "1d"}, columns=columns))
+    assert rows[0].message.close == 10.5 and rows[0].message.ts == datetime(1999, 1, 4, tzinfo=timezone.utc)
+    assert rows[1].error.reason == "invalid_value" and rows[1].line == 3  # high below low
+    with pytest.raises(ReplayError, match="has no field 'closing'"):
+        list(read_rows(path, Bar, defaults={}, columns={"Last": "closing"}))
+    monkeypatch.setenv("TICKWIRE_KAFKA_BOOTSTRAP", "127.0.0.1:1")  # nothing listens there: a dry run never asks
+    args = ["replay", str(path), "--symbol", "SPY", "--timeframe", "1d", "--dry-run",
+            "--column", "Date=ts", "--column", "Last=close", "--column", "Vol=volume"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:3: rejected (invalid_value)" in err and "1 valid, 1 rejected (dry run: nothing sent)" in err
+    with pytest.raises(SystemExit):
+        main(["replay", str(path), "--column", "Date"])
