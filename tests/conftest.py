@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -140,6 +141,16 @@ def processes(isolated: Settings, tmp_path_factory):
     procs = Processes(isolated, tmp_path_factory.mktemp("logs"))
     yield procs
     procs.stop()
+
+
+def scraped(port: int, sample: str) -> float:
+    """The value of ``sample`` (a metric with its labels, as exposed) on a process's /metrics;
+    0 while it does not answer or has not got the sample yet."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return 0.0
+    return next((float(line.split()[-1]) for line in text.splitlines() if line.startswith(sample + " ")), 0.0)
 
 
 async def wait_for(predicate, *, timeout_s: float, interval_s: float = 0.5, check=None):

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import urllib.request
 
 import pytest
 
 from tickwire.schemas.topics import BARS
 from tickwire.streams.simulator import MarketSimulator
 from tickwire.streams.topics import ensure_topics
-from tests.conftest import wait_for
+from tests.conftest import scraped, wait_for
 from tests.faults.test_outages import count, publish, service
 from tests.integration.test_pipeline import START
 
@@ -30,12 +29,7 @@ BARS_PER_SYMBOL = 8_000
 
 
 def consumed(port: int, topic: str) -> float:
-    try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-    except OSError:
-        return 0.0
-    metric = f'tickwire_messages_consumed_total{{topic="{topic}"}}'
-    return next((float(line.split()[-1]) for line in text.splitlines() if line.startswith(metric)), 0.0)
+    return scraped(port, f'tickwire_messages_consumed_total{{topic="{topic}"}}')
 
 
 async def test_broker_lost_mid_backlog_loses_no_row(isolated, processes):

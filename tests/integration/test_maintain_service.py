@@ -3,22 +3,15 @@ counts its rounds, and a round the database refuses does not end it."""
 
 from __future__ import annotations
 
-import urllib.request
-
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import scraped, wait_for
 
 pytestmark = pytest.mark.integration
 
 
 def rounds(port: int, result: str) -> float:
-    try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-    except OSError:
-        return 0.0
-    line = f'tickwire_maintenance_runs_total{{result="{result}"}}'
-    return next((float(row.split()[-1]) for row in text.splitlines() if row.startswith(line)), 0.0)
+    return scraped(port, f'tickwire_maintenance_runs_total{{result="{result}"}}')
 
 
 async def test_maintain_keeps_running_and_counts_its_rounds(isolated, processes):

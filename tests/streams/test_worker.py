@@ -346,3 +346,39 @@ def test_each_symbol_counts_once_in_its_timeframes_current_regime():
     assert len({r for (_, tf), r in stage.shown_regimes.items() if tf == "1m"}) >= 1
     stage.assigned()
     assert in_regimes("1m") == 0  # counted again from the next bars this worker gets
+
+
+def test_a_partitions_records_are_applied_in_offset_order_whatever_order_a_batch_holds():
+    from tickwire.streams.worker.batch import in_partition_order
+
+    # A record fetched before a seek (offset 9) ahead of those the seek fetched again (7, 8),
+    # interleaved with another partition's and another topic's records.
+    batch = [event(b"", 6), event(b"", 9), event(b"", 100, topic="other"), event(b"", 7), event(b"", 8)]
+    batch[2].message.partition = 3
+    ordered = in_partition_order(batch)
+    assert [(e.message.topic, e.message.offset) for e in ordered] == [("in", 6), ("in", 7), ("other", 100), ("in", 8), ("in", 9)]
+    in_order = [event(b"", n) for n in range(5)]
+    assert in_partition_order(in_order) is in_order  # the usual case costs one pass
+
+
+async def test_the_symbols_stage_loses_no_bar_of_a_batch_holding_a_later_one_first():
+    from tickwire.schemas.topics import BARS
+    from tickwire.streams.simulator import MarketSimulator
+    from tickwire.streams.stages.symbols import Symbols
+
+    metrics = Metrics(CollectorRegistry())
+    stage = Symbols(context(metrics), states(_Table(), Symbols.table.codec, metrics))
+    topic = stage.context.names[BARS]
+    bars = list(MarketSimulator(["AAA"], seed=5, start=datetime(2026, 1, 5, tzinfo=timezone.utc)).bars(12))
+    events = [event(msgspec.json.encode(b), n, b"AAA", topic) for n, b in enumerate(bars)]
+    shuffled = events[:4] + [events[11]] + events[4:11]
+    delivered = []
+
+    class Outbox:
+        async def deliver(self, messages):
+            delivered.extend(messages)
+
+    await Checkpoint(stage, Outbox(), "dlq", metrics).run(shuffled)
+    minutes = {msgspec.json.decode(v)["timestamp"] for t, _, v, _ in delivered if t.endswith("md.conditions.v1")
+               and msgspec.json.decode(v)["timeframe"] == "1m"}
+    assert len(minutes) == 12
