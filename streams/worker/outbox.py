@@ -33,6 +33,7 @@ class Outbox:
         self._partitions: dict[str, list[int]] = {}
         self._hashes: dict[bytes, int] = {}
         self._deliveries = 0  # messages without a key go to one partition per delivery, in turn
+        self._starting = asyncio.Lock()  # every stage delivers through this one producer
 
     async def deliver(self, messages: list[Message]) -> None:
         if not messages:
@@ -69,10 +70,18 @@ class Outbox:
         return partitions[digest % len(partitions)]
 
     async def _start(self) -> AIOKafkaProducer:
-        producer = AIOKafkaProducer(**self._options, acks="all", max_batch_size=512 * 1024, linger_ms=0)
-        await producer.start()
-        self._producer = producer
-        return producer
+        """The one producer, started by the first delivery; stages delivering at the same
+        moment wait for it instead of each starting (and leaking) one of their own."""
+        async with self._starting:
+            if self._producer is None:
+                producer = AIOKafkaProducer(**self._options, acks="all", max_batch_size=512 * 1024, linger_ms=0)
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()
+                    raise
+                self._producer = producer
+        return self._producer
 
     async def stop(self) -> None:
         if self._producer is not None:

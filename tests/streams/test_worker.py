@@ -382,3 +382,19 @@ async def test_the_symbols_stage_loses_no_bar_of_a_batch_holding_a_later_one_fir
     minutes = {msgspec.json.decode(v)["timestamp"] for t, _, v, _ in delivered if t.endswith("md.conditions.v1")
                and msgspec.json.decode(v)["timeframe"] == "1m"}
     assert len(minutes) == 12
+
+
+async def test_stages_delivering_at_once_share_one_started_producer(monkeypatch):
+    started = []
+
+    class Producer:
+        def __init__(self, **options):
+            started.append(self)
+
+        async def start(self):
+            await asyncio.sleep(0.01)
+
+    monkeypatch.setattr("tickwire.streams.worker.outbox.AIOKafkaProducer", Producer)
+    outbox = Outbox(Settings())
+    producers = await asyncio.gather(*(outbox._start() for _ in range(5)))
+    assert len(started) == 1 and all(p is started[0] for p in producers)
