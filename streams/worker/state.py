@@ -126,21 +126,23 @@ class KeyedStates:
     async def write(self, timeout_s: float) -> None:
         """Every changed key to the table and its changelog, awaited: the batch's offsets are
         committed only after the broker has its state. On failure the keys stay marked, so
-        a retry writes them again (a compacted changelog keeps the last)."""
-        data, sizes = self.table.data, self._sizes
+        a retry writes them again (a compacted changelog keeps the last).
+
+        The table's own copy is set once the changelog has the values: a rebalance while
+        they are on their way recovers the table from the changelog, without them, and a
+        copy set before would be overwritten by that older state (and read back later)."""
+        sizes = self._sizes
+        written: list[tuple[bytes, bytes | None]] = []
         sent = []
         for key, partition in self._changed.items():
             value = self._live.get(key, _GONE)
             if value is _GONE:
-                self._live.pop(key, None)
-                data.pop(key, None)
                 sent.append(self.table.send_changelog(partition, key, None, value_serializer="raw"))
-                self._gauge.dec(sizes.pop(key, 0))
+                written.append((key, None))
             else:
-                encoded = data[key] = self.codec.encode(value)
+                encoded = self.codec.encode(value)
                 sent.append(self.table.send_changelog(partition, key, encoded))
-                self._gauge.inc(len(encoded) - sizes.get(key, 0))
-                sizes[key] = len(encoded)
+                written.append((key, encoded))
         if sent:
             # asyncio.wait, not wait_for: faust resolves these futures itself, and must not find them cancelled.
             done, pending = await asyncio.wait(sent, timeout=timeout_s)
@@ -149,4 +151,15 @@ class KeyedStates:
             for future in done:
                 if future.exception() is not None:
                     raise future.exception()
+        data = self.table.data
+        for key, encoded in written:
+            if encoded is None:
+                if self._live.get(key, _GONE) is _GONE:
+                    self._live.pop(key, None)
+                data.pop(key, None)
+                self._gauge.dec(sizes.pop(key, 0))
+            else:
+                data[key] = encoded
+                self._gauge.inc(len(encoded) - sizes.get(key, 0))
+                sizes[key] = len(encoded)
         self._changed.clear()
