@@ -20,7 +20,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tickwire.schemas.errors import TickwireError
+from tickwire.schemas.errors import TickwireError, Unreachable
 from tickwire.schemas.metrics import Metrics, serve
 from tickwire.schemas.settings import Settings, SettingsError
 from tickwire.streams.jsonlog import logging_config
@@ -221,7 +221,7 @@ async def _connect(settings: Settings):
     try:
         return await asyncpg.connect(**settings.pg_options(), timeout=15)
     except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
-        raise CommandError(f"cannot connect to PostgreSQL at {settings.safe_dsn()}: {type(exc).__name__}: {exc}") from None
+        raise Unreachable(f"cannot connect to PostgreSQL at {settings.safe_dsn()}: {type(exc).__name__}: {exc}") from None
 
 
 async def _migrate(settings: Settings) -> None:
