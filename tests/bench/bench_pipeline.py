@@ -101,13 +101,14 @@ async def aiokafka_baseline(settings, count: int) -> float:
 
 
 def faust_ceiling(settings, count: int) -> float:
-    """Messages/s of a faust agent that does nothing with them (its own process)."""
+    """Messages/s of a faust agent that does nothing with them (its own process, run in a
+    temporary directory: faust keeps an '<app id>-data' directory in its working one)."""
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "rate"
         subprocess.run(
             [sys.executable, str(Path(__file__).with_name("_faust_ceiling.py")), settings.kafka_bootstrap,
              settings.topic(BARS.name), str(count), str(result)],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600, check=True,
+            cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600, check=True,
         )
         return float(result.read_text())
 
