@@ -71,6 +71,9 @@ async def isolated(base_settings: Settings):
     await migrate(conn)
     await conn.close()
     yield settings
+    if os.environ.get("TICKWIRE_TEST_KEEP_DB"):  # to look into a failure: run pytest with -s
+        print(f"kept database {name}")
+        return
     # A fresh connection: fault tests restart the server under the module's feet.
     admin = await asyncpg.connect(**base_settings.pg_options())
     await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')

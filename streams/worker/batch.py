@@ -1,6 +1,7 @@
 """The checkpoint every batch goes through, in this order:
 
-1. each message through its stage's handler; one it refuses, or fails on, goes to the DLQ
+1. each message through its stage's handler, once and in its partition's offset order
+   (``Sequence``); one it refuses, or fails on, goes to the DLQ
    with its reason and source offset, and its key's state goes back to the last written;
 2. the outputs delivered, awaited until the broker has them (``Outbox``);
 3. each state the batch changed written once, to the table and its changelog, awaited;
@@ -31,6 +32,7 @@ from tickwire.schemas.codec import dlq_record
 from tickwire.schemas.errors import InvalidMessage
 from tickwire.schemas.metrics import Metrics
 from tickwire.streams.worker.outbox import Message, Outbox
+from tickwire.streams.worker.sequence import Sequence
 from tickwire.streams.worker.stage import Stage
 
 log = logging.getLogger("tickwire.worker")
@@ -73,10 +75,9 @@ def where(message: faust.types.Message) -> dict[str, object]:
 def in_partition_order(events: list[faust.EventT]) -> list[faust.EventT]:
     """``events`` with each partition's records in offset order, in the places they held.
 
-    Kafka hands a partition's records over in order, and a stage recognises a redelivery by
-    offset, so a record applied ahead of earlier ones makes them look redelivered: they
-    would be skipped and their outputs lost. Around a rebalance faust can hand a batch such
-    a record (seen in the crash test: a symbol's 15:22 bar before its 15:12-15:21 bars).
+    Around a rebalance faust can hand a batch a record ahead of earlier ones (seen in the
+    crash test: a symbol's 15:22 bar before its 15:12-15:21 bars); in order, ``Sequence``
+    admits them all instead of seeking back for the earlier ones.
     """
     last: dict[tuple[str, int], int] = {}
     for event in events:
@@ -105,13 +106,22 @@ class Checkpoint:
 
     def __init__(
         self, stage: Stage, outbox: Outbox, dlq_topic: str, metrics: Metrics,
-        stop: Callable[[str], NoReturn] = stop_uncommitted,
+        stop: Callable[[str], NoReturn] = stop_uncommitted, sequence: Sequence | None = None,
     ) -> None:
         self.stage, self.outbox, self.dlq_topic, self.metrics, self.stop = stage, outbox, dlq_topic, metrics, stop
+        self.sequence = sequence or Sequence()
         self._consumed, self._produced = _Labelled(metrics.consumed), _Labelled(metrics.produced)
 
+    def assigned(self) -> None:
+        """Partitions were reassigned (and their tables recovered)."""
+        self.sequence.reset()
+        self.stage.assigned()
+
     async def run(self, events: list[faust.EventT]) -> None:
-        out = self.handle(in_partition_order(events))  # 1
+        admitted, seeks = self.sequence.admit(in_partition_order(events))
+        if seeks:
+            await self.sequence.seek(seeks)
+        out = self.handle(admitted)  # 1
         await self.until_done("deliver outputs", lambda: self.outbox.deliver(out))  # 2
         for topic, _, _, _ in out:
             self._produced[topic].inc()

@@ -42,6 +42,27 @@ def expected_rows(bars) -> list[tuple]:
 
 
 async def test_random_sigkills_lose_and_duplicate_nothing(isolated, processes):
+    async def sigkills():
+        worker, _ = processes.start("worker")
+        sink, _ = processes.start("sink")
+        rng = random.Random(7)
+        for kill in range(KILLS):
+            await asyncio.sleep(rng.uniform(2.0, 6.0))
+            victim_name = "worker" if kill % 2 == 0 else "sink"
+            victim = worker if victim_name == "worker" else sink
+            os.kill(victim.pid, signal.SIGKILL)
+            victim.wait()
+            if victim_name == "worker":
+                worker, _ = processes.start("worker")
+            else:
+                sink, _ = processes.start("sink")
+
+    await equals_an_uninterrupted_run(isolated, processes, sigkills)
+
+
+async def equals_an_uninterrupted_run(isolated, processes, disrupt, pause_s: float = 0.2) -> None:
+    """Feed the stream, pausing ``pause_s`` every 2,000 messages, while ``disrupt()`` starts
+    and stops processes; then compare."""
     await ensure_topics(isolated)
     bars = list(MarketSimulator(default_symbols(SYMBOLS), seed=99, start=START).bars(STEPS))
     strategy = ToyStrategy(seed=99)
@@ -65,23 +86,11 @@ async def test_random_sigkills_lose_and_duplicate_nothing(isolated, processes):
         for i, (spec, message) in enumerate(stream):
             await producer.send(isolated.topic(spec.name), key=message.symbol.encode(), value=encode(message))
             if i % 2000 == 1999:
-                await asyncio.sleep(0.2)  # spread the input so kills land mid-stream
+                await asyncio.sleep(pause_s)  # spread the input so the disruptions land mid-stream
         await producer.flush()
 
     feeding = asyncio.create_task(feed())
-    worker, _ = processes.start("worker")
-    sink, _ = processes.start("sink")
-    rng = random.Random(7)
-    for kill in range(KILLS):
-        await asyncio.sleep(rng.uniform(2.0, 6.0))
-        victim_name = "worker" if kill % 2 == 0 else "sink"
-        victim = worker if victim_name == "worker" else sink
-        os.kill(victim.pid, signal.SIGKILL)
-        victim.wait()
-        if victim_name == "worker":
-            worker, _ = processes.start("worker")
-        else:
-            sink, _ = processes.start("sink")
+    await disrupt()
     await feeding
     await producer.stop()
 

@@ -398,3 +398,82 @@ async def test_stages_delivering_at_once_share_one_started_producer(monkeypatch)
     outbox = Outbox(Settings())
     producers = await asyncio.gather(*(outbox._start() for _ in range(5)))
     assert len(started) == 1 and all(p is started[0] for p in producers)
+
+
+class _Consumer:
+    """What ``Sequence`` uses of faust's consumer: committed offsets and seeks."""
+
+    def __init__(self, committed: dict) -> None:
+        self._committed_offset, self.sought = committed, []
+
+    async def seek_wait(self, partitions):
+        self.sought.append(partitions)
+
+
+def _fetched(*offsets: int, partition: int = 0) -> list:
+    events = []
+    for offset in offsets:
+        e = event(str(offset).encode(), offset)
+        e.message.partition, e.message.refs = partition, 1
+        e.message.incref = lambda m=e.message: setattr(m, "refs", m.refs + 1)
+        events.append(e)
+    return events
+
+
+async def test_records_fetched_before_a_seek_are_withheld_and_the_partition_fetched_again():
+    from faust.types import TP
+
+    from tickwire.streams.worker.sequence import Sequence
+
+    consumer = _Consumer({TP("in", 0): 10})
+    sequence = Sequence(lambda: consumer)
+    # After a rebalance the committed offset is 10; faust hands over 15 and 16 first (fetched before its seek).
+    stale = _fetched(15, 16)
+    admitted, seeks = sequence.admit(stale)
+    assert admitted == [] and seeks == {("in", 0): 10}
+    assert [e.message.refs for e in stale] == [2, 2]  # never acknowledged, so never committed
+    await sequence.seek(seeks)
+    assert consumer.sought == [{TP("in", 0): 10}]
+    admitted, seeks = sequence.admit(_fetched(10, 11, 12, 11, 13, 14, 15, 16))  # fetched again, one twice
+    assert [e.message.offset for e in admitted] == [10, 11, 12, 13, 14, 15, 16] and not seeks
+    assert sequence.admit(_fetched(9, 16))[0] == []  # applied already
+
+
+async def test_a_real_hole_in_the_log_is_crossed_after_one_seek_and_a_reassignment_starts_again():
+    from faust.types import TP
+
+    from tickwire.streams.worker.sequence import Sequence
+
+    consumer = _Consumer({})
+    sequence = Sequence(lambda: consumer)
+    assert [e.message.offset for e in sequence.admit(_fetched(3, 4))[0]] == [3, 4]  # nothing committed: starts at the first
+    assert sequence.admit(_fetched(6, 7)) == ([], {("in", 0): 5})  # 5 is a transaction marker: seek back once
+    assert [e.message.offset for e in sequence.admit(_fetched(6, 7))[0]] == [6, 7]  # the same jump again: real
+    other = _fetched(40, partition=1)
+    assert sequence.admit(other)[0] == other  # partitions are sequenced apart
+    consumer._committed_offset[TP("in", 0)] = 2
+    sequence.reset()
+    assert [e.message.offset for e in sequence.admit(_fetched(2, 3))[0]] == [2, 3]  # due again from the committed offset
+
+
+def test_no_topic_feeds_two_stages():
+    """A seek moves a partition for every agent reading it (see worker/sequence.py)."""
+    from tickwire.streams.stages import STAGES
+
+    inputs = [topic for stage in STAGES for topic in stage.inputs]
+    assert len(inputs) == len(set(inputs))
+
+
+def test_faust_hands_over_every_record_of_the_stages_inputs_and_filters_changelogs_as_before():
+    from faust.types import TP
+
+    from tickwire.streams.worker.sequence import ReadOffsets, hand_over_every_record
+
+    consumer = SimpleNamespace(_read_offset={TP("in", 0): 15, TP("app-t-changelog", 0): 7})
+    hand_over_every_record(consumer, ["in"])
+    offsets = consumer._read_offset
+    assert isinstance(offsets, ReadOffsets)
+    assert offsets[TP("in", 0)] is None  # faust's drain loop then neither drops 10..14 nor marks them done
+    assert offsets[TP("app-t-changelog", 0)] == 7 and offsets[TP("app-t-changelog", 1)] is None
+    hand_over_every_record(consumer, ["in"])
+    assert consumer._read_offset is offsets  # installed once
