@@ -42,6 +42,7 @@ REASONS = frozenset(
         "conflicting_source",  # a feed's bar of a (symbol, timeframe) the worker resamples, or the reverse
         "unknown_version",
         "database_rejected",  # a sink's database refused the row (data error)
+        "conflicting_id",  # a prediction or trade id (with its time) a sink already stored for another symbol
         "internal",  # a stage failed on the message (a bug): kept in the DLQ, the stream goes on
     }
 )

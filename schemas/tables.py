@@ -35,6 +35,9 @@ class Table(NamedTuple):
     update_columns: tuple[str, ...] | None = None  # DO UPDATE sets these (default: every non-key column)
     # The topic's message type when it carries a tagged union: records of other types are skipped.
     message: object = None
+    # A column a stored row keeps: a row of the same key with another value in it is refused
+    # (DLQ ``conflicting_id``), never merged over it.
+    owner: str | None = None
 
     @property
     def updated(self) -> tuple[str, ...]:
@@ -76,8 +79,11 @@ MODEL_PREDICTIONS = Table(
     "model_predictions", ModelPredictionRow, ("prediction_id", "predicted_at"), "update", "predicted_at",
     # A final row (validated or expired) is never overwritten by a replayed pending one.
     update_where="model_predictions.validated_at IS NULL AND model_predictions.expiry_reason IS NULL",
+    # The worker keeps predictions and trades per symbol: the same id from another symbol
+    # is another producer's mistake, not an update of the stored row.
+    owner="symbol",
 )
-TRADE_OUTCOMES_TABLE = Table("trade_outcomes", TradeOutcomeRow, ("trade_id", "entry_time"), "update", "entry_time")
+TRADE_OUTCOMES_TABLE = Table("trade_outcomes", TradeOutcomeRow, ("trade_id", "entry_time"), "update", "entry_time", owner="symbol")
 MODEL_PERFORMANCE_TABLE = Table(
     "model_performance", ModelPerformanceRow, ("model_version", "model_type", "evaluation_date"), "update"
 )

@@ -214,13 +214,14 @@ class TopicSink(Generic[T]):
             self.metrics.flush_seconds.labels(self.table.name).observe(time.perf_counter() - started)
             self.metrics.batch_rows.labels(self.table.name).observe(rows_count)
             self.metrics.rows_written.labels(self.table.name).inc(sum(written for written, _ in results))
-            for record, detail in (item for _, bad in results for item in bad):
+            for record, reason, detail in (item for _, bad in results for item in bad):
                 log.warning(
-                    "row rejected by the database: %s",
+                    "row rejected (%s): %s",
+                    reason,
                     detail,
                     extra={"topic": record.topic, "partition": record.partition, "offset": record.offset, "table": self.table.name},
                 )
-                batch.rejected.append(_Rejected(record, "database_rejected", detail))
+                batch.rejected.append(_Rejected(record, reason, detail))
             self._observe_latency(batch)
         if batch.rejected:
             await self._send_dlq(batch.rejected)
@@ -269,8 +270,9 @@ class TopicSink(Generic[T]):
 
     async def _write_isolating(
         self, rows: list[tuple], sources: list[ConsumerRecord]
-    ) -> tuple[int, list[tuple[ConsumerRecord, str]]]:
-        """Write ``rows``; on a data error bisect until the bad rows (and their records) are found."""
+    ) -> tuple[int, list[tuple[ConsumerRecord, str, str]]]:
+        """Write ``rows``; on a data error bisect until the bad rows (their records, reasons
+        and details) are found."""
         try:
             return await self._write_retrying(rows), []
         except Exception as exc:
@@ -278,7 +280,7 @@ class TopicSink(Generic[T]):
                 raise
             if len(rows) == 1:
                 code = getattr(exc, "sqlstate", None) or type(exc).__name__
-                return 0, [(sources[0], f"{code}: {str(exc)[:500]}")]
+                return 0, [(sources[0], getattr(exc, "reason", "database_rejected"), f"{code}: {str(exc)[:500]}")]
         mid = len(rows) // 2
         left_written, left_bad = await self._write_isolating(rows[:mid], sources[:mid])
         right_written, right_bad = await self._write_isolating(rows[mid:], sources[mid:])
@@ -312,7 +314,7 @@ class TopicSink(Generic[T]):
                 key=rec.key, value=rec.value, reason=r.reason, detail=r.detail,
                 topic=rec.topic, partition=rec.partition, offset=rec.offset, timestamp_ms=rec.timestamp,
                 headers=rec.headers or (), stage=f"sink:{self.table.name}",
-                exception="InvalidMessage" if r.reason != "database_rejected" else "DatabaseRejected",
+                exception={"database_rejected": "DatabaseRejected", "conflicting_id": "ConflictingKey"}.get(r.reason, "InvalidMessage"),
             )
             await self.producer.send(self.dlq_topic, key=dead.key, value=dead.value, headers=dead.headers)
         await self.producer.flush()

@@ -16,9 +16,15 @@ _DATA_CLASSES = {"22", "23"}
 _CLIENT_DATA_ERRORS = (asyncpg.exceptions._base.DataError, OverflowError)
 
 
+class ConflictingKey(Exception):
+    """A row whose key the table holds for another owner (``Table.owner``): the row's fault."""
+
+    reason = "conflicting_id"
+
+
 def is_retriable(exc: BaseException) -> bool:
     """A transient failure: retry the same batch later."""
-    if isinstance(exc, _CLIENT_DATA_ERRORS):
+    if isinstance(exc, (*_CLIENT_DATA_ERRORS, ConflictingKey)):
         return False
     # InternalClientError: the driver lost track of a connection's protocol state (seen when the
     # server goes away mid-commit); the pool discards that connection and a retry takes another.
@@ -30,7 +36,7 @@ def is_retriable(exc: BaseException) -> bool:
 
 def is_data_error(exc: BaseException) -> bool:
     """Some row in the batch breaks a type or constraint, or cannot be encoded: isolate it."""
-    if isinstance(exc, _CLIENT_DATA_ERRORS):
+    if isinstance(exc, (*_CLIENT_DATA_ERRORS, ConflictingKey)):
         return True
     sqlstate = getattr(exc, "sqlstate", None)
     return isinstance(sqlstate, str) and sqlstate[:2] in _DATA_CLASSES

@@ -6,6 +6,10 @@ A batch of new rows (the usual case) is inserted without ``ON CONFLICT``, which 
 PostgreSQL a third less per row; a key already in the table makes that insert fail,
 and the batch is merged instead. All SQL here is built from the table contract's
 identifiers, never from data.
+
+A table with an ``owner`` column refuses, rather than merges, a row whose key it holds
+for another owner (``ConflictingKey``): the consumer isolates such rows and dead-letters
+them, as it does rows the database refuses.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import asyncpg
 import msgspec
 
 from tickwire.schemas.tables import Table
+from tickwire.sinks.errors import ConflictingKey
 
 _json = msgspec.json.Encoder()
 # After a batch met keys already in the table, this many batches are merged straight away:
@@ -60,6 +65,19 @@ class TableWriter:
         # tag): a query goes through asyncpg's statement cache, so each connection plans
         # them once, not per batch.
         self.merge_sql = f"WITH merged AS ({insert_sql} ON CONFLICT ({key}) {action} RETURNING 1) SELECT count(*) FROM merged"
+        self.owner_conflict_sql = None
+        self._owner_index = None
+        if table.owner:
+            owner, staging = _ident(table.owner), _ident(self.staging)
+            joined = " AND ".join(f"t.{_ident(c)} = s.{_ident(c)}" for c in table.key)
+            if table.time_column in table.key:  # lets TimescaleDB skip the chunks outside the batch's times
+                t = _ident(table.time_column)
+                joined += f" AND t.{t} BETWEEN (SELECT min({t}) FROM {staging}) AND (SELECT max({t}) FROM {staging})"
+            self.owner_conflict_sql = (
+                f"SELECT s.{owner} AS row_owner, t.{owner} AS stored_owner FROM {staging} s"
+                f" JOIN {_ident(table.name)} t ON {joined} WHERE t.{owner} IS DISTINCT FROM s.{owner} LIMIT 1"
+            )
+            self._owner_index = table.columns.index(table.owner)
         self.insert_sql = f"WITH inserted AS ({insert_sql}) SELECT 0"
         self._merges_due = 0
         self.columns = table.columns  # computed from the Struct's fields on every access
@@ -76,7 +94,14 @@ class TableWriter:
     def dedupe(self, rows: list[tuple]) -> list[tuple]:
         """Last row wins per key: ``ON CONFLICT DO UPDATE`` may not touch a row twice."""
         deduped = dict(zip(map(self.key_of, rows), rows))
-        return rows if len(deduped) == len(rows) else list(deduped.values())
+        if len(deduped) == len(rows):
+            return rows
+        if self._owner_index is not None:
+            owners = {}
+            for row in rows:
+                if owners.setdefault(self.key_of(row), row[self._owner_index]) != row[self._owner_index]:
+                    raise ConflictingKey(f"{self.table.key} {self.key_of(row)} comes from two {self.table.owner}s in one batch")
+        return list(deduped.values())
 
     async def write(self, conn: asyncpg.Connection, rows: list[tuple]) -> int:
         """Write ``rows`` in one transaction; return how many rows were inserted or updated."""
@@ -95,6 +120,11 @@ class TableWriter:
                 self._merges_due = _MERGES_AFTER_CONFLICT
         async with conn.transaction():
             await conn.copy_records_to_table(self.staging, records=rows, columns=self.columns)
+            if self.owner_conflict_sql and (clash := await conn.fetchrow(self.owner_conflict_sql)):
+                raise ConflictingKey(
+                    f"a row of {self.table.owner} {clash['row_owner']} has the {self.table.key} of a row stored"
+                    f" for {clash['stored_owner']}"
+                )
             return await conn.fetchval(self.merge_sql)
 
     def _encode_json(self, row: tuple) -> tuple:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -14,9 +16,11 @@ from prometheus_client import CollectorRegistry
 
 from tickwire.schemas.market import Condition
 from tickwire.schemas.metrics import Metrics
-from tickwire.schemas.tables import MARKET_CONDITIONS
-from tickwire.schemas.topics import CONDITIONS, DLQ
+from tickwire.schemas.signals import ModelPredictionRow
+from tickwire.schemas.tables import MARKET_CONDITIONS, MODEL_PREDICTIONS
+from tickwire.schemas.topics import CONDITIONS, DLQ, OUTCOMES
 from tickwire.sinks.consumer import TopicSink
+from tickwire.sinks.errors import ConflictingKey
 from tickwire.sinks.postgres import TableWriter
 from tickwire.streams.topics import ensure_topics
 from tests.conftest import wait_for
@@ -68,6 +72,32 @@ async def test_writer_merges_a_batch_whose_plain_insert_meets_existing_keys(mark
     assert await writer.write(conn, [msgspec.structs.astuple(condition("M", 75))]) == 1
 
 
+def prediction(symbol: str, prediction_id: uuid.UUID, **values) -> tuple:
+    return msgspec.structs.astuple(ModelPredictionRow(
+        prediction_id=prediction_id, model_version="m-1", model_type="toy", symbol=symbol, predicted_at=T0,
+        prediction_horizon_minutes=5, predicted_direction="LONG", confidence_score=0.6, predicted_volatility=None,
+        feature_vector={}, feature_hash="h", **values,
+    ))
+
+
+async def test_a_prediction_id_stored_for_one_symbol_is_refused_for_another_not_merged_over_it(isolated):
+    writer = TableWriter(MODEL_PREDICTIONS)
+    conn = await asyncpg.connect(**isolated.pg_options())
+    try:
+        await writer.prepare(conn)
+        shared, other = uuid.uuid4(), uuid.uuid4()
+        assert await writer.write(conn, [prediction("AAPL", shared)]) == 1
+        with pytest.raises(ConflictingKey, match="symbol MSFT has the .* stored for AAPL"):
+            await writer.write(conn, [prediction("MSFT", shared, actual_direction="SHORT", validated_at=T0), prediction("MSFT", other)])
+        with pytest.raises(ConflictingKey, match="two symbols in one batch"):
+            await writer.write(conn, [prediction("TSLA", other), prediction("NVDA", other)])
+        stored = await conn.fetch("SELECT symbol, actual_direction FROM model_predictions")
+        assert [tuple(r) for r in stored] == [("AAPL", None)]  # nothing merged over the stored row, nothing half-written
+        assert await writer.write(conn, [prediction("AAPL", shared, actual_direction="LONG", validated_at=T0)]) == 1
+    finally:
+        await conn.close()
+
+
 async def test_sink_sends_rows_the_database_refuses_to_the_dlq_and_writes_the_rest(isolated):
     await ensure_topics(isolated)
     topic = isolated.topic(CONDITIONS.name)
@@ -85,24 +115,14 @@ async def test_sink_sends_rows_the_database_refuses_to_the_dlq_and_writes_the_re
     await producer.send(topic, key=b"BIS", value=b"")
     await producer.flush()
 
-    writer = TableWriter(MARKET_CONDITIONS)
-    pool = await asyncpg.create_pool(**isolated.pg_options(), min_size=1, max_size=2, init=writer.prepare)
-    consumer = AIOKafkaConsumer(
-        topic, **isolated.kafka_options(), group_id="sink-test", enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    await consumer.start()
     metrics = Metrics(CollectorRegistry())
-    sink = TopicSink(
-        settings=isolated, topic=CONDITIONS, table=MARKET_CONDITIONS, pool=pool,
-        consumer=consumer, producer=producer, metrics=metrics,
-    )
-    task = asyncio.create_task(sink.run())
     conn = await asyncpg.connect(**isolated.pg_options())
     try:
         async def written():
             return await conn.fetchval("SELECT count(*) FROM market_conditions WHERE symbol = 'BIS'") >= 37
 
-        assert await wait_for(written, timeout_s=60)
+        async with sinking(isolated, CONDITIONS, MARKET_CONDITIONS, producer, metrics):
+            assert await wait_for(written, timeout_s=60)
         assert await conn.fetchval("SELECT count(*) FROM market_conditions WHERE symbol = 'BIS'") == 37
         minutes = {r[0] for r in await conn.fetch(
             "SELECT extract(epoch FROM timestamp - $1)::int / 60 FROM market_conditions WHERE symbol = 'BIS'", T0
@@ -110,24 +130,9 @@ async def test_sink_sends_rows_the_database_refuses_to_the_dlq_and_writes_the_re
         assert minutes == set(range(40)) - bad_index
         assert metrics.is_ready
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await consumer.stop()
-        await pool.close()
         await conn.close()
-
-    dlq = AIOKafkaConsumer(isolated.topic(DLQ.name), **isolated.kafka_options(), auto_offset_reset="earliest")
-    await dlq.start()
-    try:
-        found = []
-        for _ in range(20):
-            for recs in (await dlq.getmany(timeout_ms=500)).values():
-                found.extend(r for r in recs if r.key == b"BIS")
-            if len(found) >= 4:
-                break
-    finally:
-        await dlq.stop()
-        await producer.stop()
+    found = await dead_letters(isolated, b"BIS", 4)
+    await producer.stop()
     reasons = sorted(dict(r.headers)["tickwire.reason"].decode() for r in found)
     assert reasons == ["database_rejected", "database_rejected", "database_rejected", "empty"]
     rejected = [msgspec.json.decode(r.value, type=Condition) for r in found if r.value]
@@ -135,3 +140,67 @@ async def test_sink_sends_rows_the_database_refuses_to_the_dlq_and_writes_the_re
     details = {msgspec.json.decode(r.value, type=Condition).volume: dict(r.headers)["tickwire.detail"] for r in found if r.value}
     assert details.pop(2**63 + 5).startswith((b"DataError", b"OverflowError"))  # the client's, before any SQL
     assert all(b"22003" in detail for detail in details.values())
+
+
+async def test_the_sink_dead_letters_a_prediction_whose_id_another_symbol_has(isolated):
+    await ensure_topics(isolated)
+    shared = uuid.uuid4()
+    producer = AIOKafkaProducer(**isolated.kafka_options(), acks="all")
+    await producer.start()
+    for row in (prediction("DUPA", shared), prediction("DUPB", shared), prediction("DUPB", uuid.uuid4())):
+        record = dict(zip(MODEL_PREDICTIONS.columns, row))
+        await producer.send(isolated.topic(OUTCOMES.name), key=b"m-1", value=msgspec.json.encode(record))
+    await producer.flush()
+    conn = await asyncpg.connect(**isolated.pg_options())
+    try:
+        async def written():
+            return await conn.fetchval("SELECT count(*) FROM model_predictions WHERE symbol LIKE 'DUP%'") >= 2
+
+        async with sinking(isolated, OUTCOMES, MODEL_PREDICTIONS, producer, Metrics(CollectorRegistry())):
+            assert await wait_for(written, timeout_s=60)
+        stored = await conn.fetch("SELECT symbol, prediction_id FROM model_predictions WHERE symbol LIKE 'DUP%' ORDER BY symbol")
+        assert [r["symbol"] for r in stored] == ["DUPA", "DUPB"] and stored[0]["prediction_id"] == shared
+    finally:
+        await conn.close()
+    (dead,) = await dead_letters(isolated, b"m-1", 1)
+    await producer.stop()
+    headers = dict(dead.headers)
+    assert headers["tickwire.reason"] == b"conflicting_id" and b"stored for DUPA" in headers["tickwire.detail"]
+    assert msgspec.json.decode(dead.value)["symbol"] == "DUPB"
+
+
+@contextlib.asynccontextmanager
+async def sinking(isolated, spec, table, producer, metrics):
+    """A ``TopicSink`` of ``spec`` into ``table`` running for the block."""
+    writer = TableWriter(table)
+    pool = await asyncpg.create_pool(**isolated.pg_options(), min_size=1, max_size=2, init=writer.prepare)
+    consumer = AIOKafkaConsumer(
+        isolated.topic(spec.name), **isolated.kafka_options(), group_id=f"sink-test-{spec.name}",
+        enable_auto_commit=False, auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    sink = TopicSink(settings=isolated, topic=spec, table=table, pool=pool, consumer=consumer, producer=producer, metrics=metrics)
+    task = asyncio.create_task(sink.run())
+    try:
+        yield sink
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await consumer.stop()
+        await pool.close()
+
+
+async def dead_letters(isolated, key: bytes, count: int) -> list:
+    """The DLQ's records of ``key``, once ``count`` are there (or after 10 s)."""
+    dlq = AIOKafkaConsumer(isolated.topic(DLQ.name), **isolated.kafka_options(), auto_offset_reset="earliest")
+    await dlq.start()
+    try:
+        found = []
+        for _ in range(20):
+            for recs in (await dlq.getmany(timeout_ms=500)).values():
+                found.extend(r for r in recs if r.key == key)
+            if len(found) >= count:
+                break
+        return found
+    finally:
+        await dlq.stop()
