@@ -20,6 +20,7 @@ from tickwire.schemas.market import Condition, CorrelationContext, RegimeChange
 from tickwire.schemas.signals import ModelPerformanceRow, ModelPredictionRow, StrategyPerformanceRow, TradeOutcomeRow
 from tickwire.schemas.topics import (
     CONDITIONS, CORRELATION_CONTEXT, CORRELATIONS, MODEL_PERFORMANCE, OUTCOMES, REGIMES, STRATEGY_PERFORMANCE, TRADE_OUTCOMES,
+    Topic,
 )
 
 _STAGING_TYPES = {float: "float8", int: "int8", str: "text", bool: "bool", datetime: "timestamptz", date: "date", dict: "jsonb", uuid.UUID: "uuid"}
@@ -108,7 +109,7 @@ ALL = (
     MODEL_PERFORMANCE_TABLE, STRATEGY_PERFORMANCE_TABLE, *CORRELATION_TABLES,
 )
 
-# Which topic fills which table: one sink pipeline (and consumer group) per pair.
+# Which topic fills which table: one sink pipeline (and consumer group, ``sink_group_name``) per pair.
 SINKS = (
     (CONDITIONS, MARKET_CONDITIONS),
     (CORRELATION_CONTEXT, MARKET_CONTEXT),
@@ -119,3 +120,11 @@ SINKS = (
     (MODEL_PERFORMANCE, MODEL_PERFORMANCE_TABLE),
     (STRATEGY_PERFORMANCE, STRATEGY_PERFORMANCE_TABLE),
 )
+
+
+def sink_group_name(topic: Topic, table: Table) -> str:
+    """A pair's consumer group, under the sinks' group prefix: the table's name for the first
+    topic that fills it, then the table's and the topic's. Two pipelines in one group would
+    rebalance each other on every join and leave, each subscription changing the group's."""
+    first = next(t for t, tb in SINKS if tb.name == table.name)
+    return table.name if topic == first else f"{table.name}.{topic.name}"

@@ -7,9 +7,11 @@ PostgreSQL a third less per row; a key already in the table makes that insert fa
 and the batch is merged instead. All SQL here is built from the table contract's
 identifiers, never from data.
 
-A table with an ``owner`` column refuses, rather than merges, a row whose key it holds
-for another owner (``ConflictingKey``): the consumer isolates such rows and dead-letters
-them, as it does rows the database refuses.
+A table with an ``owner`` column refuses a row whose id (its key without the time
+column) the table holds for another owner within ``OWNER_WINDOW`` of the row's time
+(``ConflictingKey``): the consumer isolates such rows and dead-letters them, as it does
+rows the database refuses. The window keeps the check to the chunks or partitions of the
+batch's times, not every one since the table began.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ _json = msgspec.json.Encoder()
 # a writer of updates (the correlation context, predictions being validated) fails the
 # plain insert nearly every time, and each failure costs a COPY and an insert.
 _MERGES_AFTER_CONFLICT = 100
+OWNER_WINDOW = "7 days"
 
 
 def _ident(name: str) -> str:
@@ -68,14 +71,15 @@ class TableWriter:
         self.owner_conflict_sql = None
         self._owner_index = None
         if table.owner:
-            owner, staging = _ident(table.owner), _ident(self.staging)
-            joined = " AND ".join(f"t.{_ident(c)} = s.{_ident(c)}" for c in table.key)
-            if table.time_column in table.key:  # lets TimescaleDB skip the chunks outside the batch's times
-                t = _ident(table.time_column)
-                joined += f" AND t.{t} BETWEEN (SELECT min({t}) FROM {staging}) AND (SELECT max({t}) FROM {staging})"
+            owner, staging, time = _ident(table.owner), _ident(self.staging), _ident(table.time_column)
+            ids = [c for c in table.key if c != table.time_column]
+            self.id_of = operator.itemgetter(*(table.columns.index(c) for c in ids))
+            joined = " AND ".join(f"t.{_ident(c)} = s.{_ident(c)}" for c in ids)
             self.owner_conflict_sql = (
                 f"SELECT s.{owner} AS row_owner, t.{owner} AS stored_owner FROM {staging} s"
-                f" JOIN {_ident(table.name)} t ON {joined} WHERE t.{owner} IS DISTINCT FROM s.{owner} LIMIT 1"
+                f" JOIN {_ident(table.name)} t ON {joined} WHERE t.{owner} IS DISTINCT FROM s.{owner}"
+                f" AND t.{time} BETWEEN (SELECT min({time}) FROM {staging}) - interval '{OWNER_WINDOW}'"
+                f" AND (SELECT max({time}) FROM {staging}) + interval '{OWNER_WINDOW}' LIMIT 1"
             )
             self._owner_index = table.columns.index(table.owner)
         self.insert_sql = f"WITH inserted AS ({insert_sql}) SELECT 0"
@@ -93,15 +97,13 @@ class TableWriter:
 
     def dedupe(self, rows: list[tuple]) -> list[tuple]:
         """Last row wins per key: ``ON CONFLICT DO UPDATE`` may not touch a row twice."""
-        deduped = dict(zip(map(self.key_of, rows), rows))
-        if len(deduped) == len(rows):
-            return rows
         if self._owner_index is not None:
-            owners = {}
+            owners: dict = {}
             for row in rows:
-                if owners.setdefault(self.key_of(row), row[self._owner_index]) != row[self._owner_index]:
-                    raise ConflictingKey(f"{self.table.key} {self.key_of(row)} comes from two {self.table.owner}s in one batch")
-        return list(deduped.values())
+                if owners.setdefault(self.id_of(row), row[self._owner_index]) != row[self._owner_index]:
+                    raise ConflictingKey(f"id {self.id_of(row)} comes from two {self.table.owner}s in one batch")
+        deduped = dict(zip(map(self.key_of, rows), rows))
+        return rows if len(deduped) == len(rows) else list(deduped.values())
 
     async def write(self, conn: asyncpg.Connection, rows: list[tuple]) -> int:
         """Write ``rows`` in one transaction; return how many rows were inserted or updated."""
@@ -113,19 +115,21 @@ class TableWriter:
         else:
             try:
                 async with conn.transaction():
-                    await conn.copy_records_to_table(self.staging, records=rows, columns=self.columns)
+                    await self._stage(conn, rows)
                     await conn.fetchval(self.insert_sql)
                 return len(rows)
             except asyncpg.UniqueViolationError:
                 self._merges_due = _MERGES_AFTER_CONFLICT
         async with conn.transaction():
-            await conn.copy_records_to_table(self.staging, records=rows, columns=self.columns)
-            if self.owner_conflict_sql and (clash := await conn.fetchrow(self.owner_conflict_sql)):
-                raise ConflictingKey(
-                    f"a row of {self.table.owner} {clash['row_owner']} has the {self.table.key} of a row stored"
-                    f" for {clash['stored_owner']}"
-                )
+            await self._stage(conn, rows)
             return await conn.fetchval(self.merge_sql)
+
+    async def _stage(self, conn: asyncpg.Connection, rows: list[tuple]) -> None:
+        await conn.copy_records_to_table(self.staging, records=rows, columns=self.columns)
+        if self.owner_conflict_sql and (clash := await conn.fetchrow(self.owner_conflict_sql)):
+            raise ConflictingKey(
+                f"a row of {self.table.owner} {clash['row_owner']} has the id of a row stored for {clash['stored_owner']}"
+            )
 
     def _encode_json(self, row: tuple) -> tuple:
         values = list(row)

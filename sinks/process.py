@@ -1,5 +1,5 @@
-"""The sink process: one consumer group and one writer per table, on one connection pool,
-until SIGINT or SIGTERM."""
+"""The sink process: one consumer group and one writer per (topic, table) pipeline, on one
+connection pool, until SIGINT or SIGTERM."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from aiokafka.errors import KafkaError
 from tickwire.schemas.errors import Unreachable
 from tickwire.schemas.metrics import Metrics, watch_broker
 from tickwire.schemas.settings import Settings
-from tickwire.schemas.tables import SINKS
+from tickwire.schemas.tables import SINKS, sink_group_name
 from tickwire.sinks.consumer import CountRebalances, TopicSink
 from tickwire.sinks.postgres import TableWriter
 
@@ -43,8 +43,8 @@ async def run_sinks(settings: Settings, metrics: Metrics, tables: list[str]) -> 
     consumers = [
         AIOKafkaConsumer(
             **settings.kafka_options(),
-            # One group per table, so each table's sink scales and lags on its own.
-            group_id=f"{settings.topic_prefix}{settings.sink_group}.{table.name}",
+            # One group per pipeline, so each scales and lags on its own.
+            group_id=f"{settings.topic_prefix}{settings.sink_group}.{sink_group_name(topic, table)}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,

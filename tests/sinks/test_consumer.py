@@ -72,9 +72,9 @@ async def test_writer_merges_a_batch_whose_plain_insert_meets_existing_keys(mark
     assert await writer.write(conn, [msgspec.structs.astuple(condition("M", 75))]) == 1
 
 
-def prediction(symbol: str, prediction_id: uuid.UUID, **values) -> tuple:
+def prediction(symbol: str, prediction_id: uuid.UUID, predicted_at: datetime = T0, **values) -> tuple:
     return msgspec.structs.astuple(ModelPredictionRow(
-        prediction_id=prediction_id, model_version="m-1", model_type="toy", symbol=symbol, predicted_at=T0,
+        prediction_id=prediction_id, model_version="m-1", model_type="toy", symbol=symbol, predicted_at=predicted_at,
         prediction_horizon_minutes=5, predicted_direction="LONG", confidence_score=0.6, predicted_volatility=None,
         feature_vector={}, feature_hash="h", **values,
     ))
@@ -87,13 +87,17 @@ async def test_a_prediction_id_stored_for_one_symbol_is_refused_for_another_not_
         await writer.prepare(conn)
         shared, other = uuid.uuid4(), uuid.uuid4()
         assert await writer.write(conn, [prediction("AAPL", shared)]) == 1
-        with pytest.raises(ConflictingKey, match="symbol MSFT has the .* stored for AAPL"):
+        with pytest.raises(ConflictingKey, match="symbol MSFT has the id of a row stored for AAPL"):
             await writer.write(conn, [prediction("MSFT", shared, actual_direction="SHORT", validated_at=T0), prediction("MSFT", other)])
+        with pytest.raises(ConflictingKey, match="stored for AAPL"):  # a later time is no way round it
+            await writer.write(conn, [prediction("MSFT", shared, predicted_at=T0 + timedelta(days=6))])
         with pytest.raises(ConflictingKey, match="two symbols in one batch"):
-            await writer.write(conn, [prediction("TSLA", other), prediction("NVDA", other)])
+            await writer.write(conn, [prediction("TSLA", other), prediction("NVDA", other, predicted_at=T0 + timedelta(hours=1))])
         stored = await conn.fetch("SELECT symbol, actual_direction FROM model_predictions")
         assert [tuple(r) for r in stored] == [("AAPL", None)]  # nothing merged over the stored row, nothing half-written
         assert await writer.write(conn, [prediction("AAPL", shared, actual_direction="LONG", validated_at=T0)]) == 1
+        # Beyond the window the check would have to read every chunk since the table began: not refused.
+        assert await writer.write(conn, [prediction("MSFT", shared, predicted_at=T0 + timedelta(days=8))]) == 1
     finally:
         await conn.close()
 
