@@ -1,10 +1,16 @@
-"""A stage's state per key: one faust table, decoded once per key, written once per batch."""
+"""A stage's state per key: one faust table, decoded once per key, written once per batch.
+
+A value larger than ``MAX_RECORD_BYTES`` is written as chunks under keys of its own and a
+small manifest under its key (``_Chunked``), so no changelog record grows with what a
+stage keeps (a broker refuses records above ``max.message.bytes``, 1 MiB by default).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable, Generic, TypeVar
+import zlib
+from typing import Any, Callable, Generic, NamedTuple, TypeVar
 
 import faust
 import msgspec
@@ -15,6 +21,36 @@ log = logging.getLogger("tickwire.worker")
 
 T = TypeVar("T")
 _GONE = object()  # a deleted key, until the batch's writes
+MAX_RECORD_BYTES = 192 * 1024
+
+
+class _Chunked(NamedTuple):
+    """The manifest stored under a large value's key: byte 0 (never a layout version, nor
+    the first byte of msgpack's arrays and maps), then this tuple in msgpack. Its chunks
+    live under ``chunk_key``; each write takes a new generation, and the previous
+    generation's chunks are deleted only once the new manifest is acknowledged, so the
+    changelog always holds a complete value."""
+
+    generation: int
+    count: int
+    crc: int
+
+    def encode(self) -> bytes:
+        return b"\x00" + msgspec.msgpack.encode(tuple(self))
+
+    @classmethod
+    def of(cls, stored: bytes | None) -> "_Chunked | None":
+        if not stored or stored[0] != 0:
+            return None
+        return cls(*msgspec.msgpack.decode(stored[1:], type=tuple[int, int, int]))
+
+
+def chunk_key(key: bytes, generation: int, index: int) -> bytes:
+    return key + b"\x00chunk\x00" + generation.to_bytes(4, "big") + index.to_bytes(4, "big")
+
+
+def _is_chunk(key: bytes) -> bool:
+    return b"\x00chunk\x00" in key
 
 
 class StateCodec(Generic[T]):
@@ -85,9 +121,19 @@ class KeyedStates:
     def get(self, key: bytes) -> Any:
         value = self._live.get(key, _GONE)
         if value is _GONE:
-            stored = self.table.data.get(key)
+            stored = self.stored(key)
             value = self._live[key] = self.decoded(key, stored, self.codec.decode, self.codec.default) if stored else self.codec.default()
         return value
+
+    def stored(self, key: bytes) -> bytes | None:
+        """``key``'s last written value, its chunks joined (b"" if they do not add up)."""
+        stored = self.table.data.get(key)
+        manifest = _Chunked.of(stored)
+        if manifest is None:
+            return stored
+        data = self.table.data
+        value = b"".join(data.get(chunk_key(key, manifest.generation, i), b"") for i in range(manifest.count))
+        return value if zlib.crc32(value) == manifest.crc else b"\xff"  # undecodable: starts afresh
 
     def decoded(self, key: bytes, stored: bytes, decode: Callable[[bytes], Any], default: Callable[[], Any]) -> Any:
         """``stored`` decoded; ``default()`` if it cannot be (written by a worker of another
@@ -112,7 +158,7 @@ class KeyedStates:
 
     def stored_items(self) -> list[tuple[bytes, bytes]]:
         """The last written values (what a rebuild after ``forget`` starts from)."""
-        return [(key, value) for key, value in self.table.data.items() if value]
+        return [(key, self.stored(key)) for key, value in list(self.table.data.items()) if value and not _is_chunk(key)]
 
     def forget(self, match: Callable[[bytes], bool]) -> None:
         for key in [key for key in self._live if match(key)]:
@@ -131,35 +177,48 @@ class KeyedStates:
         The table's own copy is set once the changelog has the values: a rebalance while
         they are on their way recovers the table from the changelog, without them, and a
         copy set before would be overwritten by that older state (and read back later)."""
-        sizes = self._sizes
-        written: list[tuple[bytes, bytes | None]] = []
-        sent = []
+        records: list[tuple[int, bytes, bytes | None]] = []  # (partition, key, value) in the changelog's order
+        retired: list[tuple[int, bytes]] = []  # chunks of the generations the new manifests replace
         for key, partition in self._changed.items():
             value = self._live.get(key, _GONE)
+            previous = _Chunked.of(self.table.data.get(key))
+            if previous is not None:
+                retired += [(partition, chunk_key(key, previous.generation, i)) for i in range(previous.count)]
             if value is _GONE:
-                sent.append(self.table.send_changelog(partition, key, None, value_serializer="raw"))
-                written.append((key, None))
-            else:
-                encoded = self.codec.encode(value)
-                sent.append(self.table.send_changelog(partition, key, encoded))
-                written.append((key, encoded))
-        if sent:
-            # asyncio.wait, not wait_for: faust resolves these futures itself, and must not find them cancelled.
-            done, pending = await asyncio.wait(sent, timeout=timeout_s)
-            if pending:
-                raise asyncio.TimeoutError(f"{len(pending)} of {len(sent)} changelog writes unacknowledged after {timeout_s:.0f} s")
-            for future in done:
-                if future.exception() is not None:
-                    raise future.exception()
-        data = self.table.data
-        for key, encoded in written:
-            if encoded is None:
+                records.append((partition, key, None))
+                continue
+            encoded = self.codec.encode(value)
+            if len(encoded) <= MAX_RECORD_BYTES:
+                records.append((partition, key, encoded))
+                continue
+            generation = (previous.generation + 1) % 2**32 if previous else 0
+            chunks = [encoded[i : i + MAX_RECORD_BYTES] for i in range(0, len(encoded), MAX_RECORD_BYTES)]
+            records += [(partition, chunk_key(key, generation, i), chunk) for i, chunk in enumerate(chunks)]
+            records.append((partition, key, _Chunked(generation, len(chunks), zlib.crc32(encoded)).encode()))
+        await self._send(records, timeout_s)
+        await self._send([(partition, key, None) for partition, key in retired], timeout_s)
+        data, sizes = self.table.data, self._sizes
+        for _, key, value in records + [(p, k, None) for p, k in retired]:
+            if value is None:
                 if self._live.get(key, _GONE) is _GONE:
                     self._live.pop(key, None)
                 data.pop(key, None)
                 self._gauge.dec(sizes.pop(key, 0))
             else:
-                data[key] = encoded
-                self._gauge.inc(len(encoded) - sizes.get(key, 0))
-                sizes[key] = len(encoded)
+                data[key] = value
+                self._gauge.inc(len(value) - sizes.get(key, 0))
+                sizes[key] = len(value)
         self._changed.clear()
+
+    async def _send(self, records: list[tuple[int, bytes, bytes | None]], timeout_s: float) -> None:
+        """``records`` onto the changelog, awaited until the broker has every one."""
+        if not records:
+            return
+        sent = [self.table.send_changelog(partition, key, value, value_serializer="raw") for partition, key, value in records]
+        # asyncio.wait, not wait_for: faust resolves these futures itself, and must not find them cancelled.
+        done, pending = await asyncio.wait(sent, timeout=timeout_s)
+        if pending:
+            raise asyncio.TimeoutError(f"{len(pending)} of {len(sent)} changelog writes unacknowledged after {timeout_s:.0f} s")
+        for future in done:
+            if future.exception() is not None:
+                raise future.exception()

@@ -477,3 +477,32 @@ def test_faust_hands_over_every_record_of_the_stages_inputs_and_filters_changelo
     assert offsets[TP("app-t-changelog", 0)] == 7 and offsets[TP("app-t-changelog", 1)] is None
     hand_over_every_record(consumer, ["in"])
     assert consumer._read_offset is offsets  # installed once
+
+
+async def test_a_value_above_the_record_bound_is_written_as_chunks_and_read_back_whole():
+    from tickwire.streams.worker.state import MAX_RECORD_BYTES
+
+    metrics = Metrics(CollectorRegistry())
+    table = _Table()
+    states = KeyedStates(table, StateCodec(bytes, bytes), metrics)
+    big = bytes(range(256)) * (MAX_RECORD_BYTES // 100)  # 2.56 records' worth
+    states.changed(b"k", 3, big)
+    await states.write(5)
+    assert max(len(v) for _, _, v in table.sent) <= MAX_RECORD_BYTES
+    assert [k for _, k, _ in table.sent][-1] == b"k" and len(table.sent) == 4  # three chunks, then the manifest
+    assert KeyedStates(table, StateCodec(bytes, bytes), metrics).get(b"k") == big  # e.g. after a restart
+    assert [k for k, _ in states.stored_items()] == [b"k"]
+
+    table.sent.clear()
+    states.changed(b"k", 3, b"small")
+    await states.write(5)
+    assert table.sent[0] == (3, b"k", StateCodec(bytes, bytes).encode(b"small"))
+    assert [v for _, _, v in table.sent[1:]] == [None, None, None]  # the old chunks, once the new value is in
+    assert list(table.data) == [b"k"]
+
+    states.changed(b"k", 3, big + b"!")
+    await states.write(5)
+    chunk = next(k for k in table.data if k != b"k")
+    table.data[chunk] = b"\x00" * len(table.data[chunk])  # a damaged chunk: the key starts afresh, counted
+    assert KeyedStates(table, StateCodec(bytes, bytes), metrics).get(b"k") == b""
+    assert metrics.registry.get_sample_value("tickwire_state_resets_total", {"table": "t"}) == 1
