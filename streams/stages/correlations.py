@@ -8,12 +8,22 @@ per timestamp (one table key each, so a batch writes what it touched, not the ba
 until the watermark, the oldest latest-bar time of the symbols heard from within
 ``correlation_quiet_bars``, passes them. Redelivery needs no offsets: a redelivered bar
 rejoins its open timestamp or is late.
+
+The universe: a step costs the square of the symbols in it, so each timeframe follows at
+most ``correlation_max_symbols`` (500) besides the benchmark: those listed in
+``correlation_universe``, or else the first seen, a member silent for
+``correlation_quiet_bars`` giving its place up to the next newcomer. Bars of the others
+are left out (logged once per timeframe when it fills), their rows get no correlations.
+Which symbols come first depends on arrival order, so a universe beyond the maximum should
+be listed.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
+
+import logging
 
 import faust
 import msgspec
@@ -26,6 +36,7 @@ from tickwire.streams.worker.stage import Stage, StageContext, StateTable, decod
 from tickwire.streams.worker.state import KeyedStates, StateCodec
 
 _US = timedelta(microseconds=1)
+log = logging.getLogger("tickwire.worker")
 OpenBars = dict[str, tuple[float, float, float, float, int]]  # symbol -> (open, high, low, close, volume)
 
 
@@ -119,6 +130,9 @@ class CorrelationsStage(Stage):
             for tf in self.correlated
         }
         self.quiet_us = {tf: settings.correlation_quiet_bars * timeframe_seconds(tf) * 1_000_000 for tf in self.correlated}
+        self.universe, self.max_symbols = settings.correlation_symbols, settings.correlation_max_symbols
+        self.benchmark = settings.correlation_benchmark
+        self.full: set[str] = set()  # timeframes whose universe filled (logged once each)
         self.windows: dict[str, _Window] = {}  # live per timeframe; rebuilt from the table after a rebalance
         self.late_bars = context.metrics.late_bars
         self.correlations_topic, self.context_topic = context.names[CORRELATIONS], context.names[CORRELATION_CONTEXT]
@@ -148,6 +162,8 @@ class CorrelationsStage(Stage):
             window = self.windows.get(timeframe)
             if window is None:
                 window = self.windows[timeframe] = restore_window(self.states, self.configs[timeframe], self.sectors)
+            if condition.symbol not in window.latest and not self.admits(window, condition.symbol, partition):
+                continue
             ts_us = (condition.timestamp - EPOCH) // _US
             if window.core.state.timestamps and ts_us <= window.core.state.timestamps[-1]:
                 self.late_bars.labels(event.message.topic).inc()
@@ -162,6 +178,29 @@ class CorrelationsStage(Stage):
         for timeframe, window in touched.items():
             for stepped in window.closable(self.quiet_us[timeframe]):
                 self.close(window, stepped, partition, out)
+
+    def admits(self, window: _Window, symbol: str, partition: int) -> bool:
+        """Whether a symbol new to ``window`` joins its universe (see the module docstring)."""
+        if symbol == self.benchmark:
+            return True
+        if self.universe:
+            return symbol in self.universe
+        members = len(window.latest) - (self.benchmark in window.latest)
+        if members >= self.max_symbols:
+            newest = max(window.latest.values())
+            gone = [s for s, ts in window.latest.items() if ts < newest - self.quiet_us[window.timeframe] and s != self.benchmark]
+            for quiet in gone:
+                del window.latest[quiet]
+            if gone:
+                self.states.changed(window.key("latest"), partition, window.latest)
+            members -= len(gone)
+        if members < self.max_symbols:
+            return True
+        if window.timeframe not in self.full:
+            self.full.add(window.timeframe)
+            log.warning("the %s correlation universe is full at %d symbols: %s and any later newcomer get no correlations"
+                        " (set TICKWIRE_CORRELATION_UNIVERSE)", window.timeframe, self.max_symbols, symbol)
+        return False
 
     def close(self, window: _Window, stepped: int, partition: int, out: list[Message]) -> None:
         timeframe, encode = window.timeframe, self.context.encode

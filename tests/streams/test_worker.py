@@ -4,7 +4,7 @@ writes, versioned state layouts, the checkpoint's DLQ handling and redelivery.""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import msgspec
@@ -506,3 +506,38 @@ async def test_a_value_above_the_record_bound_is_written_as_chunks_and_read_back
     table.data[chunk] = b"\x00" * len(table.data[chunk])  # a damaged chunk: the key starts afresh, counted
     assert KeyedStates(table, StateCodec(bytes, bytes), metrics).get(b"k") == b""
     assert metrics.registry.get_sample_value("tickwire_state_resets_total", {"table": "t"}) == 1
+
+
+def _pack_of(symbols: list[str], minute: int, topic: str) -> SimpleNamespace:
+    from tickwire.schemas.market import Condition
+
+    conditions = [msgspec.json.encode(Condition(
+        symbol=s, timeframe="1m", timestamp=datetime(2026, 1, 5, tzinfo=timezone.utc) + timedelta(minutes=minute),
+        open=10.0, high=11.0, low=9.0, close=10.0 + (minute * (i + 1)) % 7, volume=100,
+    )) for i, s in enumerate(symbols)]
+    return event(msgspec.msgpack.encode(conditions), minute, b"1m", topic)
+
+
+@pytest.mark.parametrize("universe", ["", "SPY,A,C"])
+def test_the_correlation_universe_holds_at_most_its_maximum_besides_the_benchmark(universe, caplog):
+    from tickwire.schemas.topics import CONDITIONS_BY_TIMEFRAME, CORRELATION_CONTEXT
+    from tickwire.streams.stages.correlations import CorrelationsStage
+
+    settings = Settings(correlation_timeframes="1m", correlation_max_symbols=3, correlation_quiet_bars=5, correlation_universe=universe)
+    metrics = Metrics(CollectorRegistry())
+    stage = CorrelationsStage(
+        StageContext(settings, metrics, {t: settings.topic(t.name) for t in ALL}, msgspec.json.encode, lambda spec: None),
+        states(_Table(), CorrelationsStage.table.codec, metrics),
+    )
+    topic, out = settings.topic(CONDITIONS_BY_TIMEFRAME.name), []
+    for minute in range(4):
+        stage.handle(_pack_of(["A", "B", "C", "D", "SPY"], minute, topic), out)
+    contexts = {msgspec.json.decode(v)["symbol"] for t, _, v, _ in out if t == settings.topic(CORRELATION_CONTEXT.name)}
+    assert contexts == ({"A", "B", "C", "SPY"} if not universe else {"A", "C", "SPY"})
+    assert ("universe is full" in caplog.text) is (not universe)
+    if universe:
+        return
+    for minute in range(4, 12):  # B goes quiet for longer than the quiet bars: D takes its place
+        stage.handle(_pack_of(["A", "C", "D", "SPY"], minute, topic), out)
+    assert "D" in {msgspec.json.decode(v)["symbol"] for t, _, v, _ in out if t == settings.topic(CORRELATION_CONTEXT.name)}
+    assert "B" not in stage.windows["1m"].latest
