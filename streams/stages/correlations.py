@@ -6,7 +6,7 @@ correlated timeframes packed per timeframe (the key), so one worker sees a timef
 every symbol. Symbols arrive from different partitions at different paces, so bars wait
 per timestamp (one table key each, so a batch writes what it touched, not the backlog)
 until the watermark, the oldest latest-bar time of the symbols heard from within
-``correlation_quiet_bars``, passes them. Redelivery needs no offsets: a redelivered bar
+``correlation_quiet_bars`` of the median symbol, passes them. Redelivery needs no offsets: a redelivered bar
 rejoins its open timestamp or is late.
 
 The universe: a step costs the square of the symbols in it, so each timeframe follows at
@@ -84,10 +84,18 @@ class _Window:
     def key(self, part: int | str) -> bytes:
         return f"{self.timeframe}/{part}".encode()
 
+    def quiet_before(self, quiet_us: int) -> int:
+        """The time before which a symbol's latest bar makes it quiet: ``quiet_us`` before the
+        (lower) median symbol's latest bar. The median, not the newest: one symbol far ahead
+        (inside the allowed skew) must not make every other look quiet, and close the
+        timestamps their next bars belong to."""
+        latest = sorted(self.latest.values())
+        return latest[(len(latest) - 1) // 2] - quiet_us
+
     def closable(self, quiet_us: int) -> list[int]:
         """Open timestamps every active symbol has moved past, oldest first."""
-        newest = max(self.latest.values())
-        watermark = min(t for t in self.latest.values() if t >= newest - quiet_us)
+        quiet = self.quiet_before(quiet_us)
+        watermark = min(t for t in self.latest.values() if t >= quiet)
         return sorted(ts for ts in self.open if ts < watermark)
 
 
@@ -187,8 +195,8 @@ class CorrelationsStage(Stage):
             return symbol in self.universe
         members = len(window.latest) - (self.benchmark in window.latest)
         if members >= self.max_symbols:
-            newest = max(window.latest.values())
-            gone = [s for s, ts in window.latest.items() if ts < newest - self.quiet_us[window.timeframe] and s != self.benchmark]
+            quiet = window.quiet_before(self.quiet_us[window.timeframe])
+            gone = [s for s, ts in window.latest.items() if ts < quiet and s != self.benchmark]
             for quiet in gone:
                 del window.latest[quiet]
             if gone:

@@ -537,7 +537,29 @@ def test_the_correlation_universe_holds_at_most_its_maximum_besides_the_benchmar
     assert ("universe is full" in caplog.text) is (not universe)
     if universe:
         return
-    for minute in range(4, 12):  # B goes quiet for longer than the quiet bars: D takes its place
+    for minute in range(4, 14):  # B goes quiet for longer than the quiet bars: D takes its place
         stage.handle(_pack_of(["A", "C", "D", "SPY"], minute, topic), out)
     assert "D" in {msgspec.json.decode(v)["symbol"] for t, _, v, _ in out if t == settings.topic(CORRELATION_CONTEXT.name)}
     assert "B" not in stage.windows["1m"].latest
+
+
+def test_one_symbol_far_ahead_does_not_black_out_the_others():
+    from tickwire.schemas.topics import CONDITIONS_BY_TIMEFRAME, CORRELATION_CONTEXT
+    from tickwire.streams.stages.correlations import CorrelationsStage
+
+    settings = Settings(correlation_timeframes="1m")
+    metrics = Metrics(CollectorRegistry())
+    stage = CorrelationsStage(
+        StageContext(settings, metrics, {t: settings.topic(t.name) for t in ALL}, msgspec.json.encode, lambda spec: None),
+        states(_Table(), CorrelationsStage.table.codec, metrics),
+    )
+    topic, out = settings.topic(CONDITIONS_BY_TIMEFRAME.name), []
+    for minute in range(5):
+        stage.handle(_pack_of(["SPY", "A", "B", "C"], minute, topic), out)
+    stage.handle(_pack_of(["C"], 5 + 1440, topic), out)  # a day ahead: inside the allowed skew, past the quiet bars
+    for minute in range(5, 12):
+        stage.handle(_pack_of(["SPY", "A", "B"], minute, topic), out)
+    closed = {msgspec.json.decode(v)["timestamp"] for t, _, v, _ in out if t == settings.topic(CORRELATION_CONTEXT.name)}
+    # Minutes 1..10 closed as usual (0 has no returns yet, 11 waits for the next bar), C's day-ahead bar not yet.
+    assert closed == {f"2026-01-05T00:{m:02d}:00Z" for m in range(1, 11)}
+    assert metrics.registry.get_sample_value("tickwire_late_bars_total", {"topic": topic}) is None
