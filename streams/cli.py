@@ -99,6 +99,10 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("topics", help="create the registry's topics if they are missing; report how existing ones differ")
     p.set_defaults(func=cmd_topics)
 
+    p = sub.add_parser("schemas", help="write a JSON Schema per message type and one AsyncAPI document for consumers and producers")
+    p.add_argument("--out", default="contract", help="directory to write them into (created; default ./contract)")
+    p.set_defaults(func=cmd_schemas)
+
     p = sub.add_parser("simulate", help="publish simulated bars, and a toy strategy's predictions and fills")
     p.add_argument("--symbols", type=_positive, default=50, help="number of symbols (default 50)")
     p.add_argument("--bars", type=int, default=0, help="bars per symbol, 0 = until stopped (default 0)")
@@ -312,6 +316,17 @@ def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
     for line in differences:
         print(f"tickwire topics: {line}", file=sys.stderr)
     return 1 if partition_changes(differences) else 0
+
+
+def cmd_schemas(settings: Settings, args: argparse.Namespace) -> None:
+    from tickwire.schemas.contract import write
+
+    try:
+        written = write(Path(args.out))
+    except OSError as exc:
+        raise CommandError(f"cannot write the contract into {args.out}: {exc.strerror}") from None
+    for path in written:
+        print(path)
 
 
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> None:

@@ -9,6 +9,8 @@ import msgspec
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
+from tickwire.schemas.codec import VERSION_HEADER
+from tickwire.schemas.contract import schema_version
 from tickwire.schemas.settings import Settings
 
 # (topic, key, value, headers): one output message.
@@ -24,7 +26,9 @@ class Outbox:
     Messages are appended to per-partition record batches (partitioned like the
     client's default, murmur2 of the key), which skips the client's per-message
     futures; the wait means the outputs are on the broker before the state the
-    batch changed is written and before faust may commit the batch's offsets.
+    batch changed is written and before faust may commit the batch's offsets. A message
+    without headers of its own gets ``tickwire.schema.version`` (its topic's ``.vN``);
+    a DLQ record keeps the refused message's.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -34,6 +38,7 @@ class Outbox:
         self._hashes: dict[bytes, int] = {}
         self._deliveries = 0  # messages without a key go to one partition per delivery, in turn
         self._starting = asyncio.Lock()  # every stage delivers through this one producer
+        self._versions: dict[str, list[tuple[str, bytes]]] = {}  # topic -> its version header
 
     async def deliver(self, messages: list[Message]) -> None:
         if not messages:
@@ -43,6 +48,8 @@ class Outbox:
         batches: dict[tuple[str, int], Any] = {}
         sent = []
         for topic, key, value, headers in messages:
+            if not headers:
+                headers = self._versions.get(topic) or self._versions.setdefault(topic, [(VERSION_HEADER, schema_version(topic))])
             partition = await self._partition(topic, key)
             batch = batches.get((topic, partition))
             if batch is None:

@@ -563,3 +563,27 @@ def test_one_symbol_far_ahead_does_not_black_out_the_others():
     # Minutes 1..10 closed as usual (0 has no returns yet, 11 waits for the next bar), C's day-ahead bar not yet.
     assert closed == {f"2026-01-05T00:{m:02d}:00Z" for m in range(1, 11)}
     assert metrics.registry.get_sample_value("tickwire_late_bars_total", {"topic": topic}) is None
+
+
+async def test_outputs_carry_their_topics_schema_version_and_dlq_records_their_own_headers():
+    appended = []
+
+    class Batch:
+        def append(self, timestamp, key, value, headers):
+            appended.append((key, headers))
+            return True
+
+    class Producer:
+        def create_batch(self):
+            return Batch()
+
+        async def send_batch(self, batch, topic, partition):
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+
+    outbox = Outbox(Settings())
+    outbox._producer = Producer()
+    outbox._partitions = {"p.md.conditions.v1": [0], "p.tickwire.dlq.v1": [0]}
+    await outbox.deliver([("p.md.conditions.v1", b"A", b"{}", []), ("p.tickwire.dlq.v1", b"B", b"x", [("tickwire.reason", b"schema")])])
+    assert appended == [(b"A", [("tickwire.schema.version", b"1")]), (b"B", [("tickwire.reason", b"schema")])]
