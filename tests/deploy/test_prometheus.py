@@ -13,7 +13,7 @@ from tests.deploy import DEPLOY, compose, env_of, exported_metric_names, load_ya
 
 PROMETHEUS = DEPLOY / "prometheus" / "prometheus.yml"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
-REQUIRED_ALERTS = {"TickwireConsumerLagGrowing", "TickwireDLQMessages", "TickwireNoRowsWritten", "TickwireNotReady"}
+REQUIRED_ALERTS = {"TickwireConsumerLagGrowing", "TickwireDLQMessages", "TickwireNoRowsWritten", "TickwireNotReady", "TickwireDatabaseRetrying"}
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +76,8 @@ def test_the_four_alerts_exist_with_their_conditions(rules):
     rows = rules["TickwireNoRowsWritten"]["expr"]
     assert re.search(r"rate\(\s*tickwire_rows_written_total\s*\[2m\]", rows) and "== 0" in rows and "absent(" in rows
     assert re.search(r"\btickwire_ready\b.*==\s*0\b", rules["TickwireNotReady"]["expr"])
+    retrying = rules["TickwireDatabaseRetrying"]
+    assert "tickwire_db_retries_total" in retrying["expr"] and retrying.get("for") == "5m"
 
 
 def test_alerts_have_a_severity_and_a_summary(rules):
