@@ -20,7 +20,7 @@ import msgspec
 from tickwire.schemas.codec import VERSION_HEADER
 from tickwire.schemas.correlations import CorrelationRecord
 from tickwire.schemas.market import Bar, Condition, CorrelationContext, RegimeChange
-from tickwire.schemas.signals import Fill, ModelPerformanceRow, ModelPredictionRow, Prediction, StrategyPerformanceRow, TradeOutcomeRow
+from tickwire.schemas.signals import Fill, ModelPerformanceRow, Prediction, PredictionOutcome, StrategyPerformanceRow, TradeOutcomeRow
 from tickwire.schemas.topics import (
     BARS, CONDITIONS, CORRELATION_CONTEXT, CORRELATIONS, DLQ, FILLS, MODEL_PERFORMANCE, OUTCOMES, PREDICTIONS, REGIMES,
     STRATEGY_PERFORMANCE, TRADE_OUTCOMES, TRADES, Topic,
@@ -31,7 +31,7 @@ from tickwire.schemas.trades import Trade
 INPUTS: dict[Topic, Any] = {BARS: Bar, TRADES: Trade, PREDICTIONS: Prediction, FILLS: Fill}
 OUTPUTS: dict[Topic, Any] = {
     CONDITIONS: Condition, REGIMES: RegimeChange, CORRELATIONS: CorrelationRecord, CORRELATION_CONTEXT: CorrelationContext,
-    OUTCOMES: ModelPredictionRow, TRADE_OUTCOMES: TradeOutcomeRow, MODEL_PERFORMANCE: ModelPerformanceRow,
+    OUTCOMES: PredictionOutcome, TRADE_OUTCOMES: TradeOutcomeRow, MODEL_PERFORMANCE: ModelPerformanceRow,
     STRATEGY_PERFORMANCE: StrategyPerformanceRow,
 }
 _DLQ_HEADERS = {

@@ -131,6 +131,11 @@ def quix_core(settings, count: int) -> float:
 
 def faust_worker(settings, count: int, **overrides: str) -> float:
     """Bars/s of ``tickwire worker`` (its own consumer group each time), from its first bar."""
+    return run_worker(settings, count, **overrides)[0]
+
+
+def run_worker(settings, count: int, **overrides: str) -> tuple[float, str]:
+    """(bars/s of ``tickwire worker`` from its first bar to its ``count``-th, its /metrics then)."""
     port = 19400 + os.getpid() % 500
     env = dict(os.environ, TICKWIRE_TOPIC_PREFIX=settings.topic_prefix, TICKWIRE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
                TICKWIRE_LOG_LEVEL="WARNING", TICKWIRE_MAX_FUTURE_SKEW_S="1e9", TICKWIRE_PROCESSOR_GROUP=f"bench-{uuid.uuid4().hex[:6]}",
@@ -150,7 +155,7 @@ def faust_worker(settings, count: int, **overrides: str) -> float:
             if consumed and first_at is None:
                 first_at, first = time.perf_counter(), consumed
             if consumed >= count:
-                return (consumed - first) / (time.perf_counter() - first_at)
+                return (consumed - first) / (time.perf_counter() - first_at), text
             if proc.poll() is not None:
                 raise SystemExit("the worker exited early")
     finally:

@@ -1,5 +1,6 @@
-"""The machine-readable contract: JSON Schemas that accept what the codecs accept and
-refuse what they refuse, and an AsyncAPI document whose references all resolve."""
+"""The machine-readable contract: JSON Schemas that accept every topic's messages as
+Tickwire's own cores make them and refuse what the codecs refuse, and an AsyncAPI
+document whose references all resolve."""
 
 from __future__ import annotations
 
@@ -11,7 +12,17 @@ import msgspec
 import pytest
 
 from tickwire.schemas.contract import INPUTS, OUTPUTS, schema_version, write
-from tickwire.schemas.topics import ALL, BARS, CONDITIONS_BY_TIMEFRAME, DLQ, EXPIRY_TICKS
+from tickwire.schemas.market import CorrelationContext
+from tickwire.schemas.signals import Prediction
+from tickwire.schemas.topics import (
+    ALL, BARS, CONDITIONS, CONDITIONS_BY_TIMEFRAME, CORRELATION_CONTEXT, CORRELATIONS, DLQ, EXPIRY_TICKS, FILLS,
+    MODEL_PERFORMANCE, OUTCOMES, PREDICTIONS, REGIMES, STRATEGY_PERFORMANCE, TRADE_OUTCOMES, TRADES,
+)
+from tickwire.schemas.trades import Trade
+from tickwire.streams.correlations import CorrelationConfig, Correlations
+from tickwire.streams.fills import TradeBook, TradeBuilder
+from tickwire.streams.performance import ModelPerformance, ModelPerformanceState, StrategyPerformance, StrategyPerformanceState
+from tickwire.streams.predictions import PredictionState, PredictionValidator
 from tickwire.streams.simulator import MarketSimulator, ToyStrategy
 from tickwire.streams.symbol import SymbolProcessor, SymbolState
 
@@ -38,21 +49,57 @@ def test_every_public_topic_has_a_schema_and_the_asyncapi_document_points_at_the
     assert bars["bindings"]["kafka"]["partitions"] == BARS.partitions and "publish" in bars
 
 
-def test_the_schemas_accept_what_tickwire_produces_and_refuse_what_its_codecs_refuse(contract):
+def examples() -> dict:
+    """topic -> messages Tickwire's own cores and simulator make for it."""
     start = datetime(2026, 3, 2, 14, 30, tzinfo=timezone.utc)
-    bars = list(MarketSimulator(["AAPL", "SPY"], seed=1, start=start).bars(40))
-    bar_schema = validator(contract, BARS)
+    bars = list(MarketSimulator(["SPY", "AAPL", "MSFT"], seed=1, start=start).bars(300))
+    strategy, processor, states = ToyStrategy(seed=1), SymbolProcessor(), {}
+    validator, builder, predictions, books = PredictionValidator(), TradeBuilder(), {}, {}
+    models, strategies = (ModelPerformance(), ModelPerformanceState()), (StrategyPerformance(), StrategyPerformanceState())
+    core = Correlations(CorrelationConfig(timeframe="1m", snapshot_every=1))
+    found: dict = {topic: [] for topic in {**INPUTS, **OUTPUTS}}
+    found[TRADES].append(Trade(symbol="AAPL", ts=start, price=10.5, size=3, trade_id="t-1"))
     for bar in bars:
-        bar_schema.validate(json.loads(msgspec.json.encode(bar)))
-    conditions = [v for bar in bars for kind, v in SymbolProcessor().process(SymbolState(), bar)[0] if kind == "condition"]
-    condition_schema = validator(contract, next(t for t, m in OUTPUTS.items() if m.__name__ == "Condition"))
-    for value in conditions:
-        condition_schema.validate(json.loads(value))
-    strategy = ToyStrategy(seed=1)
-    for message in (m for bar in bars for m in strategy.on_bar(bar)):
-        topic = next(t for t, m in INPUTS.items() if isinstance(message, m))
-        validator(contract, topic).validate(json.loads(msgspec.json.encode(message)))
-    good = json.loads(msgspec.json.encode(bars[0]))
+        found[BARS].append(bar)
+        outputs, _ = processor.process(states.setdefault(bar.symbol, SymbolState()), bar)
+        for kind, value in outputs:
+            found[CONDITIONS if kind == "condition" else REGIMES].append(json.loads(value))
+        outcomes = validator.on_bar(predictions.setdefault(bar.symbol, PredictionState()), bar)
+        for message in strategy.on_bar(bar):
+            if isinstance(message, Prediction):
+                found[PREDICTIONS].append(message)
+                outcomes += validator.on_prediction(predictions.setdefault(message.symbol, PredictionState()), message).outputs
+            else:
+                found[FILLS].append(message)
+                trade = builder.on_fill(books.setdefault(message.symbol, TradeBook()), message).row
+                found[TRADE_OUTCOMES].append(trade)
+                found[STRATEGY_PERFORMANCE] += strategies[0].add(strategies[1], trade)
+        for outcome in outcomes:
+            found[OUTCOMES].append(outcome)
+            found[MODEL_PERFORMANCE] += [row for row in [models[0].add(models[1], outcome)] if row is not None]
+        if bar.symbol == "MSFT":  # the last of each step
+            found[CORRELATIONS] += core.step(int(bar.ts.timestamp() * 1e6), {b.symbol: b.close for b in bars if b.ts == bar.ts})
+            for symbol, (spy, sector) in core.context(20).items():
+                found[CORRELATION_CONTEXT].append(CorrelationContext(
+                    symbol=symbol, timeframe="1m", timestamp=bar.ts, open=bar.open, high=bar.high, low=bar.low, close=bar.close,
+                    volume=bar.volume, spy_correlation=spy, sector_correlation=sector,
+                ))
+    return found
+
+
+def test_every_topics_messages_as_tickwire_makes_them_pass_its_schema(contract):
+    found = examples()
+    assert all(found.values()), [topic.name for topic, messages in found.items() if not messages]
+    for topic, messages in found.items():
+        check = validator(contract, topic)
+        for message in messages:
+            check.validate(message if isinstance(message, dict) else json.loads(msgspec.json.encode(message)))
+
+
+def test_the_schemas_refuse_what_the_codecs_refuse(contract):
+    bar = MarketSimulator(["AAPL"], seed=1, start=datetime(2026, 3, 2, tzinfo=timezone.utc)).bars(1).__next__()
+    good, bar_schema = json.loads(msgspec.json.encode(bar)), validator(contract, BARS)
+    assert bar_schema.is_valid(good)
     for bad in ({**good, "symbol": "AAPL\n"}, {**good, "volume": -1}, {**good, "extra": 1}, {k: v for k, v in good.items() if k != "close"}):
         assert not bar_schema.is_valid(bad), bad
 
