@@ -118,6 +118,7 @@ class Checkpoint:
         self.stage.assigned()
 
     async def run(self, events: list[faust.EventT]) -> None:
+        await self.sequence.start(events)
         admitted, seeks = self.sequence.admit(in_partition_order(events))
         if seeks:
             await self.sequence.seek(seeks)

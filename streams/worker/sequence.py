@@ -7,12 +7,17 @@ offsets it jumped over as done (its "gaps", meant for compacted topics) and comm
 them. The crash test caught it: a handful of symbols' bars never applied, their offsets
 committed, every later condition of those symbols computed without them.
 
-``Sequence`` keeps, per partition, the offset due next: the committed offset after each
-rebalance, then one past each record admitted. A record below it was applied already and
+``Sequence`` keeps, per partition, the offset due next: after each rebalance the committed
+offset, or the partition's beginning when the group has committed none (the consumer
+starts from the earliest record; the first record handed over may be a stale one far
+ahead, so it cannot say where the partition starts), then one past each record admitted. A record below it was applied already and
 is dropped. A record above it is withheld (never acknowledged, so faust cannot commit
-it) and the partition is sought back to the offset due.
-The same jump seen again right after that seek is a real hole in the log (a transaction
-marker, a compacted record): the partition goes on from there.
+it) and the partition is sought back to the offset due. Until the records fetched again
+arrive, faust still hands over what it fetched before (thousands of records): those,
+above the first one withheld, are withheld too, without another seek unless
+``RESEEK_S`` pass. A record at or below that first one after the seek comes from the
+fetch again: it starts a real hole in the log (a transaction marker, a compacted record),
+and the partition goes on from there.
 
 faust's own filter (``ReadOffsets``) is switched off for these topics: it drops a record
 below the highest offset it has handed over, which a stale record raises past records
@@ -24,6 +29,7 @@ One stage per input topic: a seek moves the partition for every agent reading it
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from typing import Any, Callable, Collection
 
@@ -31,28 +37,41 @@ import faust
 from faust.types import TP
 
 log = logging.getLogger("tickwire.worker")
+RESEEK_S = 5.0
 
 
 class Sequence:
     """The offset due next per partition of one stage's inputs (see the module docstring).
 
-    ``consumer()`` is faust's consumer, read for its committed offsets and used to seek;
-    without one (a unit test) the first record seen of a partition starts it.
+    ``consumer()`` is faust's consumer, asked for committed and earliest offsets and used
+    to seek; without one (a unit test) the first record seen of a partition starts it.
     """
 
     def __init__(self, consumer: Callable[[], Any] | None = None) -> None:
         self._consumer = consumer
         self.due: dict[tuple[str, int], int] = {}
-        self._jumps: dict[tuple[str, int], tuple[int, int]] = {}  # partition -> (due, offset) sought back from
+        # partition -> (the offset due it was sought back to, the first record withheld, when)
+        self._sought: dict[tuple[str, int], tuple[int, int, float]] = {}
 
     def reset(self) -> None:
         """Partitions were reassigned: what is due comes from the committed offsets again."""
         self.due.clear()
-        self._jumps.clear()
+        self._sought.clear()
+
+    async def start(self, events: list[faust.EventT]) -> None:
+        """The offset due of each partition ``events`` hold that is new since the rebalance."""
+        new = {(e.message.topic, e.message.partition) for e in events} - self.due.keys()
+        if not new or self._consumer is None:
+            return
+        consumer = self._consumer()
+        committed = {where: consumer._committed_offset.get(TP(*where)) for where in new}
+        uncommitted = [TP(*where) for where, offset in committed.items() if offset is None]
+        earliest = await consumer.earliest_offsets(*uncommitted) if uncommitted else {}
+        for where, offset in committed.items():
+            self.due[where] = offset if offset is not None else earliest[TP(*where)]
 
     def admit(self, events: list[faust.EventT]) -> tuple[list[faust.EventT], dict[tuple[str, int], int]]:
         """(the events to apply, in their order; partition -> offset to seek back to)."""
-        committed = self._consumer()._committed_offset if self._consumer else {}
         admitted: list[faust.EventT] = []
         seeks: dict[tuple[str, int], int] = {}
         for event in events:
@@ -61,17 +80,22 @@ class Sequence:
             if where in seeks:
                 message.incref()  # withheld: the seek brings it again
                 continue
-            due = self.due.get(where)
-            if due is None:
-                due = committed.get(where) or offset
+            due = self.due.get(where, offset)
             if offset < due:
                 continue  # applied already: faust handed it over twice
             if offset > due:
-                if self._jumps.get(where) != (due, offset):
+                sought = self._sought.get(where)
+                if sought is None or sought[0] != due:  # a jump: withhold, and fetch again from the offset due
                     log.warning("%s[%d]: offset %d handed over while %d was due; seeking back to %d",
                                 message.topic, message.partition, offset, due, due)
-                    self._jumps[where] = (due, offset)
+                    self._sought[where] = (due, offset, time.monotonic())
                     seeks[where] = due
+                    message.incref()
+                    continue
+                if offset > sought[1]:  # fetched before the seek: withheld, its copy is on its way
+                    if time.monotonic() - sought[2] >= RESEEK_S:
+                        self._sought[where] = (due, sought[1], time.monotonic())
+                        seeks[where] = due
                     message.incref()
                     continue
                 log.warning("%s[%d]: offsets %d to %d are not in the log (a transaction marker or a compacted "

@@ -401,10 +401,13 @@ async def test_stages_delivering_at_once_share_one_started_producer(monkeypatch)
 
 
 class _Consumer:
-    """What ``Sequence`` uses of faust's consumer: committed offsets and seeks."""
+    """What ``Sequence`` uses of faust's consumer: committed and earliest offsets, and seeks."""
 
-    def __init__(self, committed: dict) -> None:
-        self._committed_offset, self.sought = committed, []
+    def __init__(self, committed: dict, earliest: dict | None = None) -> None:
+        self._committed_offset, self.earliest, self.sought = committed, earliest or {}, []
+
+    async def earliest_offsets(self, *partitions):
+        return {tp: self.earliest[tp] for tp in partitions}
 
     async def seek_wait(self, partitions):
         self.sought.append(partitions)
@@ -420,6 +423,14 @@ def _fetched(*offsets: int, partition: int = 0) -> list:
     return events
 
 
+async def _admitted(sequence, *offsets: int, partition: int = 0) -> list[int]:
+    events = _fetched(*offsets, partition=partition)
+    await sequence.start(events)
+    admitted, seeks = sequence.admit(events)
+    await sequence.seek(seeks)
+    return [e.message.offset for e in admitted]
+
+
 async def test_records_fetched_before_a_seek_are_withheld_and_the_partition_fetched_again():
     from faust.types import TP
 
@@ -429,14 +440,28 @@ async def test_records_fetched_before_a_seek_are_withheld_and_the_partition_fetc
     sequence = Sequence(lambda: consumer)
     # After a rebalance the committed offset is 10; faust hands over 15 and 16 first (fetched before its seek).
     stale = _fetched(15, 16)
+    await sequence.start(stale)
     admitted, seeks = sequence.admit(stale)
     assert admitted == [] and seeks == {("in", 0): 10}
     assert [e.message.refs for e in stale] == [2, 2]  # never acknowledged, so never committed
     await sequence.seek(seeks)
     assert consumer.sought == [{TP("in", 0): 10}]
-    admitted, seeks = sequence.admit(_fetched(10, 11, 12, 11, 13, 14, 15, 16))  # fetched again, one twice
-    assert [e.message.offset for e in admitted] == [10, 11, 12, 13, 14, 15, 16] and not seeks
-    assert sequence.admit(_fetched(9, 16))[0] == []  # applied already
+    assert await _admitted(sequence, 17, 18) == [] and len(consumer.sought) == 1  # more of the old fetch: no seek storm
+    assert await _admitted(sequence, 10, 11, 12, 11, 13, 14, 15, 16) == [10, 11, 12, 13, 14, 15, 16]  # fetched again
+    assert await _admitted(sequence, 9, 16) == []  # applied already
+
+
+async def test_a_partition_without_a_commit_starts_at_its_beginning_not_at_the_first_record_handed_over():
+    from faust.types import TP
+
+    from tickwire.streams.worker.sequence import Sequence
+
+    # A worker killed before its group committed anything for this partition: the next one's
+    # first record may be one fetched before faust's seek, far ahead of the partition's start.
+    consumer = _Consumer({}, earliest={TP("in", 0): 0})
+    sequence = Sequence(lambda: consumer)
+    assert await _admitted(sequence, 382) == [] and consumer.sought == [{TP("in", 0): 0}]
+    assert await _admitted(sequence, 0, 1, 2) == [0, 1, 2]
 
 
 async def test_a_real_hole_in_the_log_is_crossed_after_one_seek_and_a_reassignment_starts_again():
@@ -444,16 +469,15 @@ async def test_a_real_hole_in_the_log_is_crossed_after_one_seek_and_a_reassignme
 
     from tickwire.streams.worker.sequence import Sequence
 
-    consumer = _Consumer({})
+    consumer = _Consumer({}, earliest={TP("in", 0): 3, TP("in", 1): 40})
     sequence = Sequence(lambda: consumer)
-    assert [e.message.offset for e in sequence.admit(_fetched(3, 4))[0]] == [3, 4]  # nothing committed: starts at the first
-    assert sequence.admit(_fetched(6, 7)) == ([], {("in", 0): 5})  # 5 is a transaction marker: seek back once
-    assert [e.message.offset for e in sequence.admit(_fetched(6, 7))[0]] == [6, 7]  # the same jump again: real
-    other = _fetched(40, partition=1)
-    assert sequence.admit(other)[0] == other  # partitions are sequenced apart
+    assert await _admitted(sequence, 3, 4) == [3, 4]
+    assert await _admitted(sequence, 6, 7) == []  # 5 is a transaction marker: seek back once
+    assert await _admitted(sequence, 6, 7) == [6, 7]  # after the seek the log starts again at 6: a real hole
+    assert await _admitted(sequence, 40, partition=1) == [40]  # partitions are sequenced apart
     consumer._committed_offset[TP("in", 0)] = 2
     sequence.reset()
-    assert [e.message.offset for e in sequence.admit(_fetched(2, 3))[0]] == [2, 3]  # due again from the committed offset
+    assert await _admitted(sequence, 2, 3) == [2, 3]  # due again from the committed offset
 
 
 def test_no_topic_feeds_two_stages():
