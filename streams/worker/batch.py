@@ -118,10 +118,11 @@ class Checkpoint:
         self.stage.assigned()
 
     async def run(self, events: list[faust.EventT]) -> None:
-        await self.sequence.start(events)
+        # Asking the broker where a partition starts, or seeking, fails as a delivery does.
+        await self.until_done("sequence records", lambda: self.sequence.start(events))
         admitted, seeks = self.sequence.admit(in_partition_order(events))
         if seeks:
-            await self.sequence.seek(seeks)
+            await self.until_done("sequence records", lambda: self.sequence.seek(seeks))
         out = self.handle(admitted)  # 1
         await self.until_done("deliver outputs", lambda: self.outbox.deliver(out))  # 2
         for topic, _, _, _ in out:
