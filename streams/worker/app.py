@@ -17,7 +17,7 @@ from tickwire.schemas.topics import BARS, DLQ, Topic
 from tickwire.streams.stages import STAGES
 from tickwire.streams.worker.batch import Checkpoint
 from tickwire.streams.worker.outbox import Outbox
-from tickwire.streams.worker.sequence import Sequence, hand_over_every_record
+from tickwire.streams.worker.sequence import Beginnings, Sequence, hand_over_every_record
 from tickwire.streams.worker.stage import Stage, StageContext
 from tickwire.streams.worker.state import KeyedStates
 
@@ -73,8 +73,8 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
 
     names = {spec: settings.topic(spec.name) for spec in ALL_TOPICS}
     context = StageContext(settings, metrics, names, msgspec.json.Encoder().encode, topic)
-    outbox = Outbox(settings)
-    checkpoints = [_install(app, stage_type, context, outbox) for stage_type in STAGES]
+    outbox, beginnings = Outbox(settings), Beginnings(settings)
+    checkpoints = [_install(app, stage_type, context, outbox, beginnings) for stage_type in STAGES]
 
     @app.on_rebalance_complete.connect
     async def on_assigned(sender: object, **kwargs: object) -> None:
@@ -89,8 +89,9 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
         hand_over_every_record(app.consumer, [context.names[t] for stage in STAGES for t in stage.inputs])
 
     @app.on_before_shutdown.connect
-    async def close_outbox(sender: object, **kwargs: object) -> None:
+    async def close_clients(sender: object, **kwargs: object) -> None:
         await outbox.stop()
+        await beginnings.stop()
 
     @app.task
     async def broker_health() -> None:
@@ -99,12 +100,12 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     return app
 
 
-def _install(app: faust.App, stage_type: type[Stage], context: StageContext, outbox: Outbox) -> Checkpoint:
+def _install(app: faust.App, stage_type: type[Stage], context: StageContext, outbox: Outbox, beginnings: Beginnings) -> Checkpoint:
     """``stage_type``'s table, agent and timers on ``app``."""
     spec, settings = stage_type.table, context.settings
     table = app.Table(spec.name, default=bytes, partitions=spec.partitioned_like.partitions, key_type=bytes, value_type=bytes)
     stage = stage_type(context, KeyedStates(table, spec.codec, context.metrics))
-    checkpoint = Checkpoint(stage, outbox, context.names[DLQ], context.metrics, sequence=Sequence(lambda: app.consumer))
+    checkpoint = Checkpoint(stage, outbox, context.names[DLQ], context.metrics, sequence=Sequence(lambda: app.consumer, beginnings))
     # One channel over every input: the stage sees a key's inputs in one agent, in one partition.
     inputs = app.topic(*(context.names[t] for t in stage_type.inputs), partitions=stage_type.inputs[0].partitions, **_RAW)
 

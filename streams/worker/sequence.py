@@ -2,26 +2,28 @@
 
 faust's consumer does not promise it around a rebalance: records fetched before its seek
 to the committed offsets are handed over after it (faust-streaming issues 216 and 221),
-so a partition's stream can jump ahead, go back or repeat itself. And faust counts the
-offsets it jumped over as done (its "gaps", meant for compacted topics) and commits
-them. The crash test caught it: a handful of symbols' bars never applied, their offsets
-committed, every later condition of those symbols computed without them.
+so a partition's stream can jump ahead, go back or repeat itself. And faust drops the
+records it then fetches again (its read-offset filter) and counts the offsets it jumped
+over as done (its "gaps", meant for compacted topics), committing them. The crash test
+caught it: a handful of symbols' bars never applied, their offsets committed, every
+later condition of those symbols computed without them.
 
 ``Sequence`` keeps, per partition, the offset due next: after each rebalance the committed
 offset, or the partition's beginning when the group has committed none (the consumer
-starts from the earliest record; the first record handed over may be a stale one far
-ahead, so it cannot say where the partition starts), then one past each record admitted. A record below it was applied already and
-is dropped. A record above it is withheld (never acknowledged, so faust cannot commit
-it) and the partition is sought back to the offset due. Until the records fetched again
-arrive, faust still hands over what it fetched before (thousands of records): those,
-above the first one withheld, are withheld too, without another seek unless
-``RESEEK_S`` pass. A record at or below that first one after the seek comes from the
-fetch again: it starts a real hole in the log (a transaction marker, a compacted record),
-and the partition goes on from there.
+starts from the earliest record, and the first record handed over may be a stale one far
+ahead), then one past each record admitted. A record below it was applied already and
+is dropped. A record above it is withheld: never acknowledged, so faust cannot commit it.
+The records fetched again after faust's seek follow the stale ones, and are admitted in
+order. Only if the offset due has not come within ``RESEEK_S`` is the partition sought
+back to it; a record at or below the first one withheld that comes after that seek
+starts a real hole in the log (a transaction marker, a compacted record), and the
+partition goes on from there. faust's own filter is switched off for these topics
+(``ReadOffsets``).
 
-faust's own filter (``ReadOffsets``) is switched off for these topics: it drops a record
-below the highest offset it has handed over, which a stale record raises past records
-never applied, and marks the offsets a jump skips as done.
+An agent never calls into faust's consumer thread: during a rebalance that thread waits
+for the agents to finish their batches, and an agent waiting for it would never finish.
+Where a partition begins is asked of a client of its own (``Beginnings``), and a seek is
+faust's own, which sets the client's position without waiting for the thread.
 
 One stage per input topic: a seek moves the partition for every agent reading it.
 """
@@ -31,31 +33,40 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from typing import Any, Callable, Collection
+from typing import Any, Awaitable, Callable, Collection
 
 import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
+
+from tickwire.schemas.settings import Settings
 
 log = logging.getLogger("tickwire.worker")
 RESEEK_S = 5.0
+Where = tuple[str, int]  # (topic, partition)
 
 
 class Sequence:
     """The offset due next per partition of one stage's inputs (see the module docstring).
 
-    ``consumer()`` is faust's consumer, asked for committed and earliest offsets and used
-    to seek; without one (a unit test) the first record seen of a partition starts it.
+    ``consumer()`` is faust's consumer (its committed offsets, and its seek); ``beginnings``
+    says where partitions start. Without them (a unit test) the first record seen of a
+    partition starts it.
     """
 
-    def __init__(self, consumer: Callable[[], Any] | None = None) -> None:
-        self._consumer = consumer
-        self.due: dict[tuple[str, int], int] = {}
-        # partition -> (the offset due it was sought back to, the first record withheld, when)
-        self._sought: dict[tuple[str, int], tuple[int, int, float]] = {}
+    def __init__(
+        self, consumer: Callable[[], Any] | None = None, beginnings: Callable[[list[Where]], Awaitable[dict[Where, int]]] | None = None,
+    ) -> None:
+        self._consumer, self._beginnings = consumer, beginnings
+        self.due: dict[Where, int] = {}
+        # partition -> (the offset due, the first record withheld, when it was withheld or last sought back)
+        self._withheld: dict[Where, tuple[int, int, float]] = {}
+        self._sought: set[Where] = set()
 
     def reset(self) -> None:
         """Partitions were reassigned: what is due comes from the committed offsets again."""
         self.due.clear()
+        self._withheld.clear()
         self._sought.clear()
 
     async def start(self, events: list[faust.EventT]) -> None:
@@ -63,38 +74,37 @@ class Sequence:
         new = {(e.message.topic, e.message.partition) for e in events} - self.due.keys()
         if not new or self._consumer is None:
             return
-        consumer = self._consumer()
-        committed = {where: consumer._committed_offset.get(TP(*where)) for where in new}
-        uncommitted = [TP(*where) for where, offset in committed.items() if offset is None]
-        earliest = await consumer.earliest_offsets(*uncommitted) if uncommitted else {}
+        committed = {where: self._consumer()._committed_offset.get(TP(*where)) for where in new}
+        uncommitted = [where for where, offset in committed.items() if offset is None]
+        beginnings = await self._beginnings(uncommitted) if uncommitted and self._beginnings else {}
         for where, offset in committed.items():
-            self.due[where] = offset if offset is not None else earliest[TP(*where)]
+            self.due[where] = offset if offset is not None else beginnings.get(where, 0)
 
-    def admit(self, events: list[faust.EventT]) -> tuple[list[faust.EventT], dict[tuple[str, int], int]]:
+    def admit(self, events: list[faust.EventT]) -> tuple[list[faust.EventT], dict[Where, int]]:
         """(the events to apply, in their order; partition -> offset to seek back to)."""
         admitted: list[faust.EventT] = []
-        seeks: dict[tuple[str, int], int] = {}
+        seeks: dict[Where, int] = {}
+        now = time.monotonic()
         for event in events:
             message = event.message
             where, offset = (message.topic, message.partition), message.offset
-            if where in seeks:
-                message.incref()  # withheld: the seek brings it again
-                continue
             due = self.due.get(where, offset)
             if offset < due:
                 continue  # applied already: faust handed it over twice
             if offset > due:
-                sought = self._sought.get(where)
-                if sought is None or sought[0] != due:  # a jump: withhold, and fetch again from the offset due
-                    log.warning("%s[%d]: offset %d handed over while %d was due; seeking back to %d",
+                withheld = self._withheld.get(where)
+                if withheld is None or withheld[0] != due:  # a jump: wait for the records fetched again
+                    log.warning("%s[%d]: offset %d handed over while %d was due; withheld until %d comes",
                                 message.topic, message.partition, offset, due, due)
-                    self._sought[where] = (due, offset, time.monotonic())
-                    seeks[where] = due
+                    self._withheld[where] = (due, offset, now)
+                    self._sought.discard(where)
                     message.incref()
                     continue
-                if offset > sought[1]:  # fetched before the seek: withheld, its copy is on its way
-                    if time.monotonic() - sought[2] >= RESEEK_S:
-                        self._sought[where] = (due, sought[1], time.monotonic())
+                if offset > withheld[1] or where not in self._sought:
+                    if now - withheld[2] >= RESEEK_S and where not in seeks:
+                        log.warning("%s[%d]: %d has not come in %.0f s; seeking back to it", message.topic, message.partition, due, RESEEK_S)
+                        self._withheld[where] = (due, withheld[1], now)
+                        self._sought.add(where)
                         seeks[where] = due
                     message.incref()
                     continue
@@ -104,11 +114,32 @@ class Sequence:
             admitted.append(event)
         return admitted, seeks
 
-    async def seek(self, seeks: dict[tuple[str, int], int]) -> None:
-        """Fetch each partition again from its offset due (in faust's consumer thread, which
-        owns the client: a seek from outside it is undone by the fetch it races)."""
-        if seeks and self._consumer is not None:
-            await self._consumer().seek_wait({TP(topic, partition): offset for (topic, partition), offset in seeks.items()})
+    async def seek(self, seeks: dict[Where, int]) -> None:
+        """Fetch each partition again from its offset due."""
+        if self._consumer is not None:
+            for (topic, partition), offset in seeks.items():
+                await self._consumer().seek(TP(topic, partition), offset)
+
+
+class Beginnings:
+    """Where partitions start, asked of a client of its own (see the module docstring)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._options = settings.kafka_options()
+        self._client: AIOKafkaConsumer | None = None
+
+    async def __call__(self, partitions: list[Where]) -> dict[Where, int]:
+        if self._client is None:
+            client = AIOKafkaConsumer(**self._options, enable_auto_commit=False)
+            await client.start()
+            self._client = client
+        offsets = await self._client.beginning_offsets([TopicPartition(t, p) for t, p in partitions])
+        return {(tp.topic, tp.partition): offset for tp, offset in offsets.items()}
+
+    async def stop(self) -> None:
+        if self._client is not None:
+            await self._client.stop()
+            self._client = None
 
 
 class ReadOffsets(defaultdict):

@@ -401,16 +401,13 @@ async def test_stages_delivering_at_once_share_one_started_producer(monkeypatch)
 
 
 class _Consumer:
-    """What ``Sequence`` uses of faust's consumer: committed and earliest offsets, and seeks."""
+    """What ``Sequence`` uses of faust's consumer: its committed offsets and its seek."""
 
-    def __init__(self, committed: dict, earliest: dict | None = None) -> None:
-        self._committed_offset, self.earliest, self.sought = committed, earliest or {}, []
+    def __init__(self, committed: dict) -> None:
+        self._committed_offset, self.sought = committed, []
 
-    async def earliest_offsets(self, *partitions):
-        return {tp: self.earliest[tp] for tp in partitions}
-
-    async def seek_wait(self, partitions):
-        self.sought.append(partitions)
+    async def seek(self, tp, offset):
+        self.sought.append((tp, offset))
 
 
 def _fetched(*offsets: int, partition: int = 0) -> list:
@@ -431,49 +428,51 @@ async def _admitted(sequence, *offsets: int, partition: int = 0) -> list[int]:
     return [e.message.offset for e in admitted]
 
 
-async def test_records_fetched_before_a_seek_are_withheld_and_the_partition_fetched_again():
-    from faust.types import TP
-
+def _sequence(committed: dict, beginnings: dict | None = None):
     from tickwire.streams.worker.sequence import Sequence
 
-    consumer = _Consumer({TP("in", 0): 10})
-    sequence = Sequence(lambda: consumer)
+    consumer = _Consumer(committed)
+
+    async def begin(partitions):
+        return {where: (beginnings or {})[where] for where in partitions}
+
+    return consumer, Sequence(lambda: consumer, begin)
+
+
+async def test_records_fetched_before_faust_seeks_are_withheld_until_those_fetched_again_come():
+    from faust.types import TP
+
+    consumer, sequence = _sequence({TP("in", 0): 10})
     # After a rebalance the committed offset is 10; faust hands over 15 and 16 first (fetched before its seek).
     stale = _fetched(15, 16)
     await sequence.start(stale)
     admitted, seeks = sequence.admit(stale)
-    assert admitted == [] and seeks == {("in", 0): 10}
+    assert admitted == [] and seeks == {}
     assert [e.message.refs for e in stale] == [2, 2]  # never acknowledged, so never committed
-    await sequence.seek(seeks)
-    assert consumer.sought == [{TP("in", 0): 10}]
-    assert await _admitted(sequence, 17, 18) == [] and len(consumer.sought) == 1  # more of the old fetch: no seek storm
+    assert await _admitted(sequence, 17, 18) == []  # more of the old fetch
     assert await _admitted(sequence, 10, 11, 12, 11, 13, 14, 15, 16) == [10, 11, 12, 13, 14, 15, 16]  # fetched again
-    assert await _admitted(sequence, 9, 16) == []  # applied already
+    assert await _admitted(sequence, 9, 16) == [] and consumer.sought == []  # applied already; faust's own seek did it
 
 
 async def test_a_partition_without_a_commit_starts_at_its_beginning_not_at_the_first_record_handed_over():
-    from faust.types import TP
-
-    from tickwire.streams.worker.sequence import Sequence
-
     # A worker killed before its group committed anything for this partition: the next one's
     # first record may be one fetched before faust's seek, far ahead of the partition's start.
-    consumer = _Consumer({}, earliest={TP("in", 0): 0})
-    sequence = Sequence(lambda: consumer)
-    assert await _admitted(sequence, 382) == [] and consumer.sought == [{TP("in", 0): 0}]
+    _, sequence = _sequence({}, beginnings={("in", 0): 0})
+    assert await _admitted(sequence, 382) == []
     assert await _admitted(sequence, 0, 1, 2) == [0, 1, 2]
 
 
-async def test_a_real_hole_in_the_log_is_crossed_after_one_seek_and_a_reassignment_starts_again():
+async def test_an_offset_due_that_does_not_come_is_sought_and_a_real_hole_crossed(monkeypatch):
     from faust.types import TP
 
-    from tickwire.streams.worker.sequence import Sequence
+    from tickwire.streams.worker import sequence as module
 
-    consumer = _Consumer({}, earliest={TP("in", 0): 3, TP("in", 1): 40})
-    sequence = Sequence(lambda: consumer)
+    consumer, sequence = _sequence({}, beginnings={("in", 0): 3, ("in", 1): 40})
     assert await _admitted(sequence, 3, 4) == [3, 4]
-    assert await _admitted(sequence, 6, 7) == []  # 5 is a transaction marker: seek back once
-    assert await _admitted(sequence, 6, 7) == [6, 7]  # after the seek the log starts again at 6: a real hole
+    assert await _admitted(sequence, 6, 7) == [] and consumer.sought == []  # 5 may be on its way
+    monkeypatch.setattr(module, "RESEEK_S", 0.0)
+    assert await _admitted(sequence, 8) == [] and consumer.sought == [(TP("in", 0), 5)]  # it is not: fetch again
+    assert await _admitted(sequence, 6, 7, 8) == [6, 7, 8]  # the log starts again at 6: 5 is a transaction marker
     assert await _admitted(sequence, 40, partition=1) == [40]  # partitions are sequenced apart
     consumer._committed_offset[TP("in", 0)] = 2
     sequence.reset()
