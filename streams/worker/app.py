@@ -105,7 +105,7 @@ def _install(app: faust.App, stage_type: type[Stage], context: StageContext, out
     spec, settings = stage_type.table, context.settings
     table = app.Table(spec.name, default=bytes, partitions=spec.partitioned_like.partitions, key_type=bytes, value_type=bytes)
     stage = stage_type(context, KeyedStates(table, spec.codec, context.metrics))
-    checkpoint = Checkpoint(stage, outbox, context.names[DLQ], context.metrics, sequence=Sequence(lambda: app.consumer, beginnings))
+    checkpoint = Checkpoint(stage, outbox, context.names[DLQ], context.metrics, sequence=Sequence(lambda: app.consumer, beginnings, lambda: app.rebalancing))
     # One channel over every input: the stage sees a key's inputs in one agent, in one partition.
     inputs = app.topic(*(context.names[t] for t in stage_type.inputs), partitions=stage_type.inputs[0].partitions, **_RAW)
 
@@ -114,6 +114,7 @@ def _install(app: faust.App, stage_type: type[Stage], context: StageContext, out
             await checkpoint.run(events)
 
     app.agent(inputs, name=stage_type.name)(agent)
+    app.timer(interval=1.0, name=f"{stage_type.name}.reseek")(checkpoint.reseek)
     for interval, work in stage.timers():
         app.timer(interval=interval, name=f"{stage_type.name}.{work.__name__}")(work)
     return checkpoint

@@ -117,12 +117,15 @@ class Checkpoint:
         self.sequence.reset()
         self.stage.assigned()
 
+    async def reseek(self) -> None:
+        """A timer's: seek back again the partitions whose offset due has not come."""
+        await self.sequence.seek(self.sequence.overdue())
+
     async def run(self, events: list[faust.EventT]) -> None:
-        # Asking the broker where a partition starts, or seeking, fails as a delivery does.
+        # Asking the broker where a partition starts fails as a delivery does.
         await self.until_done("sequence records", lambda: self.sequence.start(events))
         admitted, seeks = self.sequence.admit(in_partition_order(events))
-        if seeks:
-            await self.until_done("sequence records", lambda: self.sequence.seek(seeks))
+        await self.sequence.seek(seeks)
         out = self.handle(admitted)  # 1
         await self.until_done("deliver outputs", lambda: self.outbox.deliver(out))  # 2
         for topic, _, _, _ in out:

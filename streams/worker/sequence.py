@@ -12,24 +12,26 @@ later condition of those symbols computed without them.
 offset, or the partition's beginning when the group has committed none (the consumer
 starts from the earliest record, and the first record handed over may be a stale one far
 ahead), then one past each record admitted. A record below it was applied already and
-is dropped. A record above it is withheld: never acknowledged, so faust cannot commit it.
-The records fetched again after faust's seek follow the stale ones, and are admitted in
-order. Only if the offset due has not come within ``RESEEK_S`` is the partition sought
-back to it; a record at or below the first one withheld that comes after that seek
-starts a real hole in the log (a transaction marker, a compacted record), and the
-partition goes on from there. faust's own filter is switched off for these topics
-(``ReadOffsets``).
+is dropped. A record above it is withheld (never acknowledged, so faust cannot commit it)
+and the partition sought back to the offset due; while the rest of the old fetch comes,
+it is withheld too, and a partition whose offset due has still not come after
+``RESEEK_S`` is sought back again (by a timer: a stalled partition sends no records to
+trigger it). A record at or below the first one withheld that comes after a seek starts
+a real hole in the log (a transaction marker, a compacted record), and the partition
+goes on from there. faust's own filter is switched off for these topics (``ReadOffsets``).
 
-An agent never calls into faust's consumer thread: during a rebalance that thread waits
-for the agents to finish their batches, and an agent waiting for it would never finish.
-Where a partition begins is asked of a client of its own (``Beginnings``), and a seek is
-faust's own, which sets the client's position without waiting for the thread.
+A seek runs in faust's consumer thread, which owns the client (a seek from outside is
+undone by the fetch it races), and is not waited for beyond ``SEEK_WAIT_S``: during a
+rebalance that thread waits for the agents to finish their batches, so an agent waiting
+for it would never finish. Where a partition begins is asked of a client of the
+worker's own (``Beginnings``) for the same reason. No seek starts while faust rebalances.
 
 One stage per input topic: a seek moves the partition for every agent reading it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import defaultdict
@@ -43,6 +45,7 @@ from tickwire.schemas.settings import Settings
 
 log = logging.getLogger("tickwire.worker")
 RESEEK_S = 5.0
+SEEK_WAIT_S = 2.0
 Where = tuple[str, int]  # (topic, partition)
 
 
@@ -50,24 +53,24 @@ class Sequence:
     """The offset due next per partition of one stage's inputs (see the module docstring).
 
     ``consumer()`` is faust's consumer (its committed offsets, and its seek); ``beginnings``
-    says where partitions start. Without them (a unit test) the first record seen of a
-    partition starts it.
+    says where partitions start; ``rebalancing()`` whether faust is in a rebalance. Without
+    them (a unit test) the first record seen of a partition starts it.
     """
 
     def __init__(
         self, consumer: Callable[[], Any] | None = None, beginnings: Callable[[list[Where]], Awaitable[dict[Where, int]]] | None = None,
+        rebalancing: Callable[[], bool] = lambda: False,
     ) -> None:
-        self._consumer, self._beginnings = consumer, beginnings
+        self._consumer, self._beginnings, self._rebalancing = consumer, beginnings, rebalancing
         self.due: dict[Where, int] = {}
-        # partition -> (the offset due, the first record withheld, when it was withheld or last sought back)
+        # partition -> (the offset due, the first record withheld, when it was last sought back)
         self._withheld: dict[Where, tuple[int, int, float]] = {}
-        self._sought: set[Where] = set()
+        self._seeking: set[asyncio.Task] = set()
 
     def reset(self) -> None:
         """Partitions were reassigned: what is due comes from the committed offsets again."""
         self.due.clear()
         self._withheld.clear()
-        self._sought.clear()
 
     async def start(self, events: list[faust.EventT]) -> None:
         """The offset due of each partition ``events`` hold that is new since the rebalance."""
@@ -84,7 +87,6 @@ class Sequence:
         """(the events to apply, in their order; partition -> offset to seek back to)."""
         admitted: list[faust.EventT] = []
         seeks: dict[Where, int] = {}
-        now = time.monotonic()
         for event in events:
             message = event.message
             where, offset = (message.topic, message.partition), message.offset
@@ -93,19 +95,14 @@ class Sequence:
                 continue  # applied already: faust handed it over twice
             if offset > due:
                 withheld = self._withheld.get(where)
-                if withheld is None or withheld[0] != due:  # a jump: wait for the records fetched again
-                    log.warning("%s[%d]: offset %d handed over while %d was due; withheld until %d comes",
+                if withheld is None or withheld[0] != due:  # a jump: withhold, and fetch again from the offset due
+                    log.warning("%s[%d]: offset %d handed over while %d was due; seeking back to %d",
                                 message.topic, message.partition, offset, due, due)
-                    self._withheld[where] = (due, offset, now)
-                    self._sought.discard(where)
+                    self._withheld[where] = (due, offset, time.monotonic())
+                    seeks[where] = due
                     message.incref()
                     continue
-                if offset > withheld[1] or where not in self._sought:
-                    if now - withheld[2] >= RESEEK_S and where not in seeks:
-                        log.warning("%s[%d]: %d has not come in %.0f s; seeking back to it", message.topic, message.partition, due, RESEEK_S)
-                        self._withheld[where] = (due, withheld[1], now)
-                        self._sought.add(where)
-                        seeks[where] = due
+                if offset > withheld[1] or where in seeks:  # the old fetch still coming
                     message.incref()
                     continue
                 log.warning("%s[%d]: offsets %d to %d are not in the log (a transaction marker or a compacted "
@@ -114,11 +111,31 @@ class Sequence:
             admitted.append(event)
         return admitted, seeks
 
+    def overdue(self) -> dict[Where, int]:
+        """Partitions whose offset due has not come ``RESEEK_S`` after their last seek back."""
+        now, seeks = time.monotonic(), {}
+        for where, (due, first, sought) in list(self._withheld.items()):
+            if self.due.get(where) != due:  # it came
+                del self._withheld[where]
+            elif now - sought >= RESEEK_S:
+                log.warning("%s[%d]: %d has not come %.0f s after a seek back; seeking again", *where, due, now - sought)
+                self._withheld[where] = (due, first, now)
+                seeks[where] = due
+        return seeks
+
     async def seek(self, seeks: dict[Where, int]) -> None:
-        """Fetch each partition again from its offset due."""
-        if self._consumer is not None:
-            for (topic, partition), offset in seeks.items():
-                await self._consumer().seek(TP(topic, partition), offset)
+        """Fetch each partition again from its offset due (see the module docstring)."""
+        if not seeks or self._consumer is None or self._rebalancing():
+            return  # after a rebalance faust seeks to the committed offsets itself
+        task = asyncio.ensure_future(self._consumer().seek_wait({TP(t, p): offset for (t, p), offset in seeks.items()}))
+        self._seeking.add(task)
+        task.add_done_callback(self._sought)
+        await asyncio.wait({task}, timeout=SEEK_WAIT_S)
+
+    def _sought(self, task: asyncio.Task) -> None:
+        self._seeking.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("a seek back failed (%s); the timer tries again", type(task.exception()).__name__)
 
 
 class Beginnings:

@@ -401,13 +401,13 @@ async def test_stages_delivering_at_once_share_one_started_producer(monkeypatch)
 
 
 class _Consumer:
-    """What ``Sequence`` uses of faust's consumer: its committed offsets and its seek."""
+    """What ``Sequence`` uses of faust's consumer: its committed offsets and seeks."""
 
     def __init__(self, committed: dict) -> None:
         self._committed_offset, self.sought = committed, []
 
-    async def seek(self, tp, offset):
-        self.sought.append((tp, offset))
+    async def seek_wait(self, partitions):
+        self.sought.append(partitions)
 
 
 def _fetched(*offsets: int, partition: int = 0) -> list:
@@ -428,7 +428,7 @@ async def _admitted(sequence, *offsets: int, partition: int = 0) -> list[int]:
     return [e.message.offset for e in admitted]
 
 
-def _sequence(committed: dict, beginnings: dict | None = None):
+def _sequence(committed: dict, beginnings: dict | None = None, rebalancing: bool = False):
     from tickwire.streams.worker.sequence import Sequence
 
     consumer = _Consumer(committed)
@@ -436,10 +436,10 @@ def _sequence(committed: dict, beginnings: dict | None = None):
     async def begin(partitions):
         return {where: (beginnings or {})[where] for where in partitions}
 
-    return consumer, Sequence(lambda: consumer, begin)
+    return consumer, Sequence(lambda: consumer, begin, lambda: rebalancing)
 
 
-async def test_records_fetched_before_faust_seeks_are_withheld_until_those_fetched_again_come():
+async def test_records_fetched_before_a_seek_are_withheld_and_the_partition_fetched_again():
     from faust.types import TP
 
     consumer, sequence = _sequence({TP("in", 0): 10})
@@ -447,11 +447,13 @@ async def test_records_fetched_before_faust_seeks_are_withheld_until_those_fetch
     stale = _fetched(15, 16)
     await sequence.start(stale)
     admitted, seeks = sequence.admit(stale)
-    assert admitted == [] and seeks == {}
+    assert admitted == [] and seeks == {("in", 0): 10}
     assert [e.message.refs for e in stale] == [2, 2]  # never acknowledged, so never committed
-    assert await _admitted(sequence, 17, 18) == []  # more of the old fetch
+    await sequence.seek(seeks)
+    assert consumer.sought == [{TP("in", 0): 10}]
+    assert await _admitted(sequence, 17, 18) == [] and len(consumer.sought) == 1  # more of the old fetch: no seek storm
     assert await _admitted(sequence, 10, 11, 12, 11, 13, 14, 15, 16) == [10, 11, 12, 13, 14, 15, 16]  # fetched again
-    assert await _admitted(sequence, 9, 16) == [] and consumer.sought == []  # applied already; faust's own seek did it
+    assert await _admitted(sequence, 9, 16) == []  # applied already
 
 
 async def test_a_partition_without_a_commit_starts_at_its_beginning_not_at_the_first_record_handed_over():
@@ -462,21 +464,29 @@ async def test_a_partition_without_a_commit_starts_at_its_beginning_not_at_the_f
     assert await _admitted(sequence, 0, 1, 2) == [0, 1, 2]
 
 
-async def test_an_offset_due_that_does_not_come_is_sought_and_a_real_hole_crossed(monkeypatch):
+async def test_a_stalled_partition_is_sought_again_by_the_timer_and_a_real_hole_crossed(monkeypatch):
     from faust.types import TP
 
     from tickwire.streams.worker import sequence as module
 
     consumer, sequence = _sequence({}, beginnings={("in", 0): 3, ("in", 1): 40})
     assert await _admitted(sequence, 3, 4) == [3, 4]
-    assert await _admitted(sequence, 6, 7) == [] and consumer.sought == []  # 5 may be on its way
+    assert await _admitted(sequence, 6, 7) == [] and consumer.sought == [{TP("in", 0): 5}]
+    assert sequence.overdue() == {}  # not yet
     monkeypatch.setattr(module, "RESEEK_S", 0.0)
-    assert await _admitted(sequence, 8) == [] and consumer.sought == [(TP("in", 0), 5)]  # it is not: fetch again
+    await sequence.seek(sequence.overdue())  # no record came for it: the timer seeks again
+    assert consumer.sought == [{TP("in", 0): 5}] * 2
     assert await _admitted(sequence, 6, 7, 8) == [6, 7, 8]  # the log starts again at 6: 5 is a transaction marker
+    assert sequence.overdue() == {}
     assert await _admitted(sequence, 40, partition=1) == [40]  # partitions are sequenced apart
     consumer._committed_offset[TP("in", 0)] = 2
     sequence.reset()
     assert await _admitted(sequence, 2, 3) == [2, 3]  # due again from the committed offset
+
+
+async def test_no_seek_starts_while_faust_rebalances():
+    consumer, sequence = _sequence({}, beginnings={("in", 0): 0}, rebalancing=True)
+    assert await _admitted(sequence, 9) == [] and consumer.sought == []  # faust seeks to the committed offsets itself
 
 
 def test_no_topic_feeds_two_stages():
