@@ -105,6 +105,13 @@ async def equals_an_uninterrupted_run(isolated, processes, disrupt, pause_s: flo
         return done >= final
 
     await wait_for(signals_caught_up, timeout_s=600 if FULL else 120, interval_s=1)
+    closed = sum(1 for t in want_trades.values() if t.exit_time)
+
+    async def trades_caught_up():
+        row = await conn.fetchrow("SELECT count(*) AS n, count(exit_time) AS closed FROM trade_outcomes")
+        return row["n"] >= len(want_trades) and row["closed"] >= closed
+
+    await wait_for(trades_caught_up, timeout_s=600 if FULL else 120, interval_s=1)
     await asyncio.sleep(3)  # let any late duplicate show itself
     # The correlation stage's columns are compared in tests/integration/test_correlations_stage.py.
     columns = ", ".join(f'"{c}"' for c in MARKET_CONDITIONS.columns if not c.endswith("_correlation"))
