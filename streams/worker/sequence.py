@@ -144,12 +144,18 @@ class Beginnings:
     def __init__(self, settings: Settings) -> None:
         self._options = settings.kafka_options()
         self._client: AIOKafkaConsumer | None = None
+        self._starting = asyncio.Lock()  # stages asking at the same moment share one client
 
     async def __call__(self, partitions: list[Where]) -> dict[Where, int]:
-        if self._client is None:
-            client = AIOKafkaConsumer(**self._options, enable_auto_commit=False)
-            await client.start()
-            self._client = client
+        async with self._starting:
+            if self._client is None:
+                client = AIOKafkaConsumer(**self._options, enable_auto_commit=False)
+                try:
+                    await client.start()
+                except BaseException:
+                    await client.stop()
+                    raise
+                self._client = client
         offsets = await self._client.beginning_offsets([TopicPartition(t, p) for t, p in partitions])
         return {(tp.topic, tp.partition): offset for tp, offset in offsets.items()}
 

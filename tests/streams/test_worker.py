@@ -620,3 +620,24 @@ async def test_outputs_carry_their_topics_schema_version_and_dlq_records_their_o
     outbox._partitions = {"p.md.conditions.v1": [0], "p.tickwire.dlq.v1": [0]}
     await outbox.deliver([("p.md.conditions.v1", b"A", b"{}", []), ("p.tickwire.dlq.v1", b"B", b"x", [("tickwire.reason", b"schema")])])
     assert appended == [(b"A", [("tickwire.schema.version", b"1")]), (b"B", [("tickwire.reason", b"schema")])]
+
+
+async def test_stages_asking_where_partitions_begin_at_once_share_one_client(monkeypatch):
+    from tickwire.streams.worker.sequence import Beginnings
+
+    started = []
+
+    class Client:
+        def __init__(self, **options):
+            started.append(self)
+
+        async def start(self):
+            await asyncio.sleep(0.01)
+
+        async def beginning_offsets(self, partitions):
+            return {tp: 0 for tp in partitions}
+
+    monkeypatch.setattr("tickwire.streams.worker.sequence.AIOKafkaConsumer", Client)
+    beginnings = Beginnings(Settings())
+    answers = await asyncio.gather(*(beginnings([("in", n)]) for n in range(5)))
+    assert len(started) == 1 and answers[3] == {("in", 3): 0}
