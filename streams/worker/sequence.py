@@ -46,6 +46,7 @@ from tickwire.schemas.settings import Settings
 log = logging.getLogger("tickwire.worker")
 RESEEK_S = 5.0
 SEEK_WAIT_S = 2.0
+ASK_TIMEOUT_S = 10.0
 Where = tuple[str, int]  # (topic, partition)
 
 
@@ -156,7 +157,8 @@ class Beginnings:
                     await client.stop()
                     raise
                 self._client = client
-        offsets = await self._client.beginning_offsets([TopicPartition(t, p) for t, p in partitions])
+        # Bounded: the batch waits on it, and a timeout is retried (and logged) like a failed delivery.
+        offsets = await asyncio.wait_for(self._client.beginning_offsets([TopicPartition(t, p) for t, p in partitions]), ASK_TIMEOUT_S)
         return {(tp.topic, tp.partition): offset for tp, offset in offsets.items()}
 
     async def stop(self) -> None:
