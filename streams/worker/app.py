@@ -105,7 +105,9 @@ def _install(app: faust.App, stage_type: type[Stage], context: StageContext, out
     spec, settings = stage_type.table, context.settings
     table = app.Table(spec.name, default=bytes, partitions=spec.partitioned_like.partitions, key_type=bytes, value_type=bytes)
     stage = stage_type(context, KeyedStates(table, spec.codec, context.metrics))
-    checkpoint = Checkpoint(stage, outbox, context.names[DLQ], context.metrics, sequence=Sequence(lambda: app.consumer, beginnings, lambda: app.rebalancing))
+    checkpoint = Checkpoint(stage, outbox, context.names[DLQ], context.metrics, sequence=Sequence(
+        lambda: app.consumer, beginnings, lambda: app.rebalancing, beginnings.ends, [context.names[t] for t in stage_type.inputs],
+    ))
     # One channel over every input: the stage sees a key's inputs in one agent, in one partition.
     inputs = app.topic(*(context.names[t] for t in stage_type.inputs), partitions=stage_type.inputs[0].partitions, **_RAW)
 

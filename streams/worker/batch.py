@@ -118,8 +118,14 @@ class Checkpoint:
         self.stage.assigned()
 
     async def reseek(self) -> None:
-        """A timer's: seek back again the partitions whose offset due has not come."""
-        await self.sequence.seek(self.sequence.overdue())
+        """A timer's: seek back again the partitions whose offset due has not come, and
+        fetch again those that stalled."""
+        try:
+            stalled = await self.sequence.stalled()
+        except (KafkaError, asyncio.TimeoutError, OSError) as exc:  # the broker away: the next round asks again
+            log.debug("cannot look for stalled partitions: %s", exc)
+            stalled = {}
+        await self.sequence.seek({**stalled, **self.sequence.overdue()})
 
     async def run(self, events: list[faust.EventT]) -> None:
         # Asking the broker where a partition starts fails as a delivery does.

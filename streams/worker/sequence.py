@@ -26,6 +26,11 @@ rebalance that thread waits for the agents to finish their batches, so an agent 
 for it would never finish. Where a partition begins is asked of a client of the
 worker's own (``Beginnings``) for the same reason. No seek starts while faust rebalances.
 
+The same timer watches for a partition that lags (its end past the offset due) yet has
+handed nothing over for ``STALL_S``: it is put back among the partitions faust fetches
+(faust drops a partition from them while the agent's queue is full, and in the crash
+test one was never put back) and sought to its offset due.
+
 One stage per input topic: a seek moves the partition for every agent reading it.
 """
 
@@ -47,6 +52,7 @@ log = logging.getLogger("tickwire.worker")
 RESEEK_S = 5.0
 SEEK_WAIT_S = 2.0
 ASK_TIMEOUT_S = 10.0
+STALL_S = 15.0
 Where = tuple[str, int]  # (topic, partition)
 
 
@@ -60,9 +66,12 @@ class Sequence:
 
     def __init__(
         self, consumer: Callable[[], Any] | None = None, beginnings: Callable[[list[Where]], Awaitable[dict[Where, int]]] | None = None,
-        rebalancing: Callable[[], bool] = lambda: False,
+        rebalancing: Callable[[], bool] = lambda: False, ends: Callable[[list[Where]], Awaitable[dict[Where, int]]] | None = None,
+        topics: Collection[str] = (),
     ) -> None:
         self._consumer, self._beginnings, self._rebalancing = consumer, beginnings, rebalancing
+        self._ends, self._topics = ends, frozenset(topics)
+        self._moved: dict[Where, tuple[int, float]] = {}  # partition -> (offset due, since when), for stalls
         self.due: dict[Where, int] = {}
         # partition -> (the offset due, the first record withheld, when it was last sought back)
         self._withheld: dict[Where, tuple[int, int, float]] = {}
@@ -72,6 +81,7 @@ class Sequence:
         """Partitions were reassigned: what is due comes from the committed offsets again."""
         self.due.clear()
         self._withheld.clear()
+        self._moved.clear()
 
     async def start(self, events: list[faust.EventT]) -> None:
         """The offset due of each partition ``events`` hold that is new since the rebalance."""
@@ -124,6 +134,28 @@ class Sequence:
                 seeks[where] = due
         return seeks
 
+    async def stalled(self) -> dict[Where, int]:
+        """Partitions of these topics that lag yet have not moved for ``STALL_S``, each put
+        back among those faust fetches; partition -> its offset due."""
+        if self._consumer is None or self._ends is None or self._rebalancing():
+            return {}
+        consumer, now, seeks = self._consumer(), time.monotonic(), {}
+        mine = [(tp.topic, tp.partition) for tp in consumer.assignment() if tp.topic in self._topics]
+        due = {where: self.due.get(where, consumer._committed_offset.get(TP(*where))) for where in mine}
+        known = [where for where, offset in due.items() if offset is not None]
+        ends = await self._ends(known) if known else {}
+        for where in known:
+            moved = self._moved.get(where)
+            if moved is None or moved[0] != due[where] or ends.get(where, 0) <= due[where]:
+                self._moved[where] = (due[where], now)
+            elif now - moved[1] >= STALL_S:
+                log.warning("%s[%d]: nothing handed over for %.0f s while %d is due and the partition ends at %d;"
+                            " fetching it again", *where, now - moved[1], due[where], ends[where])
+                consumer.on_buffer_drop(TP(*where))
+                self._moved[where] = (due[where], now)
+                seeks[where] = due[where]
+        return seeks
+
     async def seek(self, seeks: dict[Where, int]) -> None:
         """Fetch each partition again from its offset due (see the module docstring)."""
         if not seeks or self._consumer is None or self._rebalancing():
@@ -159,6 +191,12 @@ class Beginnings:
                 self._client = client
         # Bounded: the batch waits on it, and a timeout is retried (and logged) like a failed delivery.
         offsets = await asyncio.wait_for(self._client.beginning_offsets([TopicPartition(t, p) for t, p in partitions]), ASK_TIMEOUT_S)
+        return {(tp.topic, tp.partition): offset for tp, offset in offsets.items()}
+
+    async def ends(self, partitions: list[Where]) -> dict[Where, int]:
+        """Where partitions end (their next offset), asked of the same client."""
+        await self([])
+        offsets = await asyncio.wait_for(self._client.end_offsets([TopicPartition(t, p) for t, p in partitions]), ASK_TIMEOUT_S)
         return {(tp.topic, tp.partition): offset for tp, offset in offsets.items()}
 
     async def stop(self) -> None:

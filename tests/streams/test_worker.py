@@ -641,3 +641,30 @@ async def test_stages_asking_where_partitions_begin_at_once_share_one_client(mon
     beginnings = Beginnings(Settings())
     answers = await asyncio.gather(*(beginnings([("in", n)]) for n in range(5)))
     assert len(started) == 1 and answers[3] == {("in", 3): 0}
+
+
+async def test_a_partition_that_lags_yet_hands_nothing_over_is_fetched_again(monkeypatch):
+    from faust.types import TP
+
+    from tickwire.streams.worker import sequence as module
+
+    class Consumer(_Consumer):
+        dropped: list = []
+
+        def assignment(self):
+            return {TP("in", 0), TP("in", 1), TP("other", 0)}
+
+        def on_buffer_drop(self, tp):
+            self.dropped.append(tp)
+
+    consumer = Consumer({TP("in", 0): 24, TP("in", 1): 50})
+
+    async def ends(partitions):
+        return {("in", 0): 129, ("in", 1): 50}  # partition 1 is at its end: caught up, not stalled
+
+    sequence = module.Sequence(lambda: consumer, None, lambda: False, ends, ["in"])
+    assert await sequence.stalled() == {}  # first look: the clock starts
+    monkeypatch.setattr(module, "STALL_S", 0.0)
+    assert await sequence.stalled() == {("in", 0): 24} and consumer.dropped == [TP("in", 0)]
+    assert await _admitted(sequence, 24, 25) == [24, 25]
+    assert await sequence.stalled() == {}  # it moved
