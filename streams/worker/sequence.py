@@ -52,7 +52,7 @@ log = logging.getLogger("tickwire.worker")
 RESEEK_S = 5.0
 SEEK_WAIT_S = 2.0
 ASK_TIMEOUT_S = 10.0
-STALL_S = 15.0
+STALL_S = 5.0
 Where = tuple[str, int]  # (topic, partition)
 
 
