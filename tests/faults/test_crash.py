@@ -20,6 +20,7 @@ from tickwire.schemas.tables import MARKET_CONDITIONS
 from tickwire.schemas.signals import Fill
 from tickwire.schemas.topics import BARS, FILLS, PREDICTIONS
 from tickwire.sinks.postgres import TableWriter
+from tickwire.streams.predictions import ValidatorConfig
 from tickwire.streams.symbol import SymbolProcessor, SymbolState
 from tickwire.streams.topics import ensure_topics
 from tickwire.streams.simulator import MarketSimulator, ToyStrategy, default_symbols
@@ -62,7 +63,14 @@ async def test_random_sigkills_lose_and_duplicate_nothing(isolated, processes):
 
 async def equals_an_uninterrupted_run(isolated, processes, disrupt, pause_s: float = 0.2) -> None:
     """Feed the stream, pausing ``pause_s`` every 2,000 messages, while ``disrupt()`` starts
-    and stops processes; then compare."""
+    and stops processes; then compare.
+
+    The reference replays the stream in publishing order; the worker reads bars, predictions
+    and fills from three topics, and in a backlog one can run minutes of bar time behind
+    another. A prediction validates the same either way while its bars are still in the
+    validator's history, so the worker keeps as much history as the reference (the
+    default, 60 bars, would expire a prediction that came 60 bars late)."""
+    processes.extra_env["TICKWIRE_PREDICTION_HISTORY_BARS"] = str(ValidatorConfig().max_history_bars)
     await ensure_topics(isolated)
     bars = list(MarketSimulator(default_symbols(SYMBOLS), seed=99, start=START).bars(STEPS))
     strategy = ToyStrategy(seed=99)
