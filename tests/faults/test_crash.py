@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import signal
 
 import asyncpg
@@ -59,6 +60,24 @@ async def test_random_sigkills_lose_and_duplicate_nothing(isolated, processes):
                 sink, _ = processes.start("sink")
 
     await equals_an_uninterrupted_run(isolated, processes, sigkills)
+
+
+async def explain(conn, columns: str, processes) -> str:
+    """What a failing run's rows and logs say: where rows are missing (one partition stalled,
+    or a handful of bars skipped) and the processes' distinct warnings, for a CI log."""
+    missing = await conn.fetch(
+        f"SELECT symbol, timeframe, count(*) AS n, min(\"timestamp\") AS first FROM (SELECT {columns} FROM expected_conditions"
+        f" EXCEPT SELECT {columns} FROM market_conditions) d GROUP BY symbol, timeframe ORDER BY n DESC LIMIT 20")
+    warnings: dict[str, tuple[int, str]] = {}  # template -> (times, its last line), last seen last
+    for line in processes.logs().splitlines():
+        if '"WARNING"' in line or '"ERROR"' in line or "Traceback" in line:
+            template = re.sub(r"\d+", "N", line.split('"message": ', 1)[-1])[:160]
+            times, _ = warnings.pop(template, (0, ""))
+            warnings[template] = (times + 1, line[:400])
+    return "\n".join(["missing (symbol, timeframe, rows, first):"]
+                     + [f"  {r['symbol']} {r['timeframe']} {r['n']} {r['first']}" for r in missing]
+                     + [f"{len(warnings)} distinct warnings, the last 40 (times, last line):"]
+                     + [f"{times}x {line}" for times, line in list(warnings.values())[-40:]])
 
 
 async def equals_an_uninterrupted_run(isolated, processes, disrupt, pause_s: float = 0.2) -> None:
@@ -128,9 +147,10 @@ async def equals_an_uninterrupted_run(isolated, processes, disrupt, pause_s: flo
     total = await conn.fetchval("SELECT count(*) FROM market_conditions")
     predictions = {r["prediction_id"]: r for r in await conn.fetch("SELECT * FROM model_predictions")}
     trades = {r["trade_id"]: r for r in await conn.fetch("SELECT * FROM trade_outcomes")}
+    diagnosis = await explain(conn, columns, processes) if (missing, extra) != (0, 0) else ""
     await conn.close()
     assert len(expected) > len(bars)  # the higher timeframes are in the comparison too
-    assert (missing, extra, total) == (0, 0, len(expected))
+    assert (missing, extra, total) == (0, 0, len(expected)), diagnosis
     assert set(predictions) == set(want_outcomes) and set(trades) == set(want_trades)
     def prediction(row) -> tuple:
         return row["validated_at"], row["actual_direction"], row["expiry_reason"]
