@@ -15,7 +15,8 @@ import signal
 import asyncpg
 import msgspec
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from tickwire.schemas.tables import MARKET_CONDITIONS
 from tickwire.schemas.signals import Fill
@@ -62,9 +63,32 @@ async def test_random_sigkills_lose_and_duplicate_nothing(isolated, processes):
     await equals_an_uninterrupted_run(isolated, processes, sigkills)
 
 
+async def lagging(settings) -> list[str]:
+    """Every consumer group of the run with a partition it has not committed to the end:
+    which stage (worker or one of the sink's pipelines) stopped, and where."""
+    admin = AIOKafkaAdminClient(**settings.kafka_options())
+    reader = AIOKafkaConsumer(**settings.kafka_options(), enable_auto_commit=False)
+    await admin.start()
+    await reader.start()
+    try:
+        out = []
+        for group, _ in await admin.list_consumer_groups():
+            if not group.startswith(settings.topic_prefix):
+                continue
+            committed = await admin.list_consumer_group_offsets(group)
+            ends = await reader.end_offsets(list(committed))
+            out += [f"  {group} {tp.topic}[{tp.partition}] at {at.offset} of {ends[tp]}"
+                    for tp, at in sorted(committed.items()) if at.offset < ends[tp]]
+        return out
+    finally:
+        await reader.stop()
+        await admin.close()
+
+
 async def explain(conn, columns: str, processes) -> str:
-    """What a failing run's rows and logs say: where rows are missing (one partition stalled,
-    or a handful of bars skipped) and the processes' distinct warnings, for a CI log."""
+    """What a failing run's rows, groups and logs say: where rows are missing (one partition
+    stalled, or a handful of bars skipped), which group lags, and the processes' distinct
+    warnings, for a CI log."""
     missing = await conn.fetch(
         f"SELECT symbol, timeframe, count(*) AS n, min(\"timestamp\") AS first FROM (SELECT {columns} FROM expected_conditions"
         f" EXCEPT SELECT {columns} FROM market_conditions) d GROUP BY symbol, timeframe ORDER BY n DESC LIMIT 20")
@@ -76,6 +100,7 @@ async def explain(conn, columns: str, processes) -> str:
             warnings[template] = (times + 1, line[:400])
     return "\n".join(["missing (symbol, timeframe, rows, first):"]
                      + [f"  {r['symbol']} {r['timeframe']} {r['n']} {r['first']}" for r in missing]
+                     + ["groups short of the end:"] + await lagging(processes.settings)
                      + [f"{len(warnings)} distinct warnings, the last 40 (times, last line):"]
                      + [f"{times}x {line}" for times, line in list(warnings.values())[-40:]])
 
