@@ -149,9 +149,12 @@ class Sequence:
             if moved is None or moved[0] != due[where] or ends.get(where, 0) <= due[where]:
                 self._moved[where] = (due[where], now)
             elif now - moved[1] >= STALL_S:
-                log.warning("%s[%d]: nothing handed over for %.0f s while %d is due and the partition ends at %d;"
-                            " fetching it again", *where, now - moved[1], due[where], ends[where])
-                consumer.on_buffer_drop(TP(*where))
+                tp = TP(*where)
+                log.warning("%s[%d]: nothing handed over for %.0f s while %d is due and the partition ends at %d"
+                            " (in faust's fetch: %s, held back for a full queue: %s, paused: %s); fetching it again",
+                            *where, now - moved[1], due[where], ends[where], tp in consumer._get_active_partitions(),
+                            tp in consumer._buffered_partitions, tp in consumer._paused_partitions)
+                consumer.on_buffer_drop(tp)
                 self._moved[where] = (due[where], now)
                 seeks[where] = due[where]
         return seeks

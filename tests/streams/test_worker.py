@@ -650,9 +650,14 @@ async def test_a_partition_that_lags_yet_hands_nothing_over_is_fetched_again(mon
 
     class Consumer(_Consumer):
         dropped: list = []
+        _buffered_partitions = {TP("in", 0)}
+        _paused_partitions: set = set()
 
         def assignment(self):
             return {TP("in", 0), TP("in", 1), TP("other", 0)}
+
+        def _get_active_partitions(self):
+            return {TP("in", 1)}
 
         def on_buffer_drop(self, tp):
             self.dropped.append(tp)
