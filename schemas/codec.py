@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Any, Generic, Literal, Mapping, NamedTuple, Sequence, TypeVar
+from typing import Any, Generic, Literal, Mapping, NamedTuple, Sequence, TypeVar, get_args
 
 import msgspec
 
@@ -18,7 +18,7 @@ Format = Literal["json", "msgpack"]
 
 
 class Codec(Generic[T]):
-    """Decode and validate one message type; encode it back.
+    """Decode and validate one message type (or a tagged union of them); encode it back.
 
     ``decode`` raises ``InvalidMessage`` (never anything else) for any bad input, so a
     caller needs one ``except`` to route a message to the DLQ.
@@ -39,8 +39,9 @@ class Codec(Generic[T]):
         self._decoder = module.Decoder(message_type)
         self._encoder = module.Encoder()
         self._fmt = fmt
-        self._validates = hasattr(message_type, "validate")
-        fields = msgspec.structs.fields(message_type)
+        members = get_args(message_type) or (message_type,)  # a Struct, or a tagged union of them
+        self._validates = all(hasattr(member, "validate") for member in members)
+        fields = [field for member in members for field in msgspec.structs.fields(member)]
         self._quoted_names = [f'"{field.encode_name}"'.encode() for field in fields]
         # A field of free-form JSON can repeat a key anywhere: such messages are always checked.
         self._free_form = any(field.type in (dict, Any) or getattr(field.type, "__origin__", None) is dict for field in fields)
