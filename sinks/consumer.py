@@ -33,6 +33,7 @@ log = logging.getLogger("tickwire.sink")
 T = TypeVar("T", bound=msgspec.Struct)
 _MIN_GROUP_ROWS = 500  # a batch is spread over more connections only in groups at least this big
 _WRITE_POLL_S = 0.005  # while a write is in flight, a started batch polls this often
+_PAUSE_AFTER_S = 5.0  # a write taking longer pauses the partitions, polled only to stay in the group
 # Records decoded between two turns of the event loop: getmany returns prefetched records
 # without yielding, and the write in flight needs the loop to stream its COPY and merge.
 _DECODE_CHUNK = 500
@@ -191,12 +192,17 @@ class TopicSink(Generic[T]):
 
     async def _wait_polling(self, task: asyncio.Task) -> None:
         """Await a write; if the database is slow, keep polling paused partitions so the
-        consumer keeps its group membership (max_poll_interval) while lag grows."""
+        consumer keeps its group membership (max_poll_interval) while lag grows.
+
+        A partition the group assigns during such a poll is not paused: the records it
+        returns are not part of any batch, so it is sought back to the first of them
+        (dropped, they were lost, and the offsets after them committed)."""
         while not task.done():
-            await asyncio.wait({task}, timeout=5)
+            await asyncio.wait({task}, timeout=_PAUSE_AFTER_S)
             if not task.done():
                 self.consumer.pause(*self.consumer.assignment())
-                await self.consumer.getmany(timeout_ms=100)
+                for tp, records in (await self.consumer.getmany(timeout_ms=100)).items():
+                    self.consumer.seek(tp, records[0].offset)
                 await self._report_lag()
         if self.consumer.paused():
             self.consumer.resume(*self.consumer.paused())

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from tickwire.schemas.market import Condition
 from tickwire.schemas.metrics import Metrics
+from tickwire.schemas.settings import Settings
 from tickwire.schemas.signals import ModelPredictionRow
 from tickwire.schemas.tables import MARKET_CONDITIONS, MODEL_PREDICTIONS
 from tickwire.schemas.topics import CONDITIONS, DLQ, OUTCOMES
@@ -208,3 +209,44 @@ async def dead_letters(isolated, key: bytes, count: int) -> list:
         return found
     finally:
         await dlq.stop()
+
+
+async def test_records_of_a_partition_assigned_while_a_slow_write_is_polled_are_fetched_again(monkeypatch):
+    """While a write is slow the sink polls its paused partitions only to stay in the group;
+    a partition assigned meanwhile is not paused, and what that poll returns must be fetched
+    again, not dropped (its later offsets would be committed over the hole)."""
+    from aiokafka import TopicPartition
+    from aiokafka.structs import ConsumerRecord
+
+    from tickwire.sinks import consumer as module
+
+    tp = TopicPartition("md.conditions.v1", 4)
+
+    class Consumer:
+        paused_now: set = set()
+        sought: list = []
+
+        def assignment(self):
+            return {TopicPartition("md.conditions.v1", 0)}  # partition 4 came in a rebalance, unpaused
+
+        def pause(self, *tps):
+            self.paused_now |= set(tps)
+
+        def paused(self):
+            return set(self.paused_now)
+
+        def resume(self, *tps):
+            self.paused_now -= set(tps)
+
+        async def getmany(self, timeout_ms=0):
+            return {tp: [ConsumerRecord(tp.topic, tp.partition, offset, 0, 0, b"k", b"{}", None, 1, 2, []) for offset in (70, 71)]}
+
+        def seek(self, where, offset):
+            self.sought.append((where, offset))
+
+    monkeypatch.setattr(module, "_PAUSE_AFTER_S", 0.01)
+    sink = TopicSink(settings=Settings(), topic=CONDITIONS, table=MARKET_CONDITIONS, pool=None, consumer=Consumer(),
+                     producer=None, metrics=Metrics(CollectorRegistry()), max_retry_backoff_s=0.1)
+    sink._report_lag = lambda: asyncio.sleep(0)
+    await sink._wait_polling(asyncio.ensure_future(asyncio.sleep(0.05)))
+    assert Consumer.sought and set(Consumer.sought) == {(tp, 70)} and not Consumer.paused_now
