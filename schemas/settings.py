@@ -1,17 +1,21 @@
 """One typed, frozen settings object read from ``TICKWIRE_*`` environment variables.
 
 Every environment variable Tickwire reads is a field here; ``ENV_VARS`` lists them so
-deploy files can be checked against it. Secrets come from the environment or from a
-file (``TICKWIRE_KAFKA_SASL_PASSWORD_FILE``, ``TICKWIRE_PG_PASSWORD_FILE``) and never
-appear in ``repr``.
+deploy files can be checked against it. Any other ``TICKWIRE_*`` variable is refused
+(a misspelt one would leave its setting at the default), except the ``NOT_SETTINGS`` the
+scripts around Tickwire use. Secrets come from the environment or from a file
+(``TICKWIRE_KAFKA_SASL_PASSWORD_FILE``, ``TICKWIRE_PG_PASSWORD_FILE``) and never appear
+in ``repr``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 import ssl
+import urllib.parse
 from pathlib import Path
 from typing import Mapping
 
@@ -23,6 +27,9 @@ PREFIX = "TICKWIRE_"
 # and the state about 0.8 KB per symbol (written in chunks above 192 KiB).
 MAX_CORRELATED_SYMBOLS = 2000
 _TIMEFRAME = re.compile(r"^[1-9][0-9]{0,3}[mhd]$")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# The mechanisms a user name and password are enough for (aiokafka's GSSAPI and OAUTHBEARER need more).
+_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 _PASSWORD_PAIR = re.compile(r"password\s*=\s*(?:'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
@@ -141,6 +148,7 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
         """Read every field from ``TICKWIRE_<FIELD>``; ``*_FILE`` variants hold secrets."""
         env = os.environ if environ is None else environ
+        _refuse_unknown(env)
         values: dict[str, object] = {}
         for field in dataclasses.fields(cls):
             var = PREFIX + field.name.upper()
@@ -162,8 +170,17 @@ class Settings:
     def _check(self) -> None:
         if self.kafka_security_protocol not in {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}:
             raise SettingsError(f"TICKWIRE_KAFKA_SECURITY_PROTOCOL: unknown protocol {self.kafka_security_protocol!r}")
+        if self.kafka_sasl_mechanism not in _SASL_MECHANISMS:
+            raise SettingsError(
+                f"TICKWIRE_KAFKA_SASL_MECHANISM: {self.kafka_sasl_mechanism!r} is not one of {', '.join(_SASL_MECHANISMS)}"
+            )
         if self.pg_sslmode not in {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}:
             raise SettingsError(f"TICKWIRE_PG_SSLMODE: unknown mode {self.pg_sslmode!r}")
+        problem = _dsn_problem(self.pg_dsn)
+        if problem:
+            raise SettingsError(f"TICKWIRE_PG_DSN {self.safe_dsn()!r}: {problem}")
+        if self.log_level.upper() not in _LOG_LEVELS:
+            raise SettingsError(f"TICKWIRE_LOG_LEVEL: {self.log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
         for name in ("max_batch_rows", "pg_pool_size", "max_message_bytes", "worker_batch_events"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{PREFIX}{name.upper()}: must be positive")
@@ -236,6 +253,49 @@ SECRET_FIELDS = frozenset({"kafka_sasl_password", "pg_password", "pg_dsn"})
 ENV_VARS = frozenset(PREFIX + f.name.upper() for f in dataclasses.fields(Settings)) | frozenset(
     PREFIX + name.upper() + "_FILE" for name in SECRET_FIELDS
 )
+# TICKWIRE_* variables that are not settings: deploy/local's scripts and the tests read them,
+# and the processes they start inherit them, so the check for misspelt settings lets them by.
+NOT_SETTINGS = frozenset(
+    {
+        # deploy/local/common.sh: the local stack's directory, ports and flavour
+        "TICKWIRE_VAR_DIR", "TICKWIRE_LOCAL_KAFKA_PORT", "TICKWIRE_LOCAL_KAFKA_CONTROLLER_PORT",
+        "TICKWIRE_LOCAL_KAFKA_SASL_PORT", "TICKWIRE_LOCAL_PG_PORT", "TICKWIRE_LOCAL_TIMESCALEDB",
+        # deploy/local/test.sh: the test stack's, beside a running demo
+        "TICKWIRE_TEST_VAR_DIR", "TICKWIRE_TEST_KAFKA_PORT", "TICKWIRE_TEST_KAFKA_CONTROLLER_PORT",
+        "TICKWIRE_TEST_KAFKA_SASL_PORT", "TICKWIRE_TEST_PG_PORT",
+        # tests/: fail rather than skip without services, keep databases, fault tests' size
+        "TICKWIRE_REQUIRE_SERVICES", "TICKWIRE_TEST_KEEP_DB", "TICKWIRE_FAULT_SCALE",
+    }
+)
+
+
+def _refuse_unknown(env: Mapping[str, str]) -> None:
+    """A misspelt variable would be ignored and its setting left at the default: name it."""
+    known = ENV_VARS | NOT_SETTINGS
+    suffixes = [name.removeprefix(PREFIX) for name in known]  # the prefix they share would make any name look close
+    problems = []
+    for name in sorted(name for name in env if name.startswith(PREFIX) and name not in known):
+        close = difflib.get_close_matches(name.removeprefix(PREFIX), suffixes, n=1)
+        problems.append(f"{name}: not a Tickwire setting" + (f" (did you mean {PREFIX}{close[0]}?)" if close else ""))
+    if problems:
+        raise SettingsError("; ".join(problems))
+
+
+def _dsn_problem(dsn: str) -> str | None:
+    """Why asyncpg would refuse ``dsn`` (None: it would not), in words that quote none of it:
+    it may hold a password."""
+    try:
+        url = urllib.parse.urlsplit(dsn)
+        urllib.parse.parse_qs(url.query, strict_parsing=True)
+    except ValueError:
+        return "not a URL with name=value parameters"
+    if url.scheme not in ("postgresql", "postgres"):
+        return "not a postgresql:// URL"
+    for host in url.netloc.rpartition("@")[2].split(","):
+        port = host.rpartition("]")[2].partition(":")[2]
+        if port and not port.isdigit():
+            return "a port is not a number (in a password, / # ? and @ must be percent-encoded)"
+    return None
 
 
 def _parse(var: str, kind: object, raw: str) -> object:

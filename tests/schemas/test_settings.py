@@ -1,6 +1,11 @@
+import re
+from pathlib import Path
+
 import pytest
 
-from tickwire.schemas.settings import ENV_VARS, Settings, SettingsError
+from tickwire.schemas.settings import ENV_VARS, NOT_SETTINGS, Settings, SettingsError
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_reads_typed_values_from_the_environment():
@@ -20,6 +25,12 @@ def test_reads_typed_values_from_the_environment():
         ({"TICKWIRE_TOPIC_REPLICATION_FACTOR": "3", "TICKWIRE_TOPIC_MIN_INSYNC_REPLICAS": "4"}, "TICKWIRE_TOPIC_MIN_INSYNC_REPLICAS"),
         ({"TICKWIRE_CORRELATION_MAX_SYMBOLS": "10000"}, "TICKWIRE_CORRELATION_MAX_SYMBOLS"),
         ({"TICKWIRE_CORRELATION_MAX_SYMBOLS": "2", "TICKWIRE_CORRELATION_UNIVERSE": "A,B,C"}, "TICKWIRE_CORRELATION_UNIVERSE"),
+        ({"TICKWIRE_LOG_LEVEL": "LOUD"}, "TICKWIRE_LOG_LEVEL: 'LOUD' is not one of DEBUG, INFO"),
+        ({"TICKWIRE_KAFKA_SASL_MECHANISM": "SCRAM"}, "TICKWIRE_KAFKA_SASL_MECHANISM: 'SCRAM' is not one of PLAIN"),
+        ({"TICKWIRE_PG_DSN": "mysql://tickwire@db/tickwire"}, "TICKWIRE_PG_DSN 'mysql://tickwire@db/tickwire': not a postgresql://"),
+        ({"TICKWIRE_PG_DSN": "host=db dbname=tickwire"}, "not a postgresql://"),  # libpq's form: asyncpg reads URLs only
+        ({"TICKWIRE_PG_DSN": "postgresql://tickwire@db:port/tickwire"}, "a port is not a number"),
+        ({"TICKWIRE_PG_DSN": "postgresql://tickwire@db/tickwire?sslmode"}, "name=value"),
     ],
 )
 def test_bad_values_name_the_variable(env, names):
@@ -53,6 +64,27 @@ def test_sasl_options_reach_the_kafka_clients():
 
 def test_env_var_list_covers_every_field():
     assert "TICKWIRE_KAFKA_BOOTSTRAP" in ENV_VARS and "TICKWIRE_PG_PASSWORD_FILE" in ENV_VARS
+
+
+def test_a_misspelt_variable_is_named_with_the_setting_it_resembles():
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({"TICKWIRE_KAFKA_BOOTSRAP": "kafka:9092", "TICKWIRE_WIDGETS": "3", "PATH": "/bin"})
+    assert str(err.value) == (
+        "TICKWIRE_KAFKA_BOOTSRAP: not a Tickwire setting (did you mean TICKWIRE_KAFKA_BOOTSTRAP?);"
+        " TICKWIRE_WIDGETS: not a Tickwire setting"
+    )
+    assert Settings.from_env(dict.fromkeys(NOT_SETTINGS, "1")).kafka_bootstrap == Settings().kafka_bootstrap
+
+
+def test_every_tickwire_variable_the_repository_uses_is_a_setting_or_allowed():
+    """The scripts and tests pass their own TICKWIRE_* variables to the processes they start."""
+    files = [ROOT / "README.md", ROOT / "docker-compose.yml", *(ROOT / ".ci").iterdir()] + [
+        path for folder in ("deploy", "schemas", "streams", "sinks", "tests") for path in (ROOT / folder).rglob("*")
+        if path.suffix in (".py", ".sh", ".yaml", ".yml", ".md", "") and path.is_file() and path != Path(__file__)
+    ]
+    used = {name for path in files for name in re.findall(r"\bTICKWIRE_[A-Z0-9_]*[A-Z0-9]\b", path.read_text(errors="replace"))}
+    assert "TICKWIRE_VAR_DIR" in used, "the scan found none of the scripts' variables: it would be vacuous"
+    assert not used - ENV_VARS - NOT_SETTINGS
 
 
 @pytest.mark.parametrize(
