@@ -17,7 +17,7 @@ from typing import Callable, Generic, TypeVar
 import asyncpg
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from tickwire.schemas.codec import dlq_record
@@ -239,7 +239,19 @@ class TopicSink(Generic[T]):
         self._committing = asyncio.create_task(self._commit(batch.offsets))
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        await self.consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()})
+        """Commit a written batch's offsets. A partition the group has moved since the batch
+        was read is not ours to commit: its owner writes those records again from the last
+        commit, and the write is idempotent. A rebalance under way refuses the commit for the
+        same reason; neither ends the sink (it ended it, and with it every table's pipeline)."""
+        assigned = self.consumer.assignment()
+        offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+        try:
+            if offsets:
+                await self.consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()})
+        except (CommitFailedError, IllegalStateError) as exc:
+            log.warning("a batch written as the group rebalanced was not committed (%s); its records are written"
+                        " again, idempotently", type(exc).__name__, extra={"table": self.table.name})
+            return
         self._committed.update(offsets)
         await self._report_lag()
 

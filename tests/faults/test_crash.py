@@ -149,21 +149,21 @@ async def equals_an_uninterrupted_run(isolated, processes, disrupt, pause_s: flo
     async def caught_up():
         return await conn.fetchval("SELECT count(*) FROM market_conditions") >= len(expected)
 
-    await wait_for(caught_up, timeout_s=2400 if FULL else 300, interval_s=1)
+    await wait_for(caught_up, timeout_s=2400 if FULL else 300, interval_s=1, check=processes.check_none_crashed)
     final = sum(1 for o in want_outcomes.values() if o.validated_at or o.expiry_reason)
 
     async def signals_caught_up():
         done = await conn.fetchval("SELECT count(*) FROM model_predictions WHERE validated_at IS NOT NULL OR expiry_reason IS NOT NULL")
         return done >= final
 
-    await wait_for(signals_caught_up, timeout_s=600 if FULL else 120, interval_s=1)
+    await wait_for(signals_caught_up, timeout_s=600 if FULL else 120, interval_s=1, check=processes.check_none_crashed)
     closed = sum(1 for t in want_trades.values() if t.exit_time)
 
     async def trades_caught_up():
         row = await conn.fetchrow("SELECT count(*) AS n, count(exit_time) AS closed FROM trade_outcomes")
         return row["n"] >= len(want_trades) and row["closed"] >= closed
 
-    await wait_for(trades_caught_up, timeout_s=600 if FULL else 120, interval_s=1)
+    await wait_for(trades_caught_up, timeout_s=600 if FULL else 120, interval_s=1, check=processes.check_none_crashed)
     await asyncio.sleep(3)  # let any late duplicate show itself
     # The correlation stage's columns are compared in tests/integration/test_correlations_stage.py.
     columns = ", ".join(f'"{c}"' for c in MARKET_CONDITIONS.columns if not c.endswith("_correlation"))
@@ -172,6 +172,7 @@ async def equals_an_uninterrupted_run(isolated, processes, disrupt, pause_s: flo
     total = await conn.fetchval("SELECT count(*) FROM market_conditions")
     predictions = {r["prediction_id"]: r for r in await conn.fetch("SELECT * FROM model_predictions")}
     trades = {r["trade_id"]: r for r in await conn.fetch("SELECT * FROM trade_outcomes")}
+    processes.check_none_crashed()
     diagnosis = await explain(conn, columns, processes) if (missing, extra) != (0, 0) else ""
     await conn.close()
     assert len(expected) > len(bars)  # the higher timeframes are in the comparison too

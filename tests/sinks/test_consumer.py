@@ -250,3 +250,35 @@ async def test_records_of_a_partition_assigned_while_a_slow_write_is_polled_are_
     sink._report_lag = lambda: asyncio.sleep(0)
     await sink._wait_polling(asyncio.ensure_future(asyncio.sleep(0.05)))
     assert Consumer.sought and set(Consumer.sought) == {(tp, 70)} and not Consumer.paused_now
+
+
+async def test_a_batch_written_as_the_group_rebalanced_is_left_uncommitted_and_the_sink_goes_on():
+    """The replica test's sinks died of this: a batch read before a rebalance committed
+    after it (IllegalStateError for a partition moved away, CommitFailedError for one kept
+    under a new generation) ended the process, and with it every table's pipeline."""
+    from aiokafka import TopicPartition
+    from aiokafka.errors import CommitFailedError
+
+    kept, moved = TopicPartition("md.conditions.v1", 0), TopicPartition("md.conditions.v1", 1)
+
+    class Consumer:
+        commits: list = []
+        refuse = False
+
+        def assignment(self):
+            return {kept}
+
+        async def commit(self, offsets):
+            if self.refuse:
+                raise CommitFailedError("the group has already rebalanced")
+            self.commits.append(offsets)
+
+    consumer = Consumer()
+    sink = TopicSink(settings=Settings(), topic=CONDITIONS, table=MARKET_CONDITIONS, pool=None, consumer=consumer,
+                     producer=None, metrics=Metrics(CollectorRegistry()))
+    sink._report_lag = lambda: asyncio.sleep(0)
+    await sink._commit({kept: 10, moved: 20})
+    assert [set(c) for c in Consumer.commits] == [{kept}] and sink._committed == {kept: 10}
+    consumer.refuse = True
+    await sink._commit({kept: 30})  # does not raise
+    assert sink._committed == {kept: 10}
