@@ -8,9 +8,9 @@ import signal
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError
 
 from tickwire.schemas.errors import Unreachable
+from tickwire.schemas.kafka import start_kafka
 from tickwire.schemas.metrics import Metrics, watch_broker
 from tickwire.schemas.settings import Settings
 from tickwire.schemas.tables import SINKS, sink_group_name
@@ -54,12 +54,10 @@ async def run_sinks(settings: Settings, metrics: Metrics, tables: list[str]) -> 
     for (topic, _), consumer in zip(chosen, consumers):
         consumer.subscribe([settings.topic(topic.name)], listener=CountRebalances(metrics))
     try:
-        await producer.start()
-        for consumer in consumers:
-            await consumer.start()
-    except KafkaError as exc:
+        await start_kafka(settings, producer, *consumers)
+    except Unreachable:
         await pool.close()
-        raise Unreachable(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
+        raise
     sinks = [
         TopicSink(settings=settings, topic=topic, table=table, pool=pool, consumer=consumer, producer=producer, metrics=metrics)
         for (topic, table), consumer in zip(chosen, consumers)

@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaError
 
 from tickwire.schemas.codec import DLQ_HEADER_PREFIXES
 from tickwire.schemas.errors import Unreachable
+from tickwire.schemas.kafka import start_kafka
 from tickwire.schemas.settings import Settings
 from tickwire.schemas.topics import DLQ
 
@@ -59,10 +60,8 @@ async def replay_dlq(settings: Settings, chosen: ReplayFilter, *, dry_run: bool)
     consumer = AIOKafkaConsumer(**settings.kafka_options(), enable_auto_commit=False, group_id=None)
     producer = None if dry_run else AIOKafkaProducer(**settings.kafka_options(), acks="all", enable_idempotence=True)
     report = ReplayReport()
+    await start_kafka(settings, *filter(None, (consumer, producer)))
     try:
-        await consumer.start()
-        if producer:
-            await producer.start()
         partitions = [TopicPartition(dlq, p) for p in await _partitions(settings, dlq)]
         if not partitions:
             return report
@@ -101,8 +100,8 @@ async def replay_dlq(settings: Settings, chosen: ReplayFilter, *, dry_run: bool)
 async def _partitions(settings: Settings, topic: str) -> list[int]:
     """``topic``'s partitions (a consumer knows only those of topics it subscribed to)."""
     admin = AIOKafkaAdminClient(**settings.kafka_options())
+    await start_kafka(settings, admin)
     try:
-        await admin.start()
         described = await admin.describe_topics([topic])
     finally:
         await admin.close()

@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from tickwire.schemas.errors import InvalidMessage, TickwireError, Unreachable
+from tickwire.schemas.kafka import start_kafka
 from tickwire.schemas.market import Bar
 from tickwire.schemas.settings import Settings
 from tickwire.schemas.signals import Fill, Prediction
@@ -191,13 +192,11 @@ async def publish_file(
     total = count_rows(path)
     topic = settings.topic(kind.topic.name)
     producer = AIOKafkaProducer(**settings.kafka_options(), linger_ms=20, acks="all", enable_idempotence=True)
-    try:
-        await producer.start()
-    except KafkaError as exc:
-        raise Unreachable(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
+    await start_kafka(settings, producer)
     encode = msgspec.json.Encoder().encode
     done, sent, rejected = skip, 0, 0
     started = last_report = time.monotonic()
+    progress = sys.stderr.isatty()  # a line rewritten in place is noise in a log file
     first_event = None
 
     async def checkpoint() -> None:
@@ -224,12 +223,13 @@ async def publish_file(
                 last_report = now
                 rate = (done - skip) / (now - started)
                 eta = (total - done) / rate if rate else 0.0
-                print(f"\r{done}/{total} rows  {rate:,.0f} rows/s  ETA {eta:,.0f} s ", end="", file=sys.stderr, flush=True)
+                if progress:
+                    print(f"\r{done}/{total} rows  {rate:,.0f} rows/s  ETA {eta:,.0f} s ", end="", file=sys.stderr, flush=True)
         await checkpoint()
     except KafkaError as exc:
         raise Unreachable(f"Kafka failed after {done} rows (rerun with --resume): {exc}") from None
     finally:
         await producer.stop()
     elapsed = time.monotonic() - started
-    print(f"\r{path}: {sent} sent to {topic}, {rejected} rejected, {done - skip} rows in {elapsed:.1f} s", file=sys.stderr)
+    print(("\r" if progress else "") + f"{path}: {sent} sent to {topic}, {rejected} rejected, {done - skip} rows in {elapsed:.1f} s", file=sys.stderr)
     return rejected

@@ -17,9 +17,8 @@ from typing import Iterator
 import msgspec
 import numpy as np
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 
-from tickwire.schemas.errors import Unreachable
+from tickwire.schemas.kafka import start_kafka
 from tickwire.schemas.market import Bar, timeframe_seconds
 from tickwire.schemas.metrics import Metrics
 from tickwire.schemas.settings import Settings
@@ -182,10 +181,7 @@ async def publish(
     signal_topics = {Fill: settings.topic(FILLS.name)}
     predictions_topic = settings.topic(PREDICTIONS.name)
     producer = AIOKafkaProducer(**settings.kafka_options(), linger_ms=5, acks="all")
-    try:
-        await producer.start()
-    except KafkaError as exc:
-        raise Unreachable(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
+    await start_kafka(settings, producer)
     encode = msgspec.json.Encoder().encode
     # Default start: far enough back that a fast simulation stays behind the wall clock.
     start = start or (datetime.now(timezone.utc) - timedelta(days=30)).replace(second=0, microsecond=0)

@@ -8,6 +8,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
 from tickwire.schemas.errors import Unreachable
+from tickwire.schemas.kafka import start_kafka
 from tickwire.schemas.settings import Settings
 from tickwire.schemas.topics import ALL
 
@@ -38,8 +39,8 @@ async def ensure_topics(settings: Settings) -> list[str]:
     until the next one.
     """
     admin = AIOKafkaAdminClient(**settings.kafka_options())
+    await start_kafka(settings, admin)
     try:
-        await admin.start()
         existing = set(await admin.list_topics())
         wanted = wanted_topics(settings)
         missing = [topic for topic in wanted if topic.name not in existing]
