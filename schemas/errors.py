@@ -8,6 +8,10 @@ class TickwireError(Exception):
     (never a traceback) and exits non-zero."""
 
 
+class UsageError(TickwireError):
+    """A command's arguments cannot be used; the command line exits 2, as for argparse's own errors."""
+
+
 class Unreachable(TickwireError):
     """Kafka or PostgreSQL cannot be reached, or refused us; the message names which and where."""
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Literal, NamedTuple, Sequence, TextI
 import asyncpg
 import msgspec
 
-from tickwire.schemas.errors import TickwireError
+from tickwire.schemas.errors import UsageError
 from tickwire.schemas.signals import PERIOD_TYPES, StrategyPerformanceRow, TradeOutcomeRow
 
 Kind = Literal["trades", "performance"]
@@ -53,7 +53,7 @@ _SQL = {
 _STRATEGY = re.compile(r"^[\x21-\x7e]{1,50}$")
 
 
-class ExportArgumentError(TickwireError, ValueError):
+class ExportArgumentError(UsageError, ValueError):
     """An export argument is wrong; the message names it and says what is expected."""
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib.metadata
 import logging
 import logging.config
 import os
@@ -20,7 +21,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tickwire.schemas.errors import TickwireError, Unreachable
+from tickwire.schemas.errors import TickwireError, Unreachable, UsageError
 from tickwire.schemas.metrics import Metrics, serve
 from tickwire.schemas.settings import Settings, SettingsError
 from tickwire.streams.jsonlog import logging_config
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(settings, args) or 0
     except TickwireError as exc:
         print(f"tickwire: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, SettingsError) else 1
+        return 2 if isinstance(exc, (SettingsError, UsageError)) else 1
     except KeyboardInterrupt:
         return 130
 
@@ -62,6 +63,7 @@ def _use_uvloop() -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tickwire", description="Tickwire: streaming market data and signals from Kafka into TimescaleDB/PostgreSQL.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {importlib.metadata.version('tickwire')}")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="start local Kafka and PostgreSQL, migrate, and run simulator, worker and sink")
@@ -145,20 +147,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, help="serve /metrics here (default: TICKWIRE_METRICS_PORT)")
     p.add_argument(
         "--tables", type=_tables, default=_tables(""), metavar="T1,T2",
-        help="only these tables (default: all of " + ", ".join(t.name for _, t in _sink_pairs()) + ")",
+        help="only these tables (default: all of " + ", ".join(_sink_tables()) + ")",
     )
     p.set_defaults(func=cmd_sink)
     return parser
 
 
-def _sink_pairs():
+def _sink_tables() -> list[str]:
+    """Each table a sink writes, once (two topics feed market_conditions)."""
     from tickwire.schemas.tables import SINKS
 
-    return SINKS
+    return list(dict.fromkeys(table.name for _, table in SINKS))
 
 
 def _tables(text: str) -> list[str]:
-    known = [table.name for _, table in _sink_pairs()]
+    known = _sink_tables()
     chosen = [name.strip() for name in text.split(",") if name.strip()] or known
     unknown = sorted(set(chosen) - set(known))
     if unknown:
@@ -361,11 +364,11 @@ def cmd_dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
 
     unknown = sorted(set(args.reason) - REASONS)
     if unknown:
-        raise CommandError(f"unknown DLQ reason {', '.join(unknown)}; known: {', '.join(sorted(REASONS))}")
+        raise UsageError(f"unknown DLQ reason {', '.join(unknown)}; known: {', '.join(sorted(REASONS))}")
     if args.topic and args.topic not in {t.name for t in ALL}:
-        raise CommandError(f"unknown topic {args.topic!r}; known: {', '.join(t.name for t in ALL)}")
+        raise UsageError(f"unknown topic {args.topic!r}; known: {', '.join(t.name for t in ALL)}")
     if not (args.reason or args.topic or args.from_offset or args.to_offset is not None or args.all):
-        raise CommandError("name what to replay: --reason, --topic, an offset range, or --all")
+        raise UsageError("name what to replay: --reason, --topic, an offset range, or --all")
     chosen = ReplayFilter(
         frozenset(args.reason), settings.topic(args.topic) if args.topic else "", args.from_offset, args.to_offset
     )
