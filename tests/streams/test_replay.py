@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -10,10 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from tickwire.schemas.market import Bar
+from tickwire.schemas.settings import Settings
 from tickwire.schemas.signals import Prediction
 from tickwire.schemas.trades import Trade
+from tickwire.streams import replay
 from tickwire.streams.cli import main
-from tickwire.streams.replay import ReplayError, count_rows, read_rows
+from tickwire.streams.replay import ReplayError, count_rows, publish_file, read_rows
 
 CSV = """Date,Open,High,Low,Close,Volume
 2024-01-02T00:00:00Z,10,11,9,10.5,100
@@ -119,3 +122,22 @@ def test_a_vendors_headers_map_onto_fields_and_a_dry_run_needs_no_broker(tmp_pat
     assert f"{path}:3: rejected (invalid_value)" in err and "1 valid, 1 rejected (dry run: nothing sent)" in err
     with pytest.raises(SystemExit):
         main(["replay", str(path), "--column", "Date"])
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+async def test_the_progress_line_is_for_a_terminal_only(tmp_path, capsys, monkeypatch, terminal):
+    class Producer:  # the broker's stand-in
+        def __init__(self, **options): ...
+        async def start(self): ...
+        async def send(self, topic, key, value): ...
+        async def flush(self): ...
+        async def stop(self): ...
+
+    monkeypatch.setattr(replay, "AIOKafkaProducer", Producer)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
+    path = tmp_path / "trades.csv"
+    path.write_text("symbol,ts,price,size,trade_id\n" + "".join(f"AAPL,2024-01-02T14:30:0{s}Z,190.5,1,t{s}\n" for s in range(4)))
+    assert await publish_file(Settings(), path, "trades", speed=2.5) == 0  # 3 s of trades in 1.2 s: one progress report
+    err = capsys.readouterr().err
+    assert ("4/4 rows" in err, err.startswith("\r")) == (terminal, terminal)
+    assert f"{path}: 4 sent to md.trades.v1, 0 rejected" in err
