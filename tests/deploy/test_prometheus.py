@@ -1,5 +1,6 @@
-"""deploy/prometheus: scrape targets match the compose services, the alert rules exist and
-name real metrics; promtool checks both when Debian's `prometheus` package is installed."""
+"""deploy/prometheus: scrape targets match the compose services, the alert rules exist,
+name real metrics and have a README runbook; promtool checks both, and runs the rules'
+unit tests, when Debian's `prometheus` package is installed."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import subprocess
 
 import pytest
 
-from tests.deploy import DEPLOY, compose, env_of, exported_metric_names, load_yaml, metric_names
+from tests.deploy import DEPLOY, ROOT, compose, env_of, exported_metric_names, load_yaml, metric_names
 
 PROMETHEUS = DEPLOY / "prometheus" / "prometheus.yml"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
+# promtool's unit tests of the rules: input series, and which alerts they must (not) fire.
+ALERTS_TEST = ROOT / "tests" / "deploy" / "alerts_test.yml"
+README = ROOT / "README.md"
 REQUIRED_ALERTS = {"TickwireConsumerLagGrowing", "TickwireDLQMessages", "TickwireNoRowsWritten", "TickwireNotReady", "TickwireDatabaseRetrying"}
 
 
@@ -74,10 +78,50 @@ def test_the_four_alerts_exist_with_their_conditions(rules):
     assert lag.get("for") == "5m"
     assert re.search(r"rate\(\s*tickwire_dlq_messages_total\b.*\)\s*\)?\s*>\s*0\b", rules["TickwireDLQMessages"]["expr"])
     rows = rules["TickwireNoRowsWritten"]["expr"]
-    assert re.search(r"rate\(\s*tickwire_rows_written_total\s*\[2m\]", rows) and "== 0" in rows and "absent(" in rows
+    assert re.search(r"rate\(\s*tickwire_rows_written_total\b[^)]*\[2m\]", rows) and "== 0" in rows and "absent(" in rows
     assert re.search(r"\btickwire_ready\b.*==\s*0\b", rules["TickwireNotReady"]["expr"])
     retrying = rules["TickwireDatabaseRetrying"]
     assert "tickwire_db_retries_total" in retrying["expr"] and retrying.get("for") == "5m"
+
+
+def test_no_rows_written_pages_only_for_busy_tables_while_market_data_arrives(rules):
+    from tickwire.schemas.tables import SINKS
+    from tickwire.schemas.topics import CONDITIONS
+
+    expr = rules["TickwireNoRowsWritten"]["expr"]
+    # Guarded by the same job's input: a closed market consumes nothing and must not page.
+    assert re.search(r"\band on \(job\).*rate\(\s*tickwire_messages_consumed_total\b.*>\s*0\s*$", expr, re.DOTALL)
+    guard = re.search(r'tickwire_messages_consumed_total\{[^}]*topic=~"([^"]+)"', expr)
+    assert guard and re.fullmatch(guard.group(1), CONDITIONS.name), "the guard must follow the conditions topic"
+    excluded = re.search(r'tickwire_rows_written_total\{[^}]*table!~"([^"]+)"', expr)
+    assert excluded, "tables quiet by nature must be left out"
+    quiet, tables = set(excluded.group(1).split("|")), {table.name for _, table in SINKS}
+    assert quiet <= tables, f"not tables of schemas/tables.py: {sorted(quiet - tables)}"
+    assert "market_regime_history" in quiet and "market_conditions" not in quiet
+
+
+def _github_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives the headings: lower case, punctuation dropped, spaces to
+    hyphens, a repeated one suffixed -1, -2, ... A ``#`` line in a code block is no heading."""
+    anchors: set[str] = set()
+    prose = re.sub(r"^```.*?^```", "", markdown, flags=re.MULTILINE | re.DOTALL)
+    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*#*$", prose, re.MULTILINE):
+        base = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        anchor, n = base, 0
+        while anchor in anchors:
+            n += 1
+            anchor = f"{base}-{n}"
+        anchors.add(anchor)
+    return anchors
+
+
+def test_every_alert_has_a_runbook_section_in_the_readme(rules):
+    anchors = _github_anchors(README.read_text())
+    for name, rule in rules.items():
+        url = rule.get("annotations", {}).get("runbook_url", "")
+        page, _, anchor = url.partition("#")
+        assert page == "README.md" and anchor, f"{name}: runbook_url {url!r} is not README.md#<section>"
+        assert anchor in anchors, f"{name}: README.md has no heading with the anchor #{anchor}"
 
 
 def test_alerts_have_a_severity_and_a_summary(rules):
@@ -105,6 +149,6 @@ def test_promtool_accepts_config_and_rules():
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool not installed (Debian package: prometheus)")
-    for args in (["check", "config", str(PROMETHEUS)], ["check", "rules", str(ALERTS)]):
+    for args in (["check", "config", str(PROMETHEUS)], ["check", "rules", str(ALERTS)], ["test", "rules", str(ALERTS_TEST)]):
         result = subprocess.run([promtool, *args], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, f"promtool {' '.join(args)}:\n{result.stdout}{result.stderr}"
