@@ -1,5 +1,6 @@
 """deploy/grafana: provisioning points where compose mounts the files, and every panel
-queries metrics the code exports (or a documented future one)."""
+queries metrics the code exports (or a documented future one), through the $datasource,
+$job and $instance variables, so the dashboard also drops into an existing Grafana."""
 
 from __future__ import annotations
 
@@ -86,14 +87,48 @@ def test_panels_do_not_overlap(dashboard):
             assert apart, f"panels {a!r} and {b!r} overlap"
 
 
-def test_datasource_uid_matches_provisioning(dashboard):
-    sources = load_yaml(GRAFANA / "provisioning" / "datasources" / "prometheus.yml")["datasources"]
-    uids = {s["uid"] for s in sources}
-    assert any(s["url"].rstrip("/") == "http://prometheus:9090" for s in sources), "datasource is not the compose Prometheus"
+def _variables(dashboard: dict) -> dict[str, dict]:
+    return {v["name"]: v for v in dashboard["templating"]["list"]}
+
+
+def test_every_panel_and_target_queries_the_datasource_variable(dashboard):
+    # A variable, not the compose stack's uid, so the dashboard drops into any Grafana.
+    source = _variables(dashboard).get("datasource", {})
+    assert source.get("type") == "datasource" and source.get("query") == "prometheus", source
     for panel in _panels(dashboard):
-        for ref in [panel.get("datasource")] + [t.get("datasource") for t in panel.get("targets", [])]:
-            if isinstance(ref, dict):
-                assert ref.get("uid") in uids, f"panel {panel['title']!r} uses datasource {ref}"
+        if panel["type"] == "row":
+            continue
+        for ref in [panel.get("datasource")] + [t.get("datasource") for t in panel["targets"]]:
+            assert ref == {"type": "prometheus", "uid": "${datasource}"}, f"panel {panel['title']!r} uses datasource {ref}"
+
+
+def test_job_and_instance_variables_list_tickwire_processes(dashboard):
+    variables = _variables(dashboard)
+    for name in ("job", "instance"):
+        variable = variables.get(name, {})
+        assert variable.get("type") == "query", f"no ${name} query variable"
+        assert variable["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, name
+        assert re.fullmatch(rf"label_values\(\s*tickwire_\w+(\{{[^}}]*\}})?\s*,\s*{name}\s*\)", variable["query"]), variable["query"]
+        # "All" must become a regex the =~ selectors below accept.
+        assert variable.get("includeAll") is False or variable.get("allValue") == ".*", name
+    assert 'job=~"$job"' in variables["instance"]["query"], "instances of the jobs chosen"
+
+
+def test_every_query_selects_job_and_instance(dashboard):
+    for expr in _exprs(dashboard):
+        selectors = re.findall(r"(?<![\w:])tickwire_[A-Za-z0-9_:]*(\{[^}]*\})?", expr)
+        assert selectors, expr
+        for selector in selectors:
+            assert 'job=~"$job"' in selector and 'instance=~"$instance"' in selector, f"not filtered by $job and $instance: {expr}"
+
+
+def test_provisioned_datasource_is_the_compose_prometheus_and_the_default(dashboard):
+    sources = load_yaml(GRAFANA / "provisioning" / "datasources" / "prometheus.yml")["datasources"]
+    # The variable has no current value: Grafana picks the default datasource of its type.
+    kind = _variables(dashboard)["datasource"]["query"]
+    assert any(
+        s["url"].rstrip("/") == "http://prometheus:9090" and s["type"] == kind and s.get("isDefault") for s in sources
+    ), "the compose Prometheus is not the default datasource"
 
 
 def test_dashboard_provider_reads_where_compose_mounts_the_dashboards():
