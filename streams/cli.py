@@ -32,6 +32,10 @@ ROOT = Path(__file__).resolve().parent.parent
 LOCAL = ROOT / "deploy" / "local"
 
 
+# The packages each extra of pyproject.toml brings: a command run without its extra says which.
+EXTRAS = {"faust": "worker", "numpy": "worker", "numba": "worker", "asyncpg": "sink", "pyarrow": "replay"}
+
+
 class CommandError(TickwireError):
     """A command cannot go on; its message says why."""
 
@@ -48,6 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     except TickwireError as exc:
         print(f"tickwire: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, (SettingsError, UsageError)) else 1
+    except ModuleNotFoundError as exc:
+        extra = EXTRAS.get((exc.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        print(f"tickwire: {args.command} needs {exc.name}, from the '{extra}' extra: pip install 'tickwire[{extra}]'",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -64,7 +75,7 @@ def _use_uvloop() -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tickwire", description="Tickwire: streaming market data and signals from Kafka into TimescaleDB/PostgreSQL.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {importlib.metadata.version('tickwire')}")
-    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND", dest="command")
 
     p = sub.add_parser("run", help="start local Kafka and PostgreSQL, migrate, and run simulator, worker and sink")
     p.add_argument("--symbols", type=_positive, default=8, help="simulated symbols (default 8)")

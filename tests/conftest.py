@@ -87,6 +87,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Python source that makes the packages of pyproject.toml's extras (and the modules needing
+# them) unimportable, as in an install of the core alone: run it first in a fresh interpreter.
+WITHOUT_EXTRAS = """
+import json, sys
+from importlib.abc import MetaPathFinder
+
+HEAVY = ("faust", "numba", "numpy", "pyarrow", "asyncpg")
+
+class WithoutExtras(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in HEAVY:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+sys.meta_path.insert(0, WithoutExtras())
+"""
+
+
 class Processes:
     """``tickwire`` subcommands as child processes, stopped (and reaped) at teardown."""
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything Tickwire needs on a fresh Debian machine; safe to run again.
-# Python venv in .venv (with the test and bench extras), Java + Maven + the Kafka jars, PostgreSQL.
+# Python venv in .venv (every process's extras, with the test and bench ones), Java + Maven + the Kafka jars, PostgreSQL.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 PY="${PYTHON:-python3}"
@@ -14,7 +14,7 @@ STAMP="$ROOT/.venv/.tickwire-installed"
 if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
     say "installing Python packages into .venv (log: $LOGS/pip.log)"
     "$ROOT/.venv/bin/python" -m pip install -q --upgrade pip >"$LOGS/pip.log" 2>&1
-    "$ROOT/.venv/bin/python" -m pip install -q -e "$ROOT[test,bench]" >>"$LOGS/pip.log" 2>&1 || die "pip install failed, see $LOGS/pip.log"
+    "$ROOT/.venv/bin/python" -m pip install -q -e "$ROOT[all,test,bench]" >>"$LOGS/pip.log" 2>&1 || die "pip install failed, see $LOGS/pip.log"
     touch "$STAMP"
 fi
 bash "$ROOT/deploy/local/kafka.sh" install

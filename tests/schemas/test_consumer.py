@@ -1,4 +1,4 @@
-"""The consumer helper: every topic's messages decode to their types, with msgspec alone."""
+"""The consumer helper: every topic's messages decode to their types, without any extra."""
 
 from __future__ import annotations
 
@@ -14,23 +14,13 @@ from tickwire.schemas.errors import InvalidMessage
 from tickwire.schemas.signals import TradeOutcomeRow
 from tickwire.schemas.topics import CONDITIONS, DLQ, TRADE_OUTCOMES, TRADES
 from tickwire.schemas.trades import Trade
-from tests.conftest import ROOT
+from tests.conftest import ROOT, WITHOUT_EXTRAS
 from tests.schemas.test_contract import examples
 
-HEAVY = ("faust", "numba", "numpy", "pyarrow", "aiokafka", "asyncpg", "prometheus_client", "tickwire.streams", "tickwire.sinks")
-# Run in a fresh interpreter where the heavy parts cannot be imported: the helper must not need them.
-BLOCKED = f"""
-import json, sys
-from importlib.abc import MetaPathFinder
-
-class Blocked(MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {HEAVY!r} or name.startswith({HEAVY!r}):
-            raise ModuleNotFoundError(name + " is not installed")
-
-sys.meta_path.insert(0, Blocked())
+# Run in a fresh interpreter where the extras' packages cannot be imported: the helper must not need them.
+BLOCKED = WITHOUT_EXTRAS + """
 from tickwire.schemas.consumer import decoder
-out = {{}}
+out = {}
 for topic, value in json.load(sys.stdin).items():
     message = decoder("prod." + topic, max_future_skew_s=1e9)(value.encode(), [("tickwire.schema.version", topic.rsplit(".v", 1)[1].encode())])
     out[topic] = type(message).__name__

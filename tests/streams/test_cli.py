@@ -66,3 +66,23 @@ def test_kafka_out_of_reach_is_one_line_with_the_reason(args, tmp_path):
     assert result.returncode == 1
     assert result.stderr.startswith('tickwire: cannot reach Kafka at 127.0.0.1:1: Unable connect to "127.0.0.1:1"')
     assert result.stderr.count("\n") == 1, result.stderr
+
+
+@pytest.mark.parametrize("args, extra", [(["migrate"], "sink"), (["simulate"], "worker"), (["worker"], "worker")])
+def test_a_command_without_its_extra_names_the_extra_to_install(tmp_path, args, extra):
+    from tests.conftest import ROOT, WITHOUT_EXTRAS
+
+    code = WITHOUT_EXTRAS + f"from tickwire.streams.cli import main\nsys.exit(main({args!r}))\n"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKWIRE_")} | {"TICKWIRE_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    assert run.returncode == 1 and f"pip install 'tickwire[{extra}]'" in run.stderr, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
+
+
+def test_the_light_commands_need_no_extra(tmp_path):
+    from tests.conftest import ROOT, WITHOUT_EXTRAS
+
+    code = WITHOUT_EXTRAS + f"from tickwire.streams.cli import main\nsys.exit(main(['schemas', '--out', {str(tmp_path)!r}]))\n"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (tmp_path / "asyncapi.json").exists()
