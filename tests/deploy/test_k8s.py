@@ -1,7 +1,10 @@
 """deploy/k8s: manifests parse, probes hit /healthz and /readyz on the metrics port, every
-TICKWIRE_* variable is one the settings read, secrets arrive as mounted files."""
+TICKWIRE_* variable is one the settings read, secrets arrive as mounted files, pods pass the
+restricted Pod Security Standard, and the sink connects as the role grant-sink prepares."""
 
 from __future__ import annotations
+
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -10,6 +13,8 @@ from tickwire.schemas.settings import ENV_VARS
 from tests.deploy import DEPLOY, cli_accepts, image_is_pinned
 
 K8S = DEPLOY / "k8s"
+# The commands that talk to Kafka, and so need its SASL password when it asks for one.
+KAFKA_CLIENTS = {"worker", "sink", "topics"}
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +51,27 @@ def _env(container: dict, docs: list[dict]) -> dict[str, str]:
             env.update({k: str(v) for k, v in (maps[name].get("data") or {}).items()})
     env.update({e["name"]: str(e.get("value", "")) for e in container.get("env", [])})
     return env
+
+
+def _pod(workload: dict) -> dict:
+    return workload["spec"]["template"]["spec"]
+
+
+def _secret_keys(pod: dict) -> set[str]:
+    """Every Secret key the pod's volumes mount."""
+    return {item["key"] for v in pod.get("volumes", []) if "secret" in v for item in v["secret"].get("items", [])}
+
+
+def _secret_key(pod: dict, container: dict, path: str) -> str | None:
+    """The Secret key mounted at ``path`` in ``container``, or None."""
+    volumes = {v["name"]: v["secret"] for v in pod.get("volumes", []) if "secret" in v}
+    for mount in container.get("volumeMounts", []):
+        prefix = mount["mountPath"].rstrip("/") + "/"
+        if mount["name"] in volumes and path.startswith(prefix):
+            for item in volumes[mount["name"]].get("items", []):
+                if item["path"] == path.removeprefix(prefix):
+                    return item["key"]
+    return None
 
 
 def test_manifests_have_no_namespace(docs):
@@ -116,9 +142,54 @@ def test_secret_files_are_mounted_from_a_secret(docs):
     assert not any("PASSWORD" in k and not k.endswith("_FILE") for k in _config(docs)), "a password in the ConfigMap"
 
 
-def test_pods_run_as_non_root(docs):
+def test_pods_pass_the_restricted_pod_security_standard(docs):
+    # A namespace labelled pod-security.kubernetes.io/enforce=restricted admits every pod.
     for name, workload in _workloads(docs).items():
-        assert workload["spec"]["template"]["spec"].get("securityContext", {}).get("runAsNonRoot") is True, name
+        pod = _pod(workload)
+        context = pod.get("securityContext", {})
+        assert context.get("runAsNonRoot") is True, name
+        assert context.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{name}: no RuntimeDefault seccomp profile"
+        for container in pod["containers"]:
+            security = container.get("securityContext", {})
+            assert security.get("allowPrivilegeEscalation") is False, f"{name}: privilege escalation allowed"
+            assert security.get("capabilities", {}).get("drop") == ["ALL"], f"{name}: capabilities kept"
+
+
+def test_every_kafka_client_reads_the_sasl_password_from_the_secret(docs):
+    clients = 0
+    for name, workload in _workloads(docs).items():
+        pod = _pod(workload)
+        for container in pod["containers"]:
+            if container["args"][0] in KAFKA_CLIENTS:
+                clients += 1
+                path = _env(container, docs).get("TICKWIRE_KAFKA_SASL_PASSWORD_FILE", "")
+                assert _secret_key(pod, container, path) == "kafka_sasl_password", f"{name}: no Kafka SASL password file"
+    assert clients == len(KAFKA_CLIENTS), "a Kafka client is missing from the manifests"
+
+
+def test_sink_connects_as_the_role_grant_sink_prepares(docs):
+    workloads = _workloads(docs)
+    containers = {c["args"][0]: (_pod(w), c) for w in workloads.values() for c in _pod(w)["containers"]}
+    role = containers["grant-sink"][1]["args"][1]
+    owner = urlsplit(_config(docs)["TICKWIRE_PG_DSN"])
+    pod, sink = containers["sink"]
+    env = _env(sink, docs)
+    dsn = urlsplit(env["TICKWIRE_PG_DSN"])
+    assert dsn.username == role != owner.username, f"the sink connects as {dsn.username}, grant-sink prepares {role}"
+    assert (dsn.hostname, dsn.port, dsn.path) == (owner.hostname, owner.port, owner.path), "the sink's database is another"
+    assert _secret_key(pod, sink, env["TICKWIRE_PG_PASSWORD_FILE"]) == "pg_sink_password"
+    assert "pg_password" not in _secret_keys(pod), "the sink must not hold the tables' owner's password"
+
+
+def test_every_deployment_has_a_disruption_budget_of_one_pod(docs):
+    budgets = _by_kind(docs, "PodDisruptionBudget")
+    for name, deployment in _by_kind(docs, "Deployment").items():
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        chosen = [b for b in budgets.values() if b["spec"]["selector"]["matchLabels"].items() <= labels.items()]
+        assert len(chosen) == 1, f"{name}: {len(chosen)} PodDisruptionBudgets select its pods"
+        # One eviction at a time, one rebalance at a time; minAvailable could block every drain.
+        spec = chosen[0]["spec"]
+        assert spec.get("maxUnavailable") == 1 and "minAvailable" not in spec, f"{name}: {spec}"
 
 
 def test_jobs_do_not_restart_forever(docs):
@@ -148,3 +219,11 @@ def test_kustomization_lists_every_manifest():
 def test_readme_explains_scaling_by_partitions():
     text = (K8S / "README.md").read_text()
     assert "partitions" in text and "replicas" in text
+
+
+def test_readme_lists_every_manifest_and_secret_key(docs):
+    text = (K8S / "README.md").read_text()
+    for path in K8S.glob("*.yaml"):
+        assert f"`{path.name}`" in text, f"README.md does not list {path.name}"
+    keys = set().union(*(_secret_keys(_pod(w)) for w in _workloads(docs).values()))
+    assert keys and all(key in text for key in keys), f"README.md must say how to create the Secret's keys {sorted(keys)}"
