@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 import pytest
 
 from tickwire.schemas.settings import ENV_VARS
 from tests.deploy import COMPOSE_FILE, DOCKERFILE, cli_accepts, compose, env_of, image_is_pinned
 
-SERVICES = {"kafka", "db", "migrate", "topics", "worker", "sink", "simulator", "maintain", "prometheus", "grafana"}
+SERVICES = {
+    "kafka", "db", "migrate", "sink-role", "grant-sink", "topics", "worker", "sink", "simulator", "maintain", "prometheus",
+    "grafana",
+}
 SCALABLE = {"worker", "sink", "simulator"}
 
 
@@ -134,9 +138,27 @@ def test_pipeline_order(services):
     assert {"db"} <= deps["migrate"]
     assert {"kafka"} <= deps["topics"]
     assert {"topics"} <= deps["worker"]
-    assert {"migrate", "topics"} <= deps["sink"]
+    assert {"migrate", "sink-role"} <= deps["grant-sink"]
+    assert {"migrate", "grant-sink", "topics"} <= deps["sink"]
     assert {"topics"} <= deps["simulator"]
     assert {"migrate"} <= deps["maintain"]
+
+
+def test_sink_connects_as_the_role_grant_sink_prepares(services):
+    role = services["grant-sink"]["command"][1]
+    owner_env, sink_env = env_of(services["migrate"]), env_of(services["sink"])
+    owner, dsn = urlsplit(owner_env["TICKWIRE_PG_DSN"]), urlsplit(sink_env["TICKWIRE_PG_DSN"])
+    assert dsn.username == role != owner.username, f"the sink connects as {dsn.username}, grant-sink prepares {role}"
+    assert (dsn.hostname, dsn.port, dsn.path) == (owner.hostname, owner.port, owner.path), "the sink's database is another"
+    # The sink holds its role's password and never the owner's.
+    secrets = {x if isinstance(x, str) else x["source"] for x in services["sink"].get("secrets") or []}
+    owner_secret = owner_env["TICKWIRE_PG_PASSWORD_FILE"].removeprefix("/run/secrets/")
+    assert owner_secret not in secrets and sink_env["TICKWIRE_PG_PASSWORD_FILE"] != owner_env["TICKWIRE_PG_PASSWORD_FILE"]
+    # sink-role creates the role with the password the sink reads.
+    script = next(str(v).split(":")[0] for v in services["sink-role"]["volumes"] if ".sql:" in str(v))
+    text = (COMPOSE_FILE.parent / script).read_text()
+    assert f"CREATE ROLE {role} LOGIN" in text and f"ALTER ROLE {role} PASSWORD" in text, script
+    assert sink_env["TICKWIRE_PG_PASSWORD_FILE"] in text, f"{script} sets another password than the sink reads"
 
 
 def test_long_running_services_have_healthchecks_without_curl_or_wget(services):
