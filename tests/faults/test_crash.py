@@ -15,7 +15,7 @@ import signal
 import asyncpg
 import msgspec
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from tickwire.schemas.tables import MARKET_CONDITIONS
@@ -75,10 +75,12 @@ async def lagging(settings) -> list[str]:
         for group, _ in await admin.list_consumer_groups():
             if not group.startswith(settings.topic_prefix):
                 continue
-            committed = await admin.list_consumer_group_offsets(group)
-            ends = await reader.end_offsets(list(committed))
-            out += [f"  {group} {tp.topic}[{tp.partition}] at {at.offset} of {ends[tp]}"
-                    for tp, at in sorted(committed.items()) if at.offset < ends[tp]]
+            committed = {tp: at.offset for tp, at in (await admin.list_consumer_group_offsets(group)).items()}
+            topics = await admin.describe_topics(sorted({tp.topic for tp in committed}))  # for the partitions never committed
+            every = [TopicPartition(t["topic"], p["partition"]) for t in topics for p in t["partitions"]]
+            ends = await reader.end_offsets(every)
+            out += [f"  {group} {tp.topic}[{tp.partition}] at {committed.get(tp, 'no commit')} of {ends[tp]}"
+                    for tp in sorted(every) if committed.get(tp, -1) < ends[tp] and ends[tp]]
         return out
     finally:
         await reader.stop()

@@ -673,3 +673,35 @@ async def test_a_partition_that_lags_yet_hands_nothing_over_is_fetched_again(mon
     assert await sequence.stalled() == {("in", 0): 24} and consumer.dropped == [TP("in", 0)]
     assert await _admitted(sequence, 24, 25) == [24, 25]
     assert await sequence.stalled() == {}  # it moved
+
+
+async def test_a_partition_never_committed_nor_handed_over_is_watched_from_its_beginning(monkeypatch):
+    """The crash test's last worker never fetched two md.bars.v1 partitions its killed
+    predecessors had not committed: with no offset due they were invisible to the watch."""
+    from faust.types import TP
+
+    from tickwire.streams.worker import sequence as module
+
+    class Consumer(_Consumer):
+        _buffered_partitions: set = set()
+        _paused_partitions: set = set()
+
+        def assignment(self):
+            return {TP("in", 5)}
+
+        def _get_active_partitions(self):
+            return set()
+
+        def on_buffer_drop(self, tp):
+            pass
+
+    async def beginnings(partitions):
+        return {where: 0 for where in partitions}
+
+    async def ends(partitions):
+        return {("in", 5): 3000}
+
+    sequence = module.Sequence(lambda: Consumer({}), beginnings, lambda: False, ends, ["in"])
+    assert await sequence.stalled() == {}
+    monkeypatch.setattr(module, "STALL_S", 0.0)
+    assert await sequence.stalled() == {("in", 5): 0}
