@@ -17,7 +17,7 @@ from tickwire.schemas.topics import BARS, DLQ, Topic
 from tickwire.streams.stages import STAGES
 from tickwire.streams.worker.batch import Checkpoint
 from tickwire.streams.worker.outbox import Outbox
-from tickwire.streams.worker.sequence import Beginnings, Sequence, hand_over_every_record
+from tickwire.streams.worker.sequence import Beginnings, Sequence, StuckRecovery, hand_over_every_record
 from tickwire.streams.worker.stage import Stage, StageContext
 from tickwire.streams.worker.state import KeyedStates
 
@@ -92,6 +92,8 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     async def close_clients(sender: object, **kwargs: object) -> None:
         await outbox.stop()
         await beginnings.stop()
+
+    app.timer(interval=5.0, name="finish_stuck_recovery")(StuckRecovery(app))
 
     @app.task
     async def broker_health() -> None:

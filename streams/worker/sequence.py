@@ -53,6 +53,7 @@ RESEEK_S = 5.0
 SEEK_WAIT_S = 2.0
 ASK_TIMEOUT_S = 10.0
 STALL_S = 5.0
+RECOVERY_STUCK_S = 30.0
 Where = tuple[str, int]  # (topic, partition)
 
 
@@ -177,6 +178,38 @@ class Sequence:
         self._seeking.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.warning("a seek back failed (%s); the timer tries again", type(task.exception()).__name__)
+
+
+class StuckRecovery:
+    """Finishes a faust recovery that stopped with its tables read.
+
+    faust-streaming's recovery can stop between reading the changelogs and resuming the
+    stream partitions: an error there is taken for another rebalance, which may never come.
+    The partitions that rebalance assigned then stay paused, and the app stays
+    "rebalancing", which also holds ``Sequence``'s watch back. The crash test's last worker
+    sat so, never fetching two md.bars.v1 partitions its killed predecessors had held.
+    Called by a timer: once the same generation has been recovering for ``RECOVERY_STUCK_S``
+    with nothing left to read, it completes the recovery as faust does (resume the stream
+    partitions, seek them to the committed offsets, end the rebalance).
+    """
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+        self._since: tuple[int, float] | None = None  # (generation, when it was first seen stuck)
+
+    async def __call__(self) -> None:
+        app, recovery = self._app, self._app.tables.recovery
+        if not (app.rebalancing and recovery.in_recovery and app.consumer.assignment()) or recovery.need_recovery():
+            self._since = None
+            return
+        generation, now = app.consumer_generation_id, time.monotonic()
+        if self._since is None or self._since[0] != generation:
+            self._since = (generation, now)
+        elif now - self._since[1] >= RECOVERY_STUCK_S:
+            log.warning("faust's recovery of generation %d stopped %.0f s ago with its tables read; finishing it",
+                        generation, now - self._since[1])
+            self._since = None
+            await recovery.on_recovery_completed(generation)
 
 
 class Beginnings:

@@ -705,3 +705,40 @@ async def test_a_partition_never_committed_nor_handed_over_is_watched_from_its_b
     assert await sequence.stalled() == {}
     monkeypatch.setattr(module, "STALL_S", 0.0)
     assert await sequence.stalled() == {("in", 5): 0}
+
+
+async def test_a_recovery_stopped_with_its_tables_read_is_finished_after_a_while(monkeypatch):
+    from types import SimpleNamespace
+
+    from tickwire.streams.worker import sequence as module
+
+    finished = []
+
+    class Recovery:
+        in_recovery, remaining = True, False
+
+        def need_recovery(self):
+            return self.remaining
+
+        async def on_recovery_completed(self, generation):
+            finished.append(generation)
+
+    recovery = Recovery()
+    app = SimpleNamespace(rebalancing=True, consumer_generation_id=4, tables=SimpleNamespace(recovery=recovery),
+                          consumer=SimpleNamespace(assignment=lambda: {("md.bars.v1", 5)}))
+    watch = module.StuckRecovery(app)
+    await watch()
+    await watch()
+    assert finished == []  # not stuck for RECOVERY_STUCK_S yet
+    monkeypatch.setattr(module, "RECOVERY_STUCK_S", 0.0)
+    recovery.remaining = True  # still reading the changelogs: a recovery, not a stuck one
+    await watch()
+    await watch()
+    assert finished == []
+    recovery.remaining = False
+    await watch()
+    app.consumer_generation_id = 5  # another rebalance: its own clock
+    await watch()
+    assert finished == []
+    await watch()
+    assert finished == [5]
