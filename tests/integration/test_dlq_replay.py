@@ -70,4 +70,4 @@ async def test_chosen_dlq_records_go_back_to_their_source_topic(isolated, proces
     assert not any(name.startswith(("tickwire.reason", "__connect.errors.")) for name, _ in back[0].headers)
 
     refused = dlq_cli(processes, "--reason", "no_such_reason")
-    assert refused.returncode == 1 and "unknown DLQ reason no_such_reason" in refused.stderr
+    assert refused.returncode == 2 and "unknown DLQ reason no_such_reason" in refused.stderr
