@@ -107,7 +107,7 @@ class Metrics:
         self._ready_parts: dict[str, bool] = {}
         self.lag = Gauge(
             "tickwire_consumer_lag_messages",
-            "End offset minus committed offset",
+            "End offset minus the consumer's position: its committed offset (sinks) or the offset due next (worker)",
             ["topic", "partition"],
             registry=registry,
         )

@@ -109,6 +109,7 @@ def _install(app: faust.App, stage_type: type[Stage], context: StageContext, out
     stage = stage_type(context, KeyedStates(table, spec.codec, context.metrics))
     checkpoint = Checkpoint(stage, outbox, context.names[DLQ], context.metrics, sequence=Sequence(
         lambda: app.consumer, beginnings, lambda: app.rebalancing, beginnings.ends, [context.names[t] for t in stage_type.inputs],
+        lag=context.metrics.lag,
     ))
     # One channel over every input: the stage sees a key's inputs in one agent, in one partition.
     inputs = app.topic(*(context.names[t] for t in stage_type.inputs), partitions=stage_type.inputs[0].partitions, **_RAW)

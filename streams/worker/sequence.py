@@ -26,8 +26,9 @@ rebalance that thread waits for the agents to finish their batches, so an agent 
 for it would never finish. Where a partition begins is asked of a client of the
 worker's own (``Beginnings``) for the same reason. No seek starts while faust rebalances.
 
-The same timer watches for a partition that lags (its end past the offset due) yet has
-handed nothing over for ``STALL_S``: it is put back among the partitions faust fetches
+The same timer reports each input partition's lag (its end minus the offset due, in
+``tickwire_consumer_lag_messages``) and watches for a partition that lags yet has handed
+nothing over for ``STALL_S``: it is put back among the partitions faust fetches
 (faust drops a partition from them while the agent's queue is full, and in the crash
 test one was never put back) and sought to its offset due.
 
@@ -68,10 +69,11 @@ class Sequence:
     def __init__(
         self, consumer: Callable[[], Any] | None = None, beginnings: Callable[[list[Where]], Awaitable[dict[Where, int]]] | None = None,
         rebalancing: Callable[[], bool] = lambda: False, ends: Callable[[list[Where]], Awaitable[dict[Where, int]]] | None = None,
-        topics: Collection[str] = (),
+        topics: Collection[str] = (), lag: Any = None,
     ) -> None:
         self._consumer, self._beginnings, self._rebalancing = consumer, beginnings, rebalancing
-        self._ends, self._topics = ends, frozenset(topics)
+        self._ends, self._topics, self._lag = ends, frozenset(topics), lag
+        self._lagging: set[Where] = set()  # partitions with a lag series, dropped when no longer ours
         self._moved: dict[Where, tuple[int, float]] = {}  # partition -> (offset due, since when), for stalls
         self.due: dict[Where, int] = {}
         # partition -> (the offset due, the first record withheld, when it was last sought back)
@@ -150,6 +152,7 @@ class Sequence:
             due.update(await self._beginnings(unseen))
         known = [where for where, offset in due.items() if offset is not None]
         ends = await self._ends(known) if known else {}
+        self._report_lag(due, ends)
         for where in known:
             moved = self._moved.get(where)
             if moved is None or moved[0] != due[where] or ends.get(where, 0) <= due[where]:
@@ -164,6 +167,16 @@ class Sequence:
                 self._moved[where] = (due[where], now)
                 seeks[where] = due[where]
         return seeks
+
+    def _report_lag(self, due: dict[Where, int | None], ends: dict[Where, int]) -> None:
+        """``tickwire_consumer_lag_messages`` per input partition: its end minus the offset due."""
+        if self._lag is None:
+            return
+        for where in self._lagging - ends.keys():
+            self._lag.remove(where[0], str(where[1]))
+        for where, end in ends.items():
+            self._lag.labels(where[0], str(where[1])).set(max(0, end - (due[where] or 0)))
+        self._lagging = set(ends)
 
     async def seek(self, seeks: dict[Where, int]) -> None:
         """Fetch each partition again from its offset due (see the module docstring)."""

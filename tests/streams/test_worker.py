@@ -742,3 +742,34 @@ async def test_a_recovery_stopped_with_its_tables_read_is_finished_after_a_while
     assert finished == []
     await watch()
     assert finished == [5]
+
+
+async def test_each_input_partitions_lag_is_exported_and_dropped_when_it_goes():
+    from faust.types import TP
+    from prometheus_client import CollectorRegistry
+
+    from tickwire.schemas.metrics import Metrics
+    from tickwire.streams.worker import sequence as module
+
+    assigned = {TP("in", 0), TP("in", 1), TP("other", 0)}
+
+    class Consumer(_Consumer):
+        _buffered_partitions: set = set()
+        _paused_partitions: set = set()
+
+        def assignment(self):
+            return assigned
+
+    async def ends(partitions):
+        return {where: {("in", 0): 129, ("in", 1): 50}[where] for where in partitions}
+
+    metrics = Metrics(CollectorRegistry())
+    sequence = module.Sequence(lambda: Consumer({TP("in", 0): 24, TP("in", 1): 50}), None, lambda: False, ends, ["in"],
+                               lag=metrics.lag)
+    await sequence.stalled()
+    value = lambda p: metrics.registry.get_sample_value("tickwire_consumer_lag_messages", {"topic": "in", "partition": p})
+    assert (value("0"), value("1")) == (105.0, 0.0)
+    assert await _admitted(sequence, 24, 25) == [24, 25]
+    assigned.discard(TP("in", 1))  # revoked: its series goes
+    await sequence.stalled()
+    assert (value("0"), value("1")) == (103.0, None)
