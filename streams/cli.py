@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     _use_uvloop()
     gc.freeze()  # what is loaded by now lives as long as the process: the collector need not scan it
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env(_before_start() if args.command == "run" and not args.no_services else None)
         logging.config.dictConfig(logging_config(settings.log_level))
         return args.func(settings, args) or 0
     except TickwireError as exc:
@@ -420,13 +420,29 @@ def cmd_sink(settings: Settings, args: argparse.Namespace) -> None:
 
 # --- the embedded default ----------------------------------------------------------------
 
-RUN_DIR = ROOT / "var" / "run"
+# deploy/local's directory for the local stack's data, logs and password (TICKWIRE_VAR_DIR,
+# read when used: a second stack beside the first sets it and its own TICKWIRE_LOCAL_*_PORTs).
+def _var() -> Path:
+    return Path(os.environ.get("TICKWIRE_VAR_DIR") or ROOT / "var")
+
+
+def _password_file() -> Path:
+    return _var() / "pg" / "password"
 
 
 def _services(action: str) -> None:
     for script in ("kafka.sh", "postgres.sh"):
         if subprocess.run(["bash", str(LOCAL / script), action]).returncode != 0:
-            raise CommandError(f"deploy/local/{script} {action} failed (logs in var/log/)")
+            raise CommandError(f"deploy/local/{script} {action} failed (logs in {_var() / 'log'})")
+
+
+def _before_start() -> dict[str, str]:
+    """The environment ``tickwire run`` reads its settings from before it starts the local
+    stack: a password file that start-up creates is not there yet (it is read after)."""
+    env = dict(os.environ)
+    if env.get("TICKWIRE_PG_PASSWORD_FILE") == str(_password_file()) and not _password_file().exists():
+        del env["TICKWIRE_PG_PASSWORD_FILE"]
+    return env
 
 
 def _local_env() -> dict[str, str]:
@@ -435,7 +451,7 @@ def _local_env() -> dict[str, str]:
     env.setdefault(
         "TICKWIRE_PG_DSN", f"postgresql://tickwire@127.0.0.1:{os.environ.get('TICKWIRE_LOCAL_PG_PORT', '15432')}/tickwire"
     )
-    env.setdefault("TICKWIRE_PG_PASSWORD_FILE", str(ROOT / "var" / "pg" / "password"))
+    env.setdefault("TICKWIRE_PG_PASSWORD_FILE", str(_password_file()))
     # The simulator's named symbols and their sectors, for sector_correlation.
     env.setdefault("TICKWIRE_CORRELATION_SECTORS_FILE", str(LOCAL / "sectors.csv"))
     return env
@@ -450,8 +466,10 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         settings = Settings.from_env(env)
     else:
         env = dict(os.environ)
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
-    (RUN_DIR / "tickwire.pid").write_text(str(os.getpid()))
+    var = _var()
+    (var / "run").mkdir(parents=True, exist_ok=True)
+    (var / "log").mkdir(parents=True, exist_ok=True)
+    (var / "run" / "tickwire.pid").write_text(str(os.getpid()))
     exe = [sys.executable, "-m", "tickwire.streams.cli"]
     children: list[subprocess.Popen] = []
     stopping = False
@@ -471,7 +489,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             (["worker"], ["sink"], ["simulate", "--symbols", str(args.symbols), "--rate", str(args.rate)],
              ["maintain", "--every", "86400"])
         ):
-            log_file = open(ROOT / "var" / "log" / f"{command[0]}.log", "ab")
+            log_file = open(var / "log" / f"{command[0]}.log", "ab")
             children.append(
                 subprocess.Popen(exe + command + ["--metrics-port", str(port + offset)], env=env, stdout=log_file, stderr=subprocess.STDOUT)
             )
@@ -480,10 +498,10 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             f"""
 Tickwire is running: simulator (bars, predictions, fills) -> worker (indicators, regimes, correlations, validation, trades) -> sink -> 12 tables
   metrics:  http://{host}:{port}/metrics (worker)  http://{host}:{port + 1}/metrics (sink)  http://{host}:{port + 2}/metrics (simulator)
-  upkeep:   tickwire maintain, now and every 24 h (partitions ahead, retention, views: var/log/maintain.log)
+  upkeep:   tickwire maintain, now and every 24 h (partitions ahead, retention, views: {var / 'log' / 'maintain.log'})
   database: {settings.safe_dsn()}  (password in {env.get('TICKWIRE_PG_PASSWORD_FILE', 'TICKWIRE_PG_PASSWORD')})
-  see rows: PGPASSWORD=$(cat var/pg/password) psql "{settings.safe_dsn()}" -c "SELECT symbol, timestamp, close, ema_20 FROM market_conditions ORDER BY timestamp DESC LIMIT 10"
-  logs:     var/log/
+  see rows: PGPASSWORD=$(cat {env.get('TICKWIRE_PG_PASSWORD_FILE', _password_file())}) psql "{settings.safe_dsn()}" -c "SELECT symbol, timestamp, close, ema_20 FROM market_conditions ORDER BY timestamp DESC LIMIT 10"
+  logs:     {var / 'log'}/
   stop:     Ctrl-C here, or 'tickwire stop' from another shell
 """,
             flush=True,
@@ -491,7 +509,7 @@ Tickwire is running: simulator (bars, predictions, fills) -> worker (indicators,
         while not stopping:
             for child in children:
                 if child.poll() is not None:
-                    raise CommandError(f"{' '.join(child.args[3:4])} exited with {child.returncode}; see var/log/")
+                    raise CommandError(f"{' '.join(child.args[3:4])} exited with {child.returncode}; see {var / 'log'}/")
             time.sleep(0.5)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -505,13 +523,13 @@ Tickwire is running: simulator (bars, predictions, fills) -> worker (indicators,
                 child.kill()
         if not args.no_services:
             _services("stop")
-        (RUN_DIR / "tickwire.pid").unlink(missing_ok=True)
+        (var / "run" / "tickwire.pid").unlink(missing_ok=True)
         print("tickwire: stopped", flush=True)
     return 0
 
 
 def cmd_stop(settings: Settings, args: argparse.Namespace) -> int:
-    pidfile = RUN_DIR / "tickwire.pid"
+    pidfile = _var() / "run" / "tickwire.pid"
     if pidfile.exists():
         pid = int(pidfile.read_text())
         try:

@@ -1,0 +1,57 @@
+"""``tickwire run``, the embedded default, as a second local stack beside the test stack:
+its own directory and ports (TICKWIRE_VAR_DIR, TICKWIRE_LOCAL_*_PORT), rows landing, its
+logs and password in its directory, and a clean stop that takes its services down."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import asyncpg
+import pytest
+
+from tests.conftest import ROOT, free_port, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_second_stack_runs_from_its_own_directory_and_ports_and_stops_cleanly(tmp_path):
+    var = tmp_path / "var"
+    ports = {name: free_port() for name in ("KAFKA", "KAFKA_CONTROLLER", "KAFKA_SASL", "PG")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKWIRE_")}
+    env |= {f"TICKWIRE_LOCAL_{name}_PORT": str(port) for name, port in ports.items()}
+    env |= {"TICKWIRE_VAR_DIR": str(var), "TICKWIRE_METRICS_PORT": str(free_port()), "TICKWIRE_LOCAL_TIMESCALEDB": "off"}
+    run = subprocess.Popen([sys.executable, "-m", "tickwire.streams.cli", "run", "--symbols", "5", "--rate", "50"], env=env,
+                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        password = var / "pg" / "password"
+        assert await wait_for(lambda: asyncio.sleep(0, password.exists()), timeout_s=120), "the stack's password file"
+
+        async def rows() -> int:
+            if run.poll() is not None:
+                return -1
+            try:
+                conn = await asyncpg.connect(host="127.0.0.1", port=ports["PG"], user="tickwire", database="tickwire",
+                                             password=password.read_text().strip())
+            except (OSError, asyncpg.PostgresError):
+                return 0
+            try:
+                return await conn.fetchval("SELECT count(*) FROM market_conditions")
+            except asyncpg.UndefinedTableError:
+                return 0
+            finally:
+                await conn.close()
+
+        assert await wait_for(rows, timeout_s=240, interval_s=2) > 0, run.stdout.read() if run.poll() is not None else ""
+        assert {"worker.log", "sink.log", "simulate.log"} <= {p.name for p in (var / "log").iterdir()}
+    finally:
+        run.send_signal(signal.SIGINT)
+        out, _ = run.communicate(timeout=120)
+    assert run.returncode == 0 and "tickwire: stopped" in out, out[-3000:]
+    assert str(var / "log") in out and str(password) in out  # what it printed points into its own directory
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", ports["KAFKA"]), timeout=1).close()
