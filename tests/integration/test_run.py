@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -19,8 +22,11 @@ from tests.conftest import ROOT, free_port, wait_for
 pytestmark = pytest.mark.integration
 
 
-async def test_a_second_stack_runs_from_its_own_directory_and_ports_and_stops_cleanly(tmp_path):
-    var = tmp_path / "var"
+async def test_a_second_stack_runs_from_its_own_directory_and_ports_and_stops_cleanly():
+    # Not pytest's tmp_path: PostgreSQL runs as its own user, who must be able to enter it.
+    top = Path(tempfile.mkdtemp(prefix="tickwire-second-stack-"))
+    top.chmod(0o755)
+    var = top / "var"
     ports = {name: free_port() for name in ("KAFKA", "KAFKA_CONTROLLER", "KAFKA_SASL", "PG")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICKWIRE_")}
     env |= {f"TICKWIRE_LOCAL_{name}_PORT": str(port) for name, port in ports.items()}
@@ -29,7 +35,8 @@ async def test_a_second_stack_runs_from_its_own_directory_and_ports_and_stops_cl
                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         password = var / "pg" / "password"
-        assert await wait_for(lambda: asyncio.sleep(0, password.exists()), timeout_s=120), "the stack's password file"
+        started = await wait_for(lambda: asyncio.sleep(0, password.exists() or run.poll() is not None), timeout_s=120)
+        assert started and run.poll() is None, run.stdout.read() if run.poll() is not None else "no password file in 120 s"
 
         async def rows() -> int:
             if run.poll() is not None:
@@ -55,3 +62,4 @@ async def test_a_second_stack_runs_from_its_own_directory_and_ports_and_stops_cl
     assert str(var / "log") in out and str(password) in out  # what it printed points into its own directory
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", ports["KAFKA"]), timeout=1).close()
+    shutil.rmtree(top)
