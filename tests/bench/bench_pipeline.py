@@ -13,6 +13,10 @@ exactly-once, outputs produced to a topic. Prints bars/s for each, the worker's 
 to each, and the Quix app's ratio to the passthrough (medians). Without quixstreams
 installed the Quix baseline is skipped, with a note on stderr.
 
+Scaling out: two workers in one consumer group beside one, the way Tickwire reaches more
+bars/s than one process gives (the ratio is bounded by the machine's cores, which the
+broker shares; a record consumed twice around the group's first rebalance counts twice).
+
     python tests/bench/bench_pipeline.py [--quick]
 """
 
@@ -129,38 +133,43 @@ def quix_core(settings, count: int) -> float:
         return float(result.read_text())
 
 
-def faust_worker(settings, count: int, **overrides: str) -> float:
+def faust_worker(settings, count: int, replicas: int = 1, **overrides: str) -> float:
     """Bars/s of ``tickwire worker`` (its own consumer group each time), from its first bar."""
-    return run_worker(settings, count, **overrides)[0]
+    return run_worker(settings, count, replicas, **overrides)[0]
 
 
-def run_worker(settings, count: int, **overrides: str) -> tuple[float, str]:
-    """(bars/s of ``tickwire worker`` from its first bar to its ``count``-th, its /metrics then)."""
-    port = 19400 + os.getpid() % 500
+def run_worker(settings, count: int, replicas: int = 1, **overrides: str) -> tuple[float, str]:
+    """(bars/s of ``replicas`` ``tickwire worker`` processes in one group, from the first bar
+    any of them consumes to the ``count``-th all of them have, the first one's /metrics then)."""
+    group = f"bench-{uuid.uuid4().hex[:6]}"
     env = dict(os.environ, TICKWIRE_TOPIC_PREFIX=settings.topic_prefix, TICKWIRE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
-               TICKWIRE_LOG_LEVEL="WARNING", TICKWIRE_MAX_FUTURE_SKEW_S="1e9", TICKWIRE_PROCESSOR_GROUP=f"bench-{uuid.uuid4().hex[:6]}",
-               **overrides)
-    proc = subprocess.Popen([sys.executable, "-m", "tickwire.streams.cli", "worker", "--metrics-port", str(port)], env=env,
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               TICKWIRE_LOG_LEVEL="WARNING", TICKWIRE_MAX_FUTURE_SKEW_S="1e9", TICKWIRE_PROCESSOR_GROUP=group, **overrides)
+    ports = [19400 + (os.getpid() + n) % 500 for n in range(replicas)]
+    procs = [subprocess.Popen([sys.executable, "-m", "tickwire.streams.cli", "worker", "--metrics-port", str(port)], env=env,
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for port in ports]
     metric = f'tickwire_messages_consumed_total{{topic="{settings.topic(BARS.name)}"}}'
-    first_at = None
+    first_at, texts = None, [""] * replicas
     try:
         while True:
             time.sleep(0.5)  # a scrape costs the worker CPU: poll gently
-            try:
-                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-            except OSError:
-                continue
-            consumed = next((float(line.split()[-1]) for line in text.splitlines() if line.startswith(metric)), 0.0)
+            for n, port in enumerate(ports):
+                try:
+                    texts[n] = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+                except OSError:
+                    pass
+            consumed = sum(next((float(line.split()[-1]) for line in text.splitlines() if line.startswith(metric)), 0.0)
+                           for text in texts)
             if consumed and first_at is None:
                 first_at, first = time.perf_counter(), consumed
             if consumed >= count:
-                return (consumed - first) / (time.perf_counter() - first_at), text
-            if proc.poll() is not None:
-                raise SystemExit("the worker exited early")
+                return (consumed - first) / (time.perf_counter() - first_at), texts[0]
+            if any(proc.poll() is not None for proc in procs):
+                raise SystemExit("a worker exited early")
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
 
 
 def main() -> None:
@@ -172,7 +181,7 @@ def main() -> None:
     if not with_quix:
         print("quixstreams is not installed (pip install -e '.[bench]'): skipping the Quix Streams baseline",
               file=sys.stderr)
-    faust_rates, base_rates, pass_rates, ceiling_rates, lean_rates, quix_rates = [], [], [], [], [], []
+    faust_rates, base_rates, pass_rates, ceiling_rates, lean_rates, quix_rates, pair_rates = [], [], [], [], [], [], []
     for _ in range(repeats):
         settings = local_settings(topic_prefix=f"bench{uuid.uuid4().hex[:8]}.")
         asyncio.run(preload(settings, count, 50))
@@ -183,6 +192,7 @@ def main() -> None:
             quix_rates.append(quix_core(settings, count))
         faust_rates.append(faust_worker(settings, count))
         lean_rates.append(faust_worker(settings, count, TICKWIRE_CORRELATION_TIMEFRAMES=""))
+        pair_rates.append(faust_worker(settings, count, replicas=2))
     worker = statistics.median(faust_rates)
     emit("pipeline", "worker_throughput", worker, "bars/s", "aiokafka consume-and-produce passthrough", statistics.median(pass_rates))
     emit("pipeline", "worker_throughput", worker, "bars/s", "faust agent doing nothing (faust's own ceiling)", statistics.median(ceiling_rates))
@@ -192,6 +202,7 @@ def main() -> None:
              statistics.median(quix_rates))
     emit("pipeline", "worker_throughput_without_correlations", statistics.median(lean_rates), "bars/s",
          "faust agent doing nothing (faust's own ceiling)", statistics.median(ceiling_rates))
+    emit("pipeline", "worker_throughput_two_replicas", statistics.median(pair_rates), "bars/s", "one worker", worker)
     emit("pipeline", "faust_ceiling", statistics.median(ceiling_rates), "msgs/s", "aiokafka consume-and-produce passthrough", statistics.median(pass_rates))
     if quix_rates:
         emit("pipeline", "quix_core", statistics.median(quix_rates), "bars/s", "aiokafka consume-and-produce passthrough",
