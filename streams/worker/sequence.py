@@ -114,16 +114,25 @@ class Sequence:
                                 message.topic, message.partition, offset, due, due)
                     self._withheld[where] = (due, offset, time.monotonic())
                     seeks[where] = due
-                    message.incref()
+                    self._withhold(message)
                     continue
                 if offset > withheld[1] or where in seeks:  # the old fetch still coming
-                    message.incref()
+                    self._withhold(message)
                     continue
                 log.warning("%s[%d]: offsets %d to %d are not in the log (a transaction marker or a compacted "
                             "record); going on from %d", message.topic, message.partition, due, offset - 1, offset)
             self.due[where] = offset + 1
             admitted.append(event)
         return admitted, seeks
+
+    def _withhold(self, message: Any) -> None:
+        """Never acknowledged, so faust cannot commit it; and forgotten by faust's consumer,
+        whose rebalance waits for every record it handed over to be acknowledged (the
+        replica test's worker waited so for minutes on a withheld record, and the group
+        with it)."""
+        message.incref()
+        if self._consumer is not None:
+            self._consumer()._unacked_messages.discard(message)
 
     def overdue(self) -> dict[Where, int]:
         """Partitions whose offset due has not come ``RESEEK_S`` after their last seek back."""
