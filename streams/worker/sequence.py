@@ -12,7 +12,8 @@ later condition of those symbols computed without them.
 offset, or the partition's beginning when the group has committed none (the consumer
 starts from the earliest record, and the first record handed over may be a stale one far
 ahead), then one past each record admitted. A record below it was applied already and
-is dropped. A record above it is withheld (never acknowledged, so faust cannot commit it)
+is dropped. A record above it is withheld (never acknowledged, so faust cannot commit it,
+and forgotten by faust's consumer, whose rebalances wait for what it handed over)
 and the partition sought back to the offset due; while the rest of the old fetch comes,
 it is withheld too, and a partition whose offset due has still not come after
 ``RESEEK_S`` is sought back again (by a timer: a stalled partition sends no records to
