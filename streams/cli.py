@@ -420,14 +420,19 @@ def cmd_sink(settings: Settings, args: argparse.Namespace) -> None:
 
 # --- the embedded default ----------------------------------------------------------------
 
-# deploy/local's directory for the local stack's data, logs and password (TICKWIRE_VAR_DIR,
-# read when used: a second stack beside the first sets it and its own TICKWIRE_LOCAL_*_PORTs).
 def _var() -> Path:
+    """deploy/local's directory for the local stack's data, logs and password
+    (TICKWIRE_VAR_DIR: a second stack beside the first sets it, and TICKWIRE_LOCAL_*_PORTs)."""
     return Path(os.environ.get("TICKWIRE_VAR_DIR") or ROOT / "var")
 
 
 def _password_file() -> Path:
     return _var() / "pg" / "password"
+
+
+def _pidfile() -> Path:
+    """Where ``tickwire run`` leaves its pid for ``tickwire stop``."""
+    return _var() / "run" / "tickwire.pid"
 
 
 def _services(action: str) -> None:
@@ -466,10 +471,10 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         settings = Settings.from_env(env)
     else:
         env = dict(os.environ)
-    var = _var()
-    (var / "run").mkdir(parents=True, exist_ok=True)
-    (var / "log").mkdir(parents=True, exist_ok=True)
-    (var / "run" / "tickwire.pid").write_text(str(os.getpid()))
+    pidfile, logs = _pidfile(), _var() / "log"
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)
+    pidfile.write_text(str(os.getpid()))
     exe = [sys.executable, "-m", "tickwire.streams.cli"]
     children: list[subprocess.Popen] = []
     stopping = False
@@ -489,7 +494,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             (["worker"], ["sink"], ["simulate", "--symbols", str(args.symbols), "--rate", str(args.rate)],
              ["maintain", "--every", "86400"])
         ):
-            log_file = open(var / "log" / f"{command[0]}.log", "ab")
+            log_file = open(logs / f"{command[0]}.log", "ab")
             children.append(
                 subprocess.Popen(exe + command + ["--metrics-port", str(port + offset)], env=env, stdout=log_file, stderr=subprocess.STDOUT)
             )
@@ -498,10 +503,10 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             f"""
 Tickwire is running: simulator (bars, predictions, fills) -> worker (indicators, regimes, correlations, validation, trades) -> sink -> 12 tables
   metrics:  http://{host}:{port}/metrics (worker)  http://{host}:{port + 1}/metrics (sink)  http://{host}:{port + 2}/metrics (simulator)
-  upkeep:   tickwire maintain, now and every 24 h (partitions ahead, retention, views: {var / 'log' / 'maintain.log'})
+  upkeep:   tickwire maintain, now and every 24 h (partitions ahead, retention, views: {logs / 'maintain.log'})
   database: {settings.safe_dsn()}  (password in {env.get('TICKWIRE_PG_PASSWORD_FILE', 'TICKWIRE_PG_PASSWORD')})
   see rows: PGPASSWORD=$(cat {env.get('TICKWIRE_PG_PASSWORD_FILE', _password_file())}) psql "{settings.safe_dsn()}" -c "SELECT symbol, timestamp, close, ema_20 FROM market_conditions ORDER BY timestamp DESC LIMIT 10"
-  logs:     {var / 'log'}/
+  logs:     {logs}/
   stop:     Ctrl-C here, or 'tickwire stop' from another shell
 """,
             flush=True,
@@ -509,7 +514,7 @@ Tickwire is running: simulator (bars, predictions, fills) -> worker (indicators,
         while not stopping:
             for child in children:
                 if child.poll() is not None:
-                    raise CommandError(f"{' '.join(child.args[3:4])} exited with {child.returncode}; see {var / 'log'}/")
+                    raise CommandError(f"{' '.join(child.args[3:4])} exited with {child.returncode}; see {logs}/")
             time.sleep(0.5)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -523,13 +528,13 @@ Tickwire is running: simulator (bars, predictions, fills) -> worker (indicators,
                 child.kill()
         if not args.no_services:
             _services("stop")
-        (var / "run" / "tickwire.pid").unlink(missing_ok=True)
+        pidfile.unlink(missing_ok=True)
         print("tickwire: stopped", flush=True)
     return 0
 
 
 def cmd_stop(settings: Settings, args: argparse.Namespace) -> int:
-    pidfile = _var() / "run" / "tickwire.pid"
+    pidfile = _pidfile()
     if pidfile.exists():
         pid = int(pidfile.read_text())
         try:

@@ -140,17 +140,16 @@ class Processes:
     def logs(self) -> str:
         return "".join(log.read_text(errors="replace") for _, log in self.children)
 
-    def check_alive(self) -> None:
+    def check_alive(self, may_end: tuple[int, ...] = ()) -> None:
+        """Fail, with its log's end, on a child that has ended with another code than ``may_end``."""
         for proc, log in self.children:
-            if proc.poll() is not None:
+            if proc.poll() is not None and proc.returncode not in may_end:
                 raise AssertionError(f"{proc.args[3]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
 
     def check_none_crashed(self) -> None:
-        """Like ``check_alive``, for a test that stops and SIGKILLs children itself: only a
-        child that ended on its own with an error fails it."""
-        for proc, log in self.children:
-            if proc.poll() not in (None, 0, -signal.SIGKILL):
-                raise AssertionError(f"{proc.args[3]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        """For a test that stops and SIGKILLs children itself: only a child that ended on its
+        own with an error fails it."""
+        self.check_alive(may_end=(0, -signal.SIGKILL))
 
     def stop(self) -> None:
         for proc, _ in self.children:
