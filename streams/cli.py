@@ -15,6 +15,7 @@ import logging.config
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -463,6 +464,10 @@ def _local_env() -> dict[str, str]:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    commands = (["worker"], ["sink"], ["simulate", "--symbols", str(args.symbols), "--rate", str(args.rate)],
+                ["maintain", "--every", "86400"])
+    port = settings.metrics_port
+    _check_ports_free(settings.metrics_host, {port + offset: command[0] for offset, command in enumerate(commands)})
     if not args.no_services:
         if not LOCAL.is_dir():
             raise CommandError("deploy/local/ is not beside this installation; use --no-services with TICKWIRE_* settings")
@@ -489,11 +494,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         for step in (["migrate"], ["topics"]):
             if subprocess.run(exe + step, env=env).returncode != 0:
                 raise CommandError(f"tickwire {step[0]} failed")
-        port = settings.metrics_port
-        for offset, command in enumerate(
-            (["worker"], ["sink"], ["simulate", "--symbols", str(args.symbols), "--rate", str(args.rate)],
-             ["maintain", "--every", "86400"])
-        ):
+        for offset, command in enumerate(commands):
             log_file = open(logs / f"{command[0]}.log", "ab")
             children.append(
                 subprocess.Popen(exe + command + ["--metrics-port", str(port + offset)], env=env, stdout=log_file, stderr=subprocess.STDOUT)
@@ -531,6 +532,20 @@ Tickwire is running: simulator (bars, predictions, fills) -> worker (indicators,
         pidfile.unlink(missing_ok=True)
         print("tickwire: stopped", flush=True)
     return 0
+
+
+def _check_ports_free(host: str, owners: dict[int, str]) -> None:
+    """Before any child starts: a metrics port already taken would end its process at once,
+    and ``run`` with it, with the reason only in that process's log."""
+    for port, owner in owners.items():
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise CommandError(
+                    f"metrics port {host}:{port} for the {owner} is not free ({exc.strerror}); set TICKWIRE_METRICS_PORT "
+                    f"to the first of {len(owners)} free ports"
+                ) from None
 
 
 def cmd_stop(settings: Settings, args: argparse.Namespace) -> int:

@@ -4,7 +4,9 @@ deploy/local/test.sh starts; each test module gets its own topic prefix and data
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -85,6 +87,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_port_run(count: int) -> int:
+    """The first of ``count`` consecutive free ports, below Linux's ephemeral range: the
+    kernel's own picks for outgoing connections (Kafka's, PostgreSQL's) never land on them."""
+    for first in random.sample(range(20000, 32768 - count), 200):
+        with contextlib.ExitStack() as held:
+            try:
+                for port in range(first, first + count):
+                    held.enter_context(socket.socket()).bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports between 20000 and 32767")
 
 
 # Python source that makes the packages of pyproject.toml's extras (and the modules needing

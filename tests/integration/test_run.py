@@ -17,9 +17,23 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.conftest import ROOT, free_port, wait_for
+from tests.conftest import ROOT, free_port, free_port_run, wait_for
 
 pytestmark = pytest.mark.integration
+
+
+def test_run_refuses_a_taken_metrics_port_before_starting_anything(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        sink_port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TICKWIRE_")}
+        env |= {"TICKWIRE_VAR_DIR": str(tmp_path), "TICKWIRE_METRICS_PORT": str(sink_port - 1)}
+        run = subprocess.run([sys.executable, "-m", "tickwire.streams.cli", "run", "--no-services"], env=env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1, run.stderr
+    assert f"metrics port 127.0.0.1:{sink_port} for the sink is not free" in run.stderr
+    assert "Traceback" not in run.stderr and not (tmp_path / "log" / "worker.log").exists()
 
 
 async def test_a_second_stack_runs_from_its_own_directory_and_ports_and_stops_cleanly():
@@ -30,7 +44,7 @@ async def test_a_second_stack_runs_from_its_own_directory_and_ports_and_stops_cl
     ports = {name: free_port() for name in ("KAFKA", "KAFKA_CONTROLLER", "KAFKA_SASL", "PG")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICKWIRE_")}
     env |= {f"TICKWIRE_LOCAL_{name}_PORT": str(port) for name, port in ports.items()}
-    env |= {"TICKWIRE_VAR_DIR": str(var), "TICKWIRE_METRICS_PORT": str(free_port()), "TICKWIRE_LOCAL_TIMESCALEDB": "off"}
+    env |= {"TICKWIRE_VAR_DIR": str(var), "TICKWIRE_METRICS_PORT": str(free_port_run(4)), "TICKWIRE_LOCAL_TIMESCALEDB": "off"}
     run = subprocess.Popen([sys.executable, "-m", "tickwire.streams.cli", "run", "--symbols", "5", "--rate", "50"], env=env,
                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
