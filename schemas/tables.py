@@ -39,6 +39,13 @@ class Table(NamedTuple):
     # A column a stored row keeps: a row of the same key with another value in it is refused
     # (DLQ ``conflicting_id``), never merged over it.
     owner: str | None = None
+    # Where the rows are stored when ``name`` is a view over several tables: (table, the SQL
+    # condition on a row that sends it there), the conditions disjoint and covering every row.
+    stored_in: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def targets(self) -> tuple[tuple[str, str | None], ...]:
+        return self.stored_in or ((self.name, None),)
 
     @property
     def updated(self) -> tuple[str, ...]:
@@ -63,13 +70,18 @@ def _staging_type(annotation: object) -> str:
 # Two writers fill market_conditions, in either order: the worker's conditions (every column
 # but the correlations) and the correlation stage's context (the correlations; its insert
 # carries the bar so a row it creates first is complete once the condition lands).
+# market_conditions is a view (migration 0010): bars of day timeframes are stored apart,
+# in chunks of a year and without retention.
 _CONTEXT = ("spy_correlation", "sector_correlation")
+_BY_TIMEFRAME = (("market_conditions_intraday", "timeframe NOT LIKE '%d'"), ("market_conditions_daily", "timeframe LIKE '%d'"))
 MARKET_CONDITIONS = Table(
     "market_conditions", Condition, ("symbol", "timeframe", "timestamp"), "update", "timestamp",
     update_columns=tuple(f.name for f in msgspec.structs.fields(Condition) if f.name not in ("symbol", "timeframe", "timestamp", *_CONTEXT)),
+    stored_in=_BY_TIMEFRAME,
 )
 MARKET_CONTEXT = Table(
-    "market_conditions", CorrelationContext, ("symbol", "timeframe", "timestamp"), "update", "timestamp", update_columns=_CONTEXT
+    "market_conditions", CorrelationContext, ("symbol", "timeframe", "timestamp"), "update", "timestamp", update_columns=_CONTEXT,
+    stored_in=_BY_TIMEFRAME,
 )
 
 MARKET_REGIME_HISTORY = Table(

@@ -5,7 +5,8 @@ and merged with ``ON CONFLICT`` so a replayed batch changes nothing (DESIGN rule
 A batch of new rows (the usual case) is inserted without ``ON CONFLICT``, which costs
 PostgreSQL a third less per row; a key already in the table makes that insert fail,
 and the batch is merged instead. All SQL here is built from the table contract's
-identifiers, never from data.
+identifiers, never from data. A table contract that names a view (``market_conditions``)
+says which table each row is stored in (``Table.stored_in``): one statement writes them all.
 
 A table with an ``owner`` column refuses a row whose id (its key without the time
 column) the table holds for another owner within ``OWNER_WINDOW`` of the row's time
@@ -50,24 +51,33 @@ class TableWriter:
             + ", ".join(f"{_ident(c)} {t}" for c, t in zip(table.columns, table.staging_types))
             + ") ON COMMIT DELETE ROWS"
         )
-        if table.on_conflict == "update":
+
+        def action(target: str) -> str:
+            if table.on_conflict == "nothing":
+                return "DO NOTHING"
             updated = [_ident(c) for c in table.updated]
-            target = _ident(table.name)
-            action = f"DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in updated)}"
+            sql = f"DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in updated)}"
             # A replayed row changes nothing: no new row version, and it is not counted as written.
-            action += (
-                f" WHERE ({', '.join(f'{target}.{c}' for c in updated)}) IS DISTINCT FROM"
+            sql += (
+                f" WHERE ({', '.join(f'{_ident(target)}.{c}' for c in updated)}) IS DISTINCT FROM"
                 f" ({', '.join(f'EXCLUDED.{c}' for c in updated)})"
             )
-            if table.update_where:
-                action += f" AND {table.update_where}"
-        else:
-            action = "DO NOTHING"
-        insert_sql = f"INSERT INTO {_ident(table.name)} ({cols}) SELECT {cols} FROM {_ident(self.staging)}"
-        # Both run as queries (the merge counts its rows rather than reading the command
-        # tag): a query goes through asyncpg's statement cache, so each connection plans
-        # them once, not per batch.
-        self.merge_sql = f"WITH merged AS ({insert_sql} ON CONFLICT ({key}) {action} RETURNING 1) SELECT count(*) FROM merged"
+            return sql + (f" AND {table.update_where}" if table.update_where else "")
+
+        # One statement whatever the number of tables a row may go to (one data-modifying
+        # CTE each). Both run as queries (the merge counts its rows rather than reading the
+        # command tag): a query goes through asyncpg's statement cache, so each connection
+        # plans them once, not per batch.
+        inserts = [
+            f"INSERT INTO {_ident(target)} ({cols}) SELECT {cols} FROM {_ident(self.staging)}" + (f" WHERE {where}" if where else "")
+            for target, where in table.targets
+        ]
+        merges = [
+            f"m{n} AS ({insert} ON CONFLICT ({key}) {action(target)} RETURNING 1)"
+            for n, (insert, (target, _)) in enumerate(zip(inserts, table.targets))
+        ]
+        counts = " + ".join(f"(SELECT count(*) FROM m{n})" for n in range(len(merges)))
+        self.merge_sql = f"WITH {', '.join(merges)} SELECT {counts}"
         self.owner_conflict_sql = None
         self._owner_index = None
         if table.owner:
@@ -82,7 +92,7 @@ class TableWriter:
                 f" AND (SELECT max({time}) FROM {staging}) + interval '{OWNER_WINDOW}' LIMIT 1"
             )
             self._owner_index = table.columns.index(table.owner)
-        self.insert_sql = f"WITH inserted AS ({insert_sql}) SELECT 0"
+        self.insert_sql = f"WITH {', '.join(f'i{n} AS ({insert})' for n, insert in enumerate(inserts))} SELECT 0"
         self._merges_due = 0
         self.columns = table.columns  # computed from the Struct's fields on every access
         self._key_index = [table.columns.index(c) for c in table.key]

@@ -152,7 +152,7 @@ COLUMNS = {
         "notification_message_id varchar(100)",
         "created_at timestamptz",
     ],
-    "market_conditions": [
+    "market_conditions_intraday": [
         "id bigint not null",
         "symbol varchar(10) not null",
         "timeframe varchar(5) not null",
@@ -371,8 +371,12 @@ COLUMNS = {
     ],
 }
 
+# market_conditions is the view over the intraday and the daily table (0010): same columns.
+COLUMNS["market_conditions_daily"] = COLUMNS["market_conditions_intraday"]
+COLUMNS["market_conditions"] = [c.removesuffix(" not null") for c in COLUMNS["market_conditions_intraday"]]
+
 TIME_TABLES = {  # time-partitioned table -> its time column (hypertable / range partition key)
-    "market_conditions": "timestamp",
+    "market_conditions_intraday": "timestamp",
     "trade_outcomes": "entry_time",
     "model_predictions": "predicted_at",
     "market_regime_history": "timestamp",
@@ -382,12 +386,14 @@ TIME_TABLES = {  # time-partitioned table -> its time column (hypertable / range
     "correlation_group_members": "timestamp",
     "correlation_conflicts": "timestamp",
 }
+# On TimescaleDB the daily bars' table too; on PostgreSQL it is not partitioned (0010).
+HYPERTABLES = TIME_TABLES | {"market_conditions_daily": "timestamp"}
 VIEWS = ("candles_1h", "candles_1d", "mv_daily_trading_stats")
-TABLES = tuple(sorted(set(COLUMNS) - set(VIEWS)))
 
 # Every unique index of each table (the sinks' ON CONFLICT keys among them).
 UNIQUE_KEYS = {
-    "market_conditions": {("symbol", "timeframe", "timestamp")},
+    "market_conditions_intraday": {("symbol", "timeframe", "timestamp")},
+    "market_conditions_daily": {("symbol", "timeframe", "timestamp")},
     "trade_outcomes": {("trade_id", "entry_time")},
     "model_predictions": {("prediction_id", "predicted_at")},
     "strategy_performance": {("id",), ("strategy_id", "model_version", "period_type", "period_start")},
@@ -413,7 +419,7 @@ SEED_INDEXES = {
     "idx_model_predictions_model": ("model_predictions", "(model_version, predicted_at DESC)"),
     "idx_model_predictions_symbol": ("model_predictions", "(symbol, predicted_at DESC)"),
     "idx_model_predictions_unvalidated": ("model_predictions", "(validated_at) WHERE (validated_at IS NULL)"),
-    "idx_market_conditions_regime": ("market_conditions", '(detected_regime, "timestamp" DESC)'),
+    "idx_market_conditions_regime": ("market_conditions_intraday", '(detected_regime, "timestamp" DESC)'),
     "idx_strategy_performance_strategy": ("strategy_performance", "(strategy_id, period_start DESC)"),
     "idx_strategy_performance_model": ("strategy_performance", "(model_version, period_start DESC)"),
     "idx_model_performance_version": ("model_performance", "(model_version, evaluation_date DESC)"),
@@ -438,7 +444,9 @@ SEED_DEFAULTS = {
     ("trade_outcomes", "slippage"): "0",
     ("trade_outcomes", "created_at"): "now()",
     ("model_predictions", "created_at"): "now()",
-    ("market_conditions", "created_at"): "now()",
+    ("market_conditions_intraday", "created_at"): "now()",
+    ("market_conditions_daily", "created_at"): "now()",
+    ("market_conditions_daily", "id"): "nextval('market_conditions_id_seq'::regclass)",
     ("strategy_performance", "total_trades"): "0",
     ("strategy_performance", "net_pnl"): "0",
     ("model_performance", "status"): "'evaluating'::character varying",
@@ -458,7 +466,8 @@ SEED_DEFAULTS = {
 # The seeds' CHECKs: table -> columns that must each be named by a CHECK constraint.
 SEED_CHECKS = {
     "trade_outcomes": ("direction", "outcome_type"),
-    "market_conditions": ("detected_regime",),
+    "market_conditions_intraday": ("detected_regime", "timeframe"),
+    "market_conditions_daily": ("detected_regime", "timeframe"),
     "strategy_performance": ("period_type",),
     "model_performance": ("status",),
     "ab_tests": ("test_type", "control_traffic_percent", "treatment_traffic_percent", "status"),
@@ -471,7 +480,8 @@ T0 = datetime(2026, 3, 2, tzinfo=timezone.utc)
 
 # One valid row per table the streams fill, for the upsert checks.
 SAMPLE_ROWS = {
-    "market_conditions": dict(symbol="AAA", timeframe="1m", timestamp=T0, open=1, high=2, low=0.5, close=1.5, volume=10),
+    "market_conditions_intraday": dict(symbol="AAA", timeframe="1m", timestamp=T0, open=1, high=2, low=0.5, close=1.5, volume=10),
+    "market_conditions_daily": dict(symbol="AAA", timeframe="1d", timestamp=T0, open=1, high=2, low=0.5, close=1.5, volume=10),
     "trade_outcomes": dict(trade_id=uuid.UUID(int=1), strategy_id="s1", model_version="v1", symbol="AAA", direction="SHORT",
                            entry_time=T0, entry_price=10, quantity=5, outcome_type="OPEN"),
     "model_predictions": dict(prediction_id=uuid.UUID(int=2), model_version="v1", model_type="direction", symbol="AAA",
@@ -777,7 +787,7 @@ async def test_aggregates_roll_1m_bars_into_1h_and_1d_candles_and_trades_into_da
     # a 5m row must not count: the aggregates read the 1-minute base rows only
     bars.append(("AGG1", "5m", start, Decimal(1), Decimal(999), Decimal(0), Decimal(1), 10**6))
     await db.executemany(
-        """INSERT INTO market_conditions (symbol, timeframe, "timestamp", open, high, low, close, volume)
+        """INSERT INTO market_conditions_intraday (symbol, timeframe, "timestamp", open, high, low, close, volume)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
         bars,
     )
@@ -889,7 +899,7 @@ async def test_postgres_time_tables_are_partitioned_by_utc_month_with_a_default(
                 f"FOR VALUES FROM ('{month:%Y-%m-%d} 00:00:00+00') TO ('{nxt:%Y-%m-%d} 00:00:00+00')"
             ), table
         assert all(name.startswith(f"{table}_p") for name in parts)
-    assert await pg_db.fetchval("SELECT to_regclass('market_conditions_p202001')")  # 0001: since 2020
+    assert await pg_db.fetchval("SELECT to_regclass('market_conditions_intraday_p202001')")  # 0001: since 2020, renamed by 0010
 
 
 async def test_postgres_aggregates_are_materialized_views_refreshable_concurrently(pg_db):
@@ -902,7 +912,8 @@ async def test_postgres_aggregates_are_materialized_views_refreshable_concurrent
 # --- TimescaleDB ----------------------------------------------------------------------------
 
 CHUNK_INTERVALS = {
-    "market_conditions": timedelta(days=1),
+    "market_conditions_intraday": timedelta(days=1),
+    "market_conditions_daily": timedelta(days=365),
     "trade_outcomes": timedelta(weeks=1),
     "model_predictions": timedelta(weeks=1),
     "market_regime_history": timedelta(days=30),
@@ -912,9 +923,10 @@ CHUNK_INTERVALS = {
     "correlation_group_members": timedelta(weeks=1),
     "correlation_conflicts": timedelta(days=30),
 }
-RETENTION = {"market_conditions": "2 years", "trade_outcomes": "5 years", "model_predictions": "3 years"}
+RETENTION = {"market_conditions_intraday": "2 years", "trade_outcomes": "5 years", "model_predictions": "3 years"}
 SEGMENT_BY = {
-    "market_conditions": "symbol, timeframe",
+    "market_conditions_intraday": "symbol, timeframe",
+    "market_conditions_daily": "symbol, timeframe",
     "trade_outcomes": "symbol",
     "model_predictions": "symbol",
     "market_regime_history": "symbol, timeframe",
@@ -934,14 +946,14 @@ async def test_timescaledb_hypertables_chunks_and_compression(ts_db):
         )
     }
     ours = {t: d for t, d in dims.items() if not t.startswith("_materialized_hypertable_")}
-    assert ours == {t: (TIME_TABLES[t], CHUNK_INTERVALS[t]) for t in TIME_TABLES}
+    assert ours == {t: (HYPERTABLES[t], CHUNK_INTERVALS[t]) for t in HYPERTABLES}
     settings = {
         r["hypertable"]: (r["segmentby"], r["orderby"])
         for r in await ts_db.fetch(
             "SELECT hypertable::text, segmentby, orderby FROM timescaledb_information.hypertable_compression_settings"
         )
     }
-    for table, time_column in TIME_TABLES.items():
+    for table, time_column in HYPERTABLES.items():
         segmentby, orderby = settings[table]
         assert segmentby.replace(" ", "") == SEGMENT_BY[table].replace(" ", ""), table
         assert orderby.replace('"', "").startswith(f"{time_column} DESC"), table
@@ -961,7 +973,7 @@ async def test_timescaledb_policies_and_continuous_aggregates(ts_db):
     by_kind: dict[str, dict[str, dict]] = {}
     for j in jobs:
         by_kind.setdefault(j["proc_name"], {})[j["hypertable_name"]] = json.loads(j["config"])
-    assert set(by_kind["policy_compression"]) == set(TIME_TABLES)
+    assert set(by_kind["policy_compression"]) == set(HYPERTABLES)
     retention = {t: c["drop_after"] for t, c in by_kind["policy_retention"].items()}
     assert set(retention) == set(RETENTION)
     for table, interval in RETENTION.items():
@@ -974,8 +986,8 @@ async def test_timescaledb_policies_and_continuous_aggregates(ts_db):
         )
     }
     assert {v: c[:2] for v, c in caggs.items()} == {
-        "candles_1h": ("market_conditions", False),
-        "candles_1d": ("market_conditions", False),
+        "candles_1h": ("market_conditions_intraday", False),
+        "candles_1d": ("market_conditions_intraday", False),
         "mv_daily_trading_stats": ("trade_outcomes", False),
     }
     assert set(by_kind["policy_refresh_continuous_aggregate"]) == set(VIEWS)
@@ -986,7 +998,7 @@ async def test_timescaledb_background_jobs_run_without_errors(ts_db):
     pitfall about jobs that fail only there), succeeds. One at a time, so that the
     cluster's max_worker_processes is not what is measured."""
     job_ids = [r["job_id"] for r in await ts_db.fetch("SELECT job_id FROM timescaledb_information.jobs WHERE job_id >= 1000 ORDER BY 1")]
-    assert len(job_ids) == len(TIME_TABLES) + len(RETENTION) + len(VIEWS)
+    assert len(job_ids) == len(HYPERTABLES) + len(RETENTION) + len(VIEWS)
     loop = asyncio.get_running_loop()
     outcome = {}
     stats_sql = "SELECT total_successes, last_run_status FROM timescaledb_information.job_stats WHERE job_id = $1"
@@ -1013,18 +1025,18 @@ async def test_timescaledb_background_jobs_run_without_errors(ts_db):
 async def test_timescaledb_upserts_into_compressed_chunks_stay_idempotent(ts_db):
     ts = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=20)
     row = dict(symbol="CMP", timeframe="1m", timestamp=ts, open=1, high=2, low=0.5, close=1.5, volume=10)
-    await ts_db.execute(*_insert("market_conditions", row, update=False))
+    await ts_db.execute(*_insert("market_conditions_intraday", row, update=False))
     chunks = await ts_db.fetch(
-        "SELECT compress_chunk(c, if_not_compressed => true) FROM show_chunks('market_conditions', older_than => now() - INTERVAL '7 days') c"
+        "SELECT compress_chunk(c, if_not_compressed => true) FROM show_chunks('market_conditions_intraday', older_than => now() - INTERVAL '7 days') c"
     )
     assert chunks
     assert await ts_db.fetchval(
         """SELECT is_compressed FROM timescaledb_information.chunks
-            WHERE hypertable_name = 'market_conditions' AND range_start <= $1 AND range_end > $1""",
+            WHERE hypertable_name = 'market_conditions_intraday' AND range_start <= $1 AND range_end > $1""",
         ts,
     )
-    await ts_db.execute(*_insert("market_conditions", row, update=False))
-    await ts_db.execute(*_insert("market_conditions", dict(row, close=1.75), update=True))
+    await ts_db.execute(*_insert("market_conditions_intraday", row, update=False))
+    await ts_db.execute(*_insert("market_conditions_intraday", dict(row, close=1.75), update=True))
     rows = await ts_db.fetch("SELECT close FROM market_conditions WHERE symbol = 'CMP'")
     assert [r["close"] for r in rows] == [Decimal("1.75")]
 
@@ -1054,3 +1066,65 @@ async def test_upgrade_from_0006_widens_trade_direction_even_over_compressed_chu
         assert [r["direction"] for r in rows] == ["LONG", "SHORT"]
     finally:
         await conn.close()
+
+
+@pytest.mark.parametrize("flavor", ["postgres", "timescaledb"])
+async def test_upgrade_to_0010_moves_day_bars_to_their_table_even_from_compressed_chunks(flavor, databases, pg_settings):
+    if flavor == "timescaledb" and not await timescaledb_available(pg_settings):
+        pytest.skip(NO_TIMESCALEDB)
+    settings = await databases.create()
+    conn = await asyncpg.connect(**settings.pg_options())
+    try:
+        await migrate(conn, flavor=flavor, until=9)
+        old = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=60)
+        bars = [("OLD", timeframe, old + timedelta(days=i)) for timeframe in ("1m", "1h", "1d", "5d") for i in range(3)]
+        await conn.executemany(
+            """INSERT INTO market_conditions (symbol, timeframe, "timestamp", open, high, low, close, volume)
+               VALUES ($1, $2, $3, 1, 2, 0.5, 1.5, 10)""",
+            bars,
+        )
+        before = {(r["timeframe"], r["timestamp"]): r["id"] for r in await conn.fetch("SELECT * FROM market_conditions")}
+        if flavor == "timescaledb":
+            assert await conn.fetchval(
+                "SELECT count(compress_chunk(c)) FROM show_chunks('market_conditions', older_than => now() - INTERVAL '30 days') c"
+            ) == 3
+        assert [m.version for m in await migrate(conn)][0] == 10
+        intraday = await conn.fetch("SELECT DISTINCT timeframe FROM market_conditions_intraday ORDER BY 1")
+        daily = await conn.fetch("SELECT DISTINCT timeframe FROM market_conditions_daily ORDER BY 1")
+        assert ([r[0] for r in intraday], [r[0] for r in daily]) == (["1h", "1m"], ["1d", "5d"])
+        after = {(r["timeframe"], r["timestamp"]): r["id"] for r in await conn.fetch("SELECT * FROM market_conditions")}
+        assert after == before  # every row, with its id, readable where it was
+        fresh = await conn.fetchval(
+            """INSERT INTO market_conditions_daily (symbol, timeframe, "timestamp", open, high, low, close, volume)
+               VALUES ('NEW', '1d', now(), 1, 1, 1, 1, 1) RETURNING id"""
+        )
+        assert fresh > max(before.values())  # one sequence for both tables
+    finally:
+        await conn.close()
+
+
+async def test_market_conditions_reads_a_day_timeframe_from_the_daily_table_only(db):
+    """A query on the view for daily bars must not open a year of one-day intraday chunks."""
+    for table in ("market_conditions_intraday", "market_conditions_daily"):
+        row = dict(SAMPLE_ROWS[table], symbol="PLN", timestamp=datetime(2020, 6, 1, tzinfo=timezone.utc))
+        await db.execute(*_insert(table, row, update=False))
+    chunk_prefix = {}  # TimescaleDB names chunks after their hypertable's id
+    if db.flavor == "timescaledb":
+        rows = await db.fetch("SELECT id, table_name FROM _timescaledb_catalog.hypertable")
+        chunk_prefix = {r["table_name"]: f"_hyper_{r['id']}_" for r in rows}
+
+    async def reads(timeframe: str) -> set[str]:
+        # the literal in the text: a parameter would get a generic plan, which cannot exclude
+        plan = "\n".join(r[0] for r in await db.fetch(
+            f"""EXPLAIN (COSTS OFF) SELECT * FROM market_conditions WHERE symbol = 'PLN' AND timeframe = '{timeframe}'
+                AND "timestamp" >= '2020-01-01' AND "timestamp" < '2021-01-01'"""
+        ))
+        return {t for t in ("market_conditions_intraday", "market_conditions_daily")
+                if t in plan or (t in chunk_prefix and chunk_prefix[t] in plan)}
+
+    assert await reads("1d") == {"market_conditions_daily"}
+    assert "market_conditions_intraday" in await reads("1m")
+    with pytest.raises(asyncpg.CheckViolationError):
+        await db.execute(*_insert("market_conditions_intraday", SAMPLE_ROWS["market_conditions_daily"], update=False))
+    with pytest.raises(asyncpg.CheckViolationError):
+        await db.execute(*_insert("market_conditions_daily", SAMPLE_ROWS["market_conditions_intraday"], update=False))

@@ -73,6 +73,24 @@ async def test_writer_merges_a_batch_whose_plain_insert_meets_existing_keys(mark
     assert await writer.write(conn, [msgspec.structs.astuple(condition("M", 75))]) == 1
 
 
+async def test_writer_stores_each_bar_in_its_timeframes_table_and_merges_across_both(market_conditions_writer):
+    writer, conn = market_conditions_writer
+    bars = [condition("D", i) for i in range(3)] + [
+        msgspec.structs.replace(condition("D", 0), timeframe=timeframe, timestamp=T0 + timedelta(days=i))
+        for timeframe in ("1d", "5d", "1h") for i in range(2)
+    ]
+    rows = [msgspec.structs.astuple(bar) for bar in bars]
+    assert await writer.write(conn, rows) == 9
+    where = "WHERE symbol = 'D' GROUP BY timeframe ORDER BY timeframe"
+    intraday = await conn.fetch(f"SELECT timeframe, count(*) FROM market_conditions_intraday {where}")
+    daily = await conn.fetch(f"SELECT timeframe, count(*) FROM market_conditions_daily {where}")
+    assert [tuple(r) for r in intraday] == [("1h", 2), ("1m", 3)] and [tuple(r) for r in daily] == [("1d", 2), ("5d", 2)]
+    assert await writer.write(conn, rows) == 0  # replayed: the merge, in both tables, changes nothing
+    changed = [msgspec.structs.astuple(msgspec.structs.replace(bar, vwap=10.25)) for bar in bars[3:5] + bars[:1]]
+    assert await writer.write(conn, changed) == 3
+    assert await conn.fetchval("SELECT count(*) FROM market_conditions WHERE symbol = 'D' AND vwap = 10.25") == 3
+
+
 def prediction(symbol: str, prediction_id: uuid.UUID, predicted_at: datetime = T0, **values) -> tuple:
     return msgspec.structs.astuple(ModelPredictionRow(
         prediction_id=prediction_id, model_version="m-1", model_type="toy", symbol=symbol, predicted_at=predicted_at,

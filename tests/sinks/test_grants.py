@@ -32,13 +32,14 @@ async def test_sink_role_writes_rows_but_cannot_change_the_schema(isolated):
             await writer.prepare(sink)
             row = Condition(symbol="ROLE", timeframe="1m", timestamp=datetime(2026, 1, 2, tzinfo=timezone.utc),
                             open=1.0, high=1.0, low=1.0, close=1.0, volume=1)
-            assert await writer.write(sink, [msgspec.structs.astuple(row)]) == 1
+            daily = msgspec.structs.replace(row, timeframe="1d")  # stored in market_conditions_daily
+            assert await writer.write(sink, [msgspec.structs.astuple(row), msgspec.structs.astuple(daily)]) == 2
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
-                await sink.execute("DROP TABLE market_conditions")
+                await sink.execute("DROP TABLE market_conditions_intraday")
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await sink.execute("CREATE TABLE sneaky (x int)")
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
-                await sink.execute("DELETE FROM market_conditions")
+                await sink.execute("DELETE FROM market_conditions_intraday")
         finally:
             await sink.close()
     finally:

@@ -19,7 +19,7 @@ import pytest
 from tickwire.schemas.settings import Settings
 from tickwire.sinks.maintenance import MATERIALIZED_VIEWS, maintain
 from tickwire.sinks.migrate import migrate
-from tests.schemas.test_migrations import NO_TIMESCALEDB, TIME_TABLES, Databases, timescaledb_available
+from tests.schemas.test_migrations import HYPERTABLES, NO_TIMESCALEDB, TIME_TABLES, Databases, timescaledb_available
 
 pytestmark = pytest.mark.integration
 
@@ -87,9 +87,9 @@ async def test_maintain_creates_the_months_ahead_once(pg_db):
                 f"FOR VALUES FROM ('{month:%Y-%m-%d} 00:00:00+00') TO ('{nxt:%Y-%m-%d} 00:00:00+00')"
             ), table
         assert report["partitions_created"][table] == len(parts) - len(before[table]), table
-    # migrations made 3 months ahead (market_conditions: 12), so 3 more each here
+    # migrations made 3 months ahead (market_conditions_intraday: 12), so 3 more each here
     assert report["partitions_created"]["trade_outcomes"] == 3
-    assert report["partitions_created"]["market_conditions"] == 0
+    assert report["partitions_created"]["market_conditions_intraday"] == 0
     again = await maintain(conn, months_ahead=6, retention=False)
     assert again["partitions_created"] == {t: 0 for t in TIME_TABLES}
 
@@ -99,16 +99,16 @@ async def test_rows_in_default_move_into_a_partition_of_their_own(pg_db):
     far = datetime.now(timezone.utc) + timedelta(days=400)  # beyond every partition made ahead
     cases = {
         # table: (time, row)
-        "market_conditions": datetime(2019, 7, 15, 12, tzinfo=timezone.utc),  # before 0001's 2020-01
+        "market_conditions_intraday": datetime(2019, 7, 15, 12, tzinfo=timezone.utc),  # before 0001's 2020-01
         "trade_outcomes": far,
         "model_predictions": datetime(2024, 1, 31, 23, 30, tzinfo=timezone.utc),  # Feb 1 in Tokyo: UTC bounds
         "correlation_entries": datetime(2025, 5, 1, tzinfo=timezone.utc),  # exactly on a month's start
     }
     await conn.execute("SET timezone = 'Asia/Tokyo'")  # maintain() must not depend on the session's zone
     await conn.execute(
-        """INSERT INTO market_conditions (symbol, timeframe, "timestamp", open, high, low, close, volume)
+        """INSERT INTO market_conditions_intraday (symbol, timeframe, "timestamp", open, high, low, close, volume)
            VALUES ('OLD', '1m', $1, 1, 2, 0.5, 1.5, 7)""",
-        cases["market_conditions"],
+        cases["market_conditions_intraday"],
     )
     trade_id = uuid.uuid4()
     await conn.execute(
@@ -132,7 +132,7 @@ async def test_rows_in_default_move_into_a_partition_of_their_own(pg_db):
         assert await conn.fetchval(f"SELECT count(*) FROM {table}_default") == 1, table
         assert not await conn.fetchval("SELECT to_regclass($1)", f"{table}_p{cases[table].astimezone(timezone.utc):%Y%m}")
 
-    report = await maintain(conn, months_ahead=3, retention=False)  # 2019 is past market_conditions' 2 years
+    report = await maintain(conn, months_ahead=3, retention=False)  # 2019 is past market_conditions_intraday's 2 years
 
     for table, ts in cases.items():
         assert report["partitions_created"][table] >= 1, table
@@ -169,21 +169,21 @@ async def test_retention_drops_whole_months_older_than_the_seed_retention(pg_db)
                VALUES ($1, 's', 'v', $2, 'LONG', $3, 10, 1)""",
             uuid.uuid4(), symbol, ts,
         )
-    assert await conn.fetchval("SELECT to_regclass('market_conditions_p202001')")  # made by 0001
+    assert await conn.fetchval("SELECT to_regclass('market_conditions_intraday_p202001')")  # made by 0001
     report = await maintain(conn)
     dropped = report["partitions_dropped"]
-    assert set(dropped) == {"market_conditions", "trade_outcomes", "model_predictions"}
+    assert set(dropped) == {"market_conditions_intraday", "trade_outcomes", "model_predictions"}
     assert dropped["trade_outcomes"] == [f"trade_outcomes_p{six_years:%Y%m}"]
     assert [r["symbol"] for r in await conn.fetch("SELECT symbol FROM trade_outcomes")] == ["OLD4"]
-    assert "market_conditions_p202001" in dropped["market_conditions"]
+    assert "market_conditions_intraday_p202001" in dropped["market_conditions_intraday"]
     assert dropped["model_predictions"] == []  # its partitions start a month before the migration
     # every partition left ends after the cutoff; the month holding the cutoff is kept
     cutoff_month = await conn.fetchval("SELECT to_char(now() - INTERVAL '2 years', 'YYYYMM')")
-    kept = await _partitions(conn, "market_conditions")
-    assert f"market_conditions_p{cutoff_month}" in kept
-    for name in dropped["market_conditions"]:
-        assert name not in kept and name < f"market_conditions_p{cutoff_month}"
-    assert (await maintain(conn))["partitions_dropped"]["market_conditions"] == []
+    kept = await _partitions(conn, "market_conditions_intraday")
+    assert f"market_conditions_intraday_p{cutoff_month}" in kept
+    for name in dropped["market_conditions_intraday"]:
+        assert name not in kept and name < f"market_conditions_intraday_p{cutoff_month}"
+    assert (await maintain(conn))["partitions_dropped"]["market_conditions_intraday"] == []
 
 
 async def test_partition_bounds_are_utc_months_whatever_the_session_zone(pg_db):
@@ -201,7 +201,7 @@ async def test_maintain_refreshes_the_materialized_views(pg_db):
     conn, _ = pg_db
     hour = datetime(2026, 1, 5, 14, tzinfo=timezone.utc)
     await conn.executemany(
-        """INSERT INTO market_conditions (symbol, timeframe, "timestamp", open, high, low, close, volume)
+        """INSERT INTO market_conditions_intraday (symbol, timeframe, "timestamp", open, high, low, close, volume)
            VALUES ('VW', '1m', $1, $2::numeric, $2::numeric + 1, $2::numeric - 1, $2::numeric, 5)""",
         [(hour + timedelta(minutes=i), Decimal(10 + i)) for i in range(3)],
     )
@@ -281,8 +281,8 @@ async def test_timescaledb_maintain_reports_the_policies_and_failed_jobs(databas
         kinds: dict[str, set] = {}
         for job in report["jobs"]:
             kinds.setdefault(job["proc_name"], set()).add(job["hypertable_name"])
-        assert kinds["policy_compression"] == set(TIME_TABLES)
-        assert kinds["policy_retention"] == {"market_conditions", "trade_outcomes", "model_predictions"}
+        assert kinds["policy_compression"] == set(HYPERTABLES)
+        assert kinds["policy_retention"] == {"market_conditions_intraday", "trade_outcomes", "model_predictions"}
         assert kinds["policy_refresh_continuous_aggregate"] == set(MATERIALIZED_VIEWS)
         failed = {j["job_id"]: j for j in report["failed_jobs"]}
         assert failed[failing]["last_error"] == "deliberate failure"
