@@ -1,9 +1,13 @@
 """Sink throughput: Kafka md.conditions.v1 -> market_conditions, against the database's own limit.
 
-The baseline is asyncpg ``copy_records_to_table`` of the same rows, from memory, into an
-identical empty ``market_conditions`` (a second freshly migrated database) in batches
-of the same size: what the database can take with no Kafka, decoding or merge at all.
-One figure on plain PostgreSQL, and one on TimescaleDB (hypertables) where it is preloaded.
+The baseline is asyncpg ``copy_records_to_table`` of the same rows, from memory, into the
+same empty table (``market_conditions_intraday`` or ``_daily``, in a second freshly
+migrated database) in batches of the same size: what the database can take with no
+Kafka, decoding or merge at all. Two workloads: 1m bars of 100 symbols, and a backfill
+of 25 years of daily bars for 500 symbols (20 with ``--quick``), one symbol's history
+after the other as vendors ship them; for the latter also the query of one symbol's year
+through the ``market_conditions`` view, against the same query on its table.
+One figure each on plain PostgreSQL, and on TimescaleDB where it is preloaded.
 
     python tests/bench/bench_sink.py [--quick] [--rows N]
 """
@@ -52,6 +56,18 @@ def conditions(count: int, symbols: int = 100) -> list[Condition]:
     ]
 
 
+def daily_history(symbols: int, years: int = 25) -> list[Condition]:
+    first = datetime(2000, 1, 3, tzinfo=timezone.utc)
+    days = [first + timedelta(days=n) for n in range(years * 365) if (first + timedelta(days=n)).weekday() < 5]
+    return [
+        Condition(
+            symbol=f"D{s:03d}", timeframe="1d", timestamp=day, open=100.0 + n % 7, high=101.5 + n % 7, low=99.25 + n % 7,
+            close=100.5 + n % 7, volume=10**6 + n, ema_20=100.123456, ema_50=100.654321, rsi_14=55.5, atr_14=1.25,
+        )
+        for s in range(symbols) for n, day in enumerate(days)
+    ]
+
+
 async def fresh_database(settings, flavor: Flavor | None = None) -> object:
     """A new migrated database (``flavor`` forces plain PostgreSQL where TimescaleDB is present)."""
     name = "bench_" + uuid.uuid4().hex[:8]
@@ -71,7 +87,7 @@ async def drop_database(settings, name: str) -> None:
     await admin.close()
 
 
-async def copy_baseline(settings, rows: list[Condition], batch: int, flavor: Flavor) -> float:
+async def copy_baseline(settings, rows: list[Condition], batch: int, flavor: Flavor, table: str) -> float:
     db, name = await fresh_database(settings, flavor)
     columns = MARKET_CONDITIONS.columns
     # Numeric columns take Decimal in binary COPY; the conversion is done before timing.
@@ -84,14 +100,15 @@ async def copy_baseline(settings, rows: list[Condition], batch: int, flavor: Fla
     started = time.perf_counter()
     for i in range(0, len(records), batch):
         async with conn.transaction():
-            await conn.copy_records_to_table("market_conditions", records=records[i:i + batch], columns=columns)
+            await conn.copy_records_to_table(table, records=records[i:i + batch], columns=columns)
     elapsed = time.perf_counter() - started
     await conn.close()
     await drop_database(settings, name)
     return len(records) / elapsed
 
 
-async def sink_run(settings, rows: list[Condition], flavor: Flavor) -> float:
+async def sink_run(settings, rows: list[Condition], flavor: Flavor, year_query: str | None = None) -> tuple[float, float, float]:
+    """(rows/s, then with ``year_query``: its milliseconds through the view and on the daily table)."""
     db, name = await fresh_database(settings, flavor)
     await ensure_topics(db)
     topic = db.topic(CONDITIONS.name)
@@ -127,14 +144,34 @@ async def sink_run(settings, rows: list[Condition], flavor: Flavor) -> float:
     await asyncio.gather(task, return_exceptions=True)
     conn = await asyncpg.connect(**db.pg_options())
     written = await conn.fetchval("SELECT count(*) FROM market_conditions")
-    await conn.close()
     if written != len(rows):
         raise RuntimeError(f"market_conditions holds {written} rows, {len(rows)} were published")
+    view_ms = table_ms = float("nan")
+    if year_query:
+        await conn.execute("ANALYZE market_conditions_daily")
+        view_ms = await query_ms(conn, year_query.format(relation="market_conditions"))
+        table_ms = await query_ms(conn, year_query.format(relation="market_conditions_daily"))
+    await conn.close()
     await consumer.stop()
     await producer.stop()
     await pool.close()
     await drop_database(settings, name)
-    return len(rows) / elapsed
+    return len(rows) / elapsed, view_ms, table_ms
+
+
+async def query_ms(conn: asyncpg.Connection, sql: str, repeats: int = 20) -> float:
+    """Median milliseconds of ``sql``, planning included, after one warm-up run."""
+    await conn.fetch(sql)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        await conn.fetch(sql)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+YEAR_QUERY = """SELECT "timestamp", close, ema_20 FROM {relation}
+                 WHERE symbol = 'D007' AND timeframe = '1d' AND "timestamp" >= '2010-01-01' AND "timestamp" < '2011-01-01'"""
 
 
 async def main() -> None:
@@ -144,19 +181,27 @@ async def main() -> None:
     args = parser.parse_args()
     count = args.rows or (100_000 if args.quick else 1_000_000)
     repeats = 1 if args.quick else 3
-    rows = conditions(count)
+    workloads = (
+        ("market_conditions", conditions(count), "market_conditions_intraday", None),
+        ("daily_history", daily_history(20 if args.quick else 500), "market_conditions_daily", YEAR_QUERY),
+    )
     conn = await asyncpg.connect(**local_settings().pg_options())
     # Plain PostgreSQL always; TimescaleDB too where it is preloaded.
     flavors: list[Flavor] = ["postgres"] + (["timescaledb"] if await detect_flavor(conn) == "timescaledb" else [])
     await conn.close()
-    for flavor in flavors:
-        sink_rates, copy_rates = [], []
-        for _ in range(repeats):
-            settings = local_settings(topic_prefix=f"bsink{uuid.uuid4().hex[:8]}.")
-            copy_rates.append(await copy_baseline(settings, rows, settings.max_batch_rows, flavor))
-            sink_rates.append(await sink_run(settings, rows, flavor))
-        emit("sink", f"market_conditions_rows_per_s_{flavor}", statistics.median(sink_rates), "rows/s",
-             "asyncpg copy_records_to_table into an identical empty table", statistics.median(copy_rates))
+    for workload, rows, table, year_query in workloads:
+        for flavor in flavors:
+            runs, copy_rates = [], []
+            for _ in range(repeats):
+                settings = local_settings(topic_prefix=f"bsink{uuid.uuid4().hex[:8]}.")
+                copy_rates.append(await copy_baseline(settings, rows, settings.max_batch_rows, flavor, table))
+                runs.append(await sink_run(settings, rows, flavor, year_query))
+            rate, view_ms, table_ms = (statistics.median(r[i] for r in runs) for i in range(3))
+            emit("sink", f"{workload}_rows_per_s_{flavor}", rate, "rows/s",
+                 f"asyncpg copy_records_to_table into an identical empty {table}", statistics.median(copy_rates))
+            if year_query:
+                emit("sink", f"symbol_year_query_ms_{flavor}", view_ms, "ms",
+                     "the same query on market_conditions_daily itself", table_ms)
 
 
 if __name__ == "__main__":

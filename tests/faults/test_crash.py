@@ -127,7 +127,7 @@ async def equals_an_uninterrupted_run(isolated, processes, disrupt, pause_s: flo
     conn = await asyncpg.connect(**isolated.pg_options())
     # The reference goes through the same writer into a twin table, so numeric rounding is identical.
     await conn.execute('CREATE TABLE expected_conditions (LIKE market_conditions INCLUDING DEFAULTS, UNIQUE (symbol, timeframe, "timestamp"))')
-    reference = TableWriter(MARKET_CONDITIONS._replace(name="expected_conditions"))
+    reference = TableWriter(MARKET_CONDITIONS._replace(name="expected_conditions", stored_in=()))
     await reference.prepare(conn)
     expected = expected_rows(bars)
     await reference.write(conn, expected)

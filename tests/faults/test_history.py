@@ -1,0 +1,111 @@
+"""An analyst's backfill: 25 years of vendor daily bars through ``tickwire replay``, one
+symbol's whole history after another (as vendors ship it), then live 1m bars.
+
+Every row lands, in the table of its timeframe; the daily history takes one chunk per year
+on TimescaleDB (it took one per day, ~9,000, and a backfill batch ran the server out of
+locks: issue 15), no retention drops it, and a query for one symbol's year plans without
+a single intraday chunk. CI size: 20 symbols; TICKWIRE_FAULT_SCALE=full: 500.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from datetime import date, datetime, time, timedelta, timezone
+
+import asyncpg
+import pytest
+
+from tickwire.streams.simulator import MarketSimulator
+from tickwire.streams.topics import ensure_topics
+from tickwire.sinks.maintenance import maintain
+from tests.conftest import wait_for
+from tests.faults.test_outages import publish
+from tests.integration.test_pipeline import START
+
+pytestmark = pytest.mark.integration
+FULL = os.environ.get("TICKWIRE_FAULT_SCALE") == "full"
+SYMBOLS = [f"H{i:03d}" for i in range(500 if FULL else 20)]
+FIRST, LAST = date(2000, 1, 3), date(2024, 12, 31)
+LIVE_STEPS = 30
+
+
+def write_history(path) -> int:
+    """A vendor's CSV of daily bars, symbol after symbol; returns the number of bars."""
+    days = [FIRST + timedelta(days=n) for n in range((LAST - FIRST).days + 1)]
+    days = [d for d in days if d.weekday() < 5]
+    rng = random.Random(15)
+    with path.open("w") as out:
+        out.write("symbol,timeframe,ts,open,high,low,close,volume\n")
+        for symbol in SYMBOLS:
+            close = 50.0
+            for day in days:
+                opened = close
+                close = max(1.0, opened * (1 + rng.gauss(0, 0.02)))
+                high, low = max(opened, close) * 1.01, min(opened, close) * 0.99
+                ts = datetime.combine(day, time(), timezone.utc).isoformat()
+                out.write(f"{symbol},1d,{ts},{opened:.4f},{high:.4f},{low:.4f},{close:.4f},{rng.randint(10**5, 10**7)}\n")
+    return len(days) * len(SYMBOLS)
+
+
+async def test_decades_of_daily_bars_replay_then_live_bars_every_row_in_its_table(isolated, processes, tmp_path):
+    await ensure_topics(isolated)
+    path = tmp_path / "daily.csv"
+    bars = write_history(path)
+    replay = subprocess.run(
+        [sys.executable, "-m", "tickwire.streams.cli", "replay", str(path), "--kind", "bars"],
+        env=processes.env(), capture_output=True, text=True, timeout=1800,
+    )
+    assert replay.returncode == 0 and f"{bars} sent" in replay.stderr, replay.stderr[-2000:]
+    processes.start("worker")
+    processes.start("sink")
+    await publish(isolated, list(MarketSimulator(SYMBOLS, seed=4, start=START).bars(LIVE_STEPS)))
+
+    conn = await asyncpg.connect(**isolated.pg_options())
+    try:
+        async def landed() -> bool:
+            daily = await conn.fetchval("SELECT count(*) FROM market_conditions_daily")
+            live = await conn.fetchval("SELECT count(*) FROM market_conditions_intraday WHERE timeframe = '1m'")
+            return daily >= bars and live >= len(SYMBOLS) * LIVE_STEPS
+
+        assert await wait_for(landed, timeout_s=3600 if FULL else 600, interval_s=2, check=processes.check_alive)
+        per_symbol = await conn.fetch(
+            "SELECT symbol, count(*) AS n, min(\"timestamp\") AS first, max(\"timestamp\") AS last"
+            " FROM market_conditions WHERE timeframe = '1d' GROUP BY symbol"
+        )
+        assert {r["symbol"] for r in per_symbol} == set(SYMBOLS)
+        assert {(r["n"], r["first"].date(), r["last"].date()) for r in per_symbol} == {(bars // len(SYMBOLS), FIRST, LAST)}
+        assert await conn.fetchval("SELECT count(*) FROM market_conditions_intraday WHERE timeframe LIKE '%d'") == 0
+        # indicators ran over the history: the last bar of each symbol has its 50-bar EMA
+        assert await conn.fetchval(
+            "SELECT count(*) FROM market_conditions WHERE timeframe = '1d' AND \"timestamp\" = $1 AND ema_50 IS NOT NULL",
+            datetime.combine(LAST, time(), timezone.utc),
+        ) == len(SYMBOLS)
+
+        intraday = ["market_conditions_intraday"]
+        if await conn.fetchval("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'"):
+            intraday += [f"_hyper_{r['id']}_" for r in await conn.fetch(  # its chunks, named after its id
+                "SELECT id FROM _timescaledb_catalog.hypertable WHERE table_name = 'market_conditions_intraday'"
+            )]
+            chunks = await conn.fetchval("SELECT count(*) FROM show_chunks('market_conditions_daily')")
+            assert chunks <= LAST.year - FIRST.year + 2, chunks  # one per 365 days, not one per day
+        else:
+            assert await conn.fetchval("SELECT relkind::text FROM pg_class WHERE oid = 'market_conditions_daily'::regclass") == "r"
+            await maintain(conn)  # retention: the intraday table's 2 years, never the daily history
+            assert await conn.fetchval("SELECT count(*) FROM market_conditions_daily") == bars
+
+        plan = "\n".join(r[0] for r in await conn.fetch(
+            f"""EXPLAIN (ANALYZE, COSTS OFF) SELECT "timestamp", close, ema_20 FROM market_conditions
+                WHERE symbol = '{SYMBOLS[0]}' AND timeframe = '1d' AND "timestamp" >= '2010-01-01' AND "timestamp" < '2011-01-01'"""
+        ))
+        assert not any(name in plan for name in intraday) and "rows=" in plan, plan
+        year = await conn.fetch(
+            """SELECT close FROM market_conditions
+                WHERE symbol = $1 AND timeframe = '1d' AND "timestamp" >= '2010-01-01' AND "timestamp" < '2011-01-01'""",
+            SYMBOLS[0],
+        )
+        assert len(year) == 261  # the weekdays of 2010
+    finally:
+        await conn.close()
