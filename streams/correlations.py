@@ -11,6 +11,10 @@ Definitions:
 - Benchmark correlation: with ``benchmark``'s returns. Sector correlation: with the
   equal-weight mean of the returns the *other* members of the symbol's sector have at
   each step (the symbol itself excluded; steps where no other member has one are gaps).
+  Both over the smallest window, for every symbol (``Context``: linear in the symbols,
+  about 0.2 KB each at a 20-bar window), where the pairs (``Correlations``) are kept for a
+  capped universe. A symbol without a return for a whole window leaves ``Context``; its
+  first bar back has no return.
 - Groups: connected components of the graph whose edges are pairs with
   ``|corr| >= threshold`` (seed 000's groups of mutually related instruments; a chain
   A~B~C is one group even when A and C are not related). Components of one symbol are
@@ -134,13 +138,10 @@ def load_sectors(path: str | Path) -> dict[str, str]:
 
 
 class Correlations:
-    """Feed bars in event order; read matrices, benchmark/sector context and snapshot records."""
+    """Feed bars in event order; read matrices and snapshot records."""
 
-    def __init__(
-        self, config: CorrelationConfig | None = None, state: CorrelationState | None = None, *, sectors: Mapping[str, str] | None = None
-    ) -> None:
+    def __init__(self, config: CorrelationConfig | None = None, state: CorrelationState | None = None) -> None:
         self.config = config or CorrelationConfig()
-        self.sectors = dict(sectors or {})
         self.state = state or CorrelationState()
         cfg, s = self.config, self.state
         self._rows = max(cfg.windows) + cfg.recompute_every
@@ -411,39 +412,6 @@ class Correlations:
         counts[:, gaps] = c.T
         return corr, counts, np.flatnonzero(cnt > 0)
 
-    def context(self, window: int) -> dict[str, tuple[float | None, float | None]]:
-        """Symbol -> (benchmark, sector) correlation for the symbols with a bar at the last
-        step: the values for ``market_conditions.spy_correlation`` / ``sector_correlation``."""
-        s, cfg = self.state, self.config
-        if not s.steps:
-            return {}
-        rows = self._window_rows(window, s.steps)
-        present = ~np.isnan(rows)
-        x = np.nan_to_num(rows, nan=0.0)
-        bench = np.full(len(s.symbols), np.nan)
-        b = self._slot.get(cfg.benchmark)
-        if b is not None:
-            bench = _masked(x[:, [b]], present[:, [b]], x, present, cfg.min_common)[0][0]
-        sector = np.full(len(s.symbols), np.nan)
-        by_sector: dict[str, list[int]] = {}
-        for sym, i in self._slot.items():
-            if sym in self.sectors:
-                by_sector.setdefault(self.sectors[sym], []).append(i)
-        for members in by_sector.values():
-            if len(members) < 2:
-                continue
-            xm, pm = x[:, members], present[:, members]
-            total, n = xm.sum(axis=1, keepdims=True), pm.sum(axis=1, keepdims=True)
-            others = n - pm  # members other than the symbol itself with a return
-            mean = np.divide(total - xm, others, out=np.zeros_like(xm), where=others > 0)
-            sector[members] = _paired(xm, pm, mean, pm & (others > 0), cfg.min_common)
-        last = ~np.isnan(self._ring[(s.steps - 1) % self._rows])
-        return {
-            sym: (_value(bench[i]), _value(sector[i]))
-            for sym, i in self._slot.items()
-            if last[i]
-        }
-
     # ---- snapshots ---------------------------------------------------------------
 
     def snapshot(self) -> list[CorrelationRecord]:
@@ -486,6 +454,98 @@ class Correlations:
             ))
         self.state.above[window] = now
         return out
+
+
+class ContextState(msgspec.Struct, array_like=True):
+    """``Context``'s state: O(symbols * window)."""
+
+    symbols: list[str | None] = []  # slot -> symbol; None is a free slot
+    returns: bytes = b""  # ring of ``window`` rows (float64, NaN = no return), row of step s at s % window
+    closes: bytes = b""  # per slot, its symbol's last close (float64, NaN for a free slot)
+    steps: int = 0
+
+
+class Context:
+    """Every symbol's benchmark and sector correlation over the smallest window (see the
+    module docstring): one step per closed timestamp, O(symbols * window) each."""
+
+    def __init__(self, config: CorrelationConfig, state: ContextState | None = None, *, sectors: Mapping[str, str] | None = None) -> None:
+        self.window, self.min_common, self.benchmark = min(config.windows), config.min_common, config.benchmark
+        self.sectors = dict(sectors or {})
+        self.state = s = state or ContextState()
+        n = len(s.symbols)
+        self._ring = np.frombuffer(s.returns).reshape(self.window, n).copy() if s.returns else np.full((self.window, n), np.nan)
+        self._close = np.frombuffer(s.closes).copy() if s.closes else np.full(n, np.nan)
+        self._slot = {sym: i for i, sym in enumerate(s.symbols) if sym is not None}
+        self._by_sector: list[np.ndarray] | None = None  # slots per sector of two or more, rebuilt when slots change
+
+    def step(self, closes: Mapping[str, float]) -> dict[str, tuple[float | None, float | None]]:
+        """Close one timestamp with its bars' closes; return (benchmark, sector) correlation
+        of each of its symbols with a return (``None`` where undefined)."""
+        s = self.state
+        if s.steps % self.window == 0:
+            self._free_quiet(closes)
+        if new := [sym for sym in closes if sym not in self._slot]:
+            self._assign(new)
+        idx = np.fromiter(map(self._slot.__getitem__, closes), np.intp, len(closes))
+        now = np.fromiter(closes.values(), np.float64, len(closes))
+        row = self._ring[s.steps % self.window]
+        row.fill(np.nan)
+        with np.errstate(invalid="ignore"):
+            row[idx] = np.log(now / self._close[idx])  # NaN without a previous close
+        self._close[idx] = now
+        s.steps += 1
+        present = ~np.isnan(self._ring)
+        x = np.where(present, self._ring, 0.0)
+        bench = np.full(len(s.symbols), np.nan)
+        if (b := self._slot.get(self.benchmark)) is not None:
+            bench = _masked(x[:, [b]], present[:, [b]], x, present, self.min_common)[0][0]
+        sector = np.full(len(s.symbols), np.nan)
+        for members in self._sector_slots():
+            xm, pm = x[:, members], present[:, members]
+            total, n = xm.sum(axis=1, keepdims=True), pm.sum(axis=1, keepdims=True)
+            others = n - pm  # members other than the symbol itself with a return
+            mean = np.divide(total - xm, others, out=np.zeros_like(xm), where=others > 0)
+            sector[members] = _paired(xm, pm, mean, pm & (others > 0), self.min_common)
+        return {sym: (_value(bench[i]), _value(sector[i])) for sym, i in zip(closes, idx.tolist()) if present[(s.steps - 1) % self.window, i]}
+
+    def snapshot_state(self) -> ContextState:
+        s = self.state
+        s.returns, s.closes = self._ring.tobytes(), self._close.tobytes()
+        return s
+
+    def _sector_slots(self) -> list[np.ndarray]:
+        if self._by_sector is None:
+            by_sector: dict[str, list[int]] = {}
+            for sym, i in self._slot.items():
+                if sym in self.sectors:
+                    by_sector.setdefault(self.sectors[sym], []).append(i)
+            self._by_sector = [np.array(m, dtype=np.intp) for m in by_sector.values() if len(m) > 1]
+        return self._by_sector
+
+    def _free_quiet(self, keep: Mapping[str, float]) -> None:
+        """Slots without a return for the whole window, and no bar now, are freed."""
+        s = self.state
+        for i in np.flatnonzero(np.isnan(self._ring).all(axis=0)).tolist():
+            if (sym := s.symbols[i]) is not None and sym not in keep:
+                del self._slot[sym]
+                s.symbols[i] = None
+                self._close[i] = np.nan
+                self._by_sector = None
+
+    def _assign(self, symbols: list[str]) -> None:
+        s = self.state
+        free = [i for i, sym in enumerate(s.symbols) if sym is None]
+        if len(free) < len(symbols):
+            grow = _capacity(len(s.symbols) + len(symbols) - len(free)) - len(s.symbols)
+            free += range(len(s.symbols), len(s.symbols) + grow)
+            s.symbols += [None] * grow
+            self._ring = np.hstack([self._ring, np.full((self.window, grow), np.nan)])
+            self._close = np.concatenate([self._close, np.full(grow, np.nan)])
+        for sym, i in zip(symbols, free):
+            s.symbols[i] = sym
+            self._slot[sym] = i
+        self._by_sector = None
 
 
 def _capacity(n: int) -> int:

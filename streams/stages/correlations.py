@@ -9,13 +9,14 @@ until the watermark, the oldest latest-bar time of the symbols heard from within
 ``correlation_quiet_bars`` of the median symbol, passes them. Redelivery needs no offsets: a redelivered bar
 rejoins its open timestamp or is late.
 
-The universe: a step costs the square of the symbols in it, so each timeframe follows at
-most ``correlation_max_symbols`` (500) besides the benchmark: those listed in
-``correlation_universe``, or else the first seen, a member silent for
-``correlation_quiet_bars`` giving its place up to the next newcomer. Bars of the others
-are left out (logged once per timeframe when it fills), their rows get no correlations.
-Which symbols come first depends on arrival order, so a universe beyond the maximum should
-be listed.
+Every symbol gets its benchmark and sector correlation (``Context``, linear in the
+symbols). The pairs, groups and conflicts cost the square of the symbols, so each
+timeframe keeps them for a universe of at most ``correlation_max_symbols`` (500) besides
+the benchmark: those listed in ``correlation_universe``, or else the first seen, a member
+silent for ``correlation_quiet_bars`` giving its place up to the next newcomer (logged
+once per timeframe when it fills). Which symbols come first depends on arrival order, so
+a universe beyond the maximum should be listed. A symbol silent that long also leaves the
+watermark's reckoning and the stored latest-bar times.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ import msgspec
 
 from tickwire.schemas.market import EPOCH, Condition, CorrelationContext, timeframe_seconds
 from tickwire.schemas.topics import CONDITIONS_BY_TIMEFRAME, CORRELATION_CONTEXT, CORRELATIONS
-from tickwire.streams.correlations import CorrelationConfig, Correlations, CorrelationState, load_sectors
+from tickwire.streams.correlations import (
+    Context, ContextState, CorrelationConfig, Correlations, CorrelationState, load_sectors,
+)
 from tickwire.streams.worker.outbox import Message
 from tickwire.streams.worker.stage import Stage, StageContext, StateTable, decode
 from tickwire.streams.worker.state import KeyedStates, StateCodec
@@ -58,28 +61,38 @@ def _core_from_v1(old: _CorrelationStateV1) -> CorrelationState:
     return CorrelationState(old.symbols, old.returns, old.timestamps, old.steps, old.anchor, old.last_close, old.above)
 
 
-# One table, three kinds of key per timeframe: "<tf>/core", "<tf>/latest", "<tf>/<open timestamp>".
+# One table, five kinds of key per timeframe: "<tf>/core" (the pairs), "<tf>/context",
+# "<tf>/latest", "<tf>/universe" and "<tf>/<open timestamp>".
 _PARTS = {
     "core": StateCodec(CorrelationState, lambda: None, version=2, upgrades={1: (_CorrelationStateV1, _core_from_v1)}),
+    "context": StateCodec(ContextState, lambda: None),
     "latest": StateCodec(dict[str, int], dict),  # symbol -> its latest bar's timestamp
+    "universe": StateCodec(list[str], lambda: None),  # the pairs' members, the benchmark aside
     "open": StateCodec(OpenBars, dict),
 }
 
 
 class _PartsCodec(StateCodec):
-    """Writes each part in its own layout; a timeframe's core as its snapshot, taken then."""
+    """Writes each part in its own layout; a timeframe's cores as their snapshots, taken then."""
 
     def encode(self, value: Any) -> bytes:
         if isinstance(value, Correlations):
             return _PARTS["core"].encode(value.snapshot_state())
+        if isinstance(value, Context):
+            return _PARTS["context"].encode(value.snapshot_state())
+        if isinstance(value, set):
+            return _PARTS["universe"].encode(sorted(value))
         return super().encode(value)
 
 
 class _Window:
-    """A timeframe's core plus the bars waiting for the watermark, as stored in the table."""
+    """A timeframe's cores plus the bars waiting for the watermark, as stored in the table."""
 
-    def __init__(self, timeframe: str, core: Correlations, open_bars: dict[int, OpenBars], latest: dict[str, int]) -> None:
-        self.timeframe, self.core, self.open, self.latest = timeframe, core, open_bars, latest
+    def __init__(self, timeframe: str, core: Correlations, context: Context, open_bars: dict[int, OpenBars],
+                 latest: dict[str, int], universe: set[str]) -> None:
+        self.timeframe, self.core, self.context, self.open, self.latest, self.universe = (
+            timeframe, core, context, open_bars, latest, universe
+        )
 
     def key(self, part: int | str) -> bytes:
         return f"{self.timeframe}/{part}".encode()
@@ -108,10 +121,14 @@ def restore_window(states: KeyedStates, config: CorrelationConfig, sectors: dict
     def decoded(name: bytes, codec: StateCodec) -> Any:
         return states.decoded(prefix + name, stored[name], codec.decode, codec.default) if name in stored else codec.default()
 
-    core = Correlations(config, decoded(b"core", _PARTS["core"]), sectors=sectors)
+    core = Correlations(config, decoded(b"core", _PARTS["core"]))
+    context = Context(config, decoded(b"context", _PARTS["context"]), sectors=sectors)
     latest = decoded(b"latest", _PARTS["latest"])
+    # Before the universe was stored, the latest-bar times were kept for its members only.
+    universe = decoded(b"universe", _PARTS["universe"])
+    universe = set(latest if universe is None else universe) - {config.benchmark}
     open_bars = {int(ts): decoded(ts, _PARTS["open"]) for ts in stored if ts.isdigit()}
-    return _Window(timeframe, core, {ts: bars for ts, bars in open_bars.items() if bars}, latest)
+    return _Window(timeframe, core, context, {ts: bars for ts, bars in open_bars.items() if bars}, latest, universe)
 
 
 class CorrelationsStage(Stage):
@@ -138,7 +155,7 @@ class CorrelationsStage(Stage):
             for tf in self.correlated
         }
         self.quiet_us = {tf: settings.correlation_quiet_bars * timeframe_seconds(tf) * 1_000_000 for tf in self.correlated}
-        self.universe, self.max_symbols = settings.correlation_symbols, settings.correlation_max_symbols
+        self.listed, self.max_symbols = settings.correlation_symbols, settings.correlation_max_symbols
         self.benchmark = settings.correlation_benchmark
         self.full: set[str] = set()  # timeframes whose universe filled (logged once each)
         self.windows: dict[str, _Window] = {}  # live per timeframe; rebuilt from the table after a rebalance
@@ -170,8 +187,8 @@ class CorrelationsStage(Stage):
             window = self.windows.get(timeframe)
             if window is None:
                 window = self.windows[timeframe] = restore_window(self.states, self.configs[timeframe], self.sectors)
-            if condition.symbol not in window.latest and not self.admits(window, condition.symbol, partition):
-                continue
+            if condition.symbol not in window.universe and condition.symbol != self.benchmark:
+                self.admit(window, condition.symbol, partition)
             ts_us = (condition.timestamp - EPOCH) // _US
             if window.core.state.timestamps and ts_us <= window.core.state.timestamps[-1]:
                 self.late_bars.labels(event.message.topic).inc()
@@ -187,35 +204,42 @@ class CorrelationsStage(Stage):
             for stepped in window.closable(self.quiet_us[timeframe]):
                 self.close(window, stepped, partition, out)
 
-    def admits(self, window: _Window, symbol: str, partition: int) -> bool:
-        """Whether a symbol new to ``window`` joins its universe (see the module docstring)."""
-        if symbol == self.benchmark:
-            return True
-        if self.universe:
-            return symbol in self.universe
-        members = len(window.latest) - (self.benchmark in window.latest)
-        if members >= self.max_symbols:
-            quiet = window.quiet_before(self.quiet_us[window.timeframe])
-            gone = [s for s, ts in window.latest.items() if ts < quiet and s != self.benchmark]
-            for quiet in gone:
-                del window.latest[quiet]
-            if gone:
-                self.states.changed(window.key("latest"), partition, window.latest)
-            members -= len(gone)
-        if members < self.max_symbols:
-            return True
-        if window.timeframe not in self.full:
+    def admit(self, window: _Window, symbol: str, partition: int) -> None:
+        """Let a symbol outside ``window``'s universe in, if it has room (see the module docstring)."""
+        if self.listed:
+            if symbol in self.listed:
+                window.universe.add(symbol)
+                self.states.changed(window.key("universe"), partition, window.universe)
+            return
+        if len(window.universe) >= self.max_symbols:
+            self.forget_quiet(window, partition)
+        if len(window.universe) < self.max_symbols:
+            window.universe.add(symbol)
+            self.states.changed(window.key("universe"), partition, window.universe)
+        elif window.timeframe not in self.full:
             self.full.add(window.timeframe)
-            log.warning("the %s correlation universe is full at %d symbols: %s and any later newcomer get no correlations"
+            log.warning("the %s correlation universe is full at %d symbols: %s and any later newcomer get no pair correlations"
                         " (set TICKWIRE_CORRELATION_UNIVERSE)", window.timeframe, self.max_symbols, symbol)
-        return False
+
+    def forget_quiet(self, window: _Window, partition: int) -> None:
+        """Symbols silent for ``correlation_quiet_bars`` leave the latest-bar times and the universe."""
+        quiet = window.quiet_before(self.quiet_us[window.timeframe])
+        gone = [s for s, ts in window.latest.items() if ts < quiet and s != self.benchmark]
+        for symbol in gone:
+            del window.latest[symbol]
+            window.universe.discard(symbol)
+        if gone:
+            self.states.changed(window.key("latest"), partition, window.latest)
+            self.states.changed(window.key("universe"), partition, window.universe)
 
     def close(self, window: _Window, stepped: int, partition: int, out: list[Message]) -> None:
         timeframe, encode = window.timeframe, self.context.encode
         bars = window.open.pop(stepped)
-        for record in window.core.step(stepped, {symbol: bar[3] for symbol, bar in bars.items()}):
+        closes = {symbol: bar[3] for symbol, bar in bars.items()}
+        members = {symbol: close for symbol, close in closes.items() if symbol in window.universe or symbol == self.benchmark}
+        for record in window.core.step(stepped, members):
             out.append((self.correlations_topic, timeframe.encode(), encode(record), []))
-        for symbol, (spy, sector) in window.core.context(min(window.core.config.windows)).items():
+        for symbol, (spy, sector) in window.context.step(closes).items():
             o, h, low, c, v = bars[symbol]
             context = CorrelationContext(
                 symbol=symbol, timeframe=timeframe, timestamp=EPOCH + stepped * _US,
@@ -224,3 +248,6 @@ class CorrelationsStage(Stage):
             out.append((self.context_topic, symbol.encode(), encode(context), []))
         self.states.delete(window.key(stepped), partition)
         self.states.changed(window.key("core"), partition, window.core)
+        self.states.changed(window.key("context"), partition, window.context)
+        if window.context.state.steps % window.context.window == 0:
+            self.forget_quiet(window, partition)

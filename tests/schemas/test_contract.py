@@ -19,7 +19,7 @@ from tickwire.schemas.topics import (
     MODEL_PERFORMANCE, OUTCOMES, PREDICTIONS, REGIMES, STRATEGY_PERFORMANCE, TRADE_OUTCOMES, TRADES,
 )
 from tickwire.schemas.trades import Trade
-from tickwire.streams.correlations import CorrelationConfig, Correlations
+from tickwire.streams.correlations import Context, CorrelationConfig, Correlations
 from tickwire.streams.fills import TradeBook, TradeBuilder
 from tickwire.streams.performance import ModelPerformance, ModelPerformanceState, StrategyPerformance, StrategyPerformanceState
 from tickwire.streams.predictions import PredictionState, PredictionValidator
@@ -56,7 +56,8 @@ def examples() -> dict:
     strategy, processor, states = ToyStrategy(seed=1), SymbolProcessor(), {}
     validator, builder, predictions, books = PredictionValidator(), TradeBuilder(), {}, {}
     models, strategies = (ModelPerformance(), ModelPerformanceState()), (StrategyPerformance(), StrategyPerformanceState())
-    core = Correlations(CorrelationConfig(timeframe="1m", snapshot_every=1))
+    config = CorrelationConfig(timeframe="1m", snapshot_every=1)
+    core, context = Correlations(config), Context(config)
     found: dict = {topic: [] for topic in {**INPUTS, **OUTPUTS}}
     found[TRADES].append(Trade(symbol="AAPL", ts=start, price=10.5, size=3, trade_id="t-1"))
     for bar in bars:
@@ -78,8 +79,9 @@ def examples() -> dict:
             found[OUTCOMES].append(outcome)
             found[MODEL_PERFORMANCE] += [row for row in [models[0].add(models[1], outcome)] if row is not None]
         if bar.symbol == "MSFT":  # the last of each step
-            found[CORRELATIONS] += core.step(int(bar.ts.timestamp() * 1e6), {b.symbol: b.close for b in bars if b.ts == bar.ts})
-            for symbol, (spy, sector) in core.context(20).items():
+            closes = {b.symbol: b.close for b in bars if b.ts == bar.ts}
+            found[CORRELATIONS] += core.step(int(bar.ts.timestamp() * 1e6), closes)
+            for symbol, (spy, sector) in context.step(closes).items():
                 found[CORRELATION_CONTEXT].append(CorrelationContext(
                     symbol=symbol, timeframe="1m", timestamp=bar.ts, open=bar.open, high=bar.high, low=bar.low, close=bar.close,
                     volume=bar.volume, spy_correlation=spy, sector_correlation=sector,

@@ -9,7 +9,7 @@ import pytest
 import talib
 
 from tickwire.schemas.correlations import CorrelationConflict, CorrelationEntry, CorrelationGroup, CorrelationGroupMember, CorrelationMatrix, CorrelationRecord
-from tickwire.streams.correlations import CorrelationConfig, Correlations, CorrelationState, load_sectors
+from tickwire.streams.correlations import Context, ContextState, CorrelationConfig, Correlations, CorrelationState, load_sectors
 
 DAY_US = 86_400_000_000
 SECTORS = {
@@ -34,6 +34,11 @@ def feed(core: Correlations, closes: pd.DataFrame) -> list:
     for t, row in enumerate(closes.itertuples(index=False)):
         out += core.step(t * DAY_US, {s: v for s, v in zip(closes.columns, row) if v == v})
     return out
+
+
+def feed_context(context: Context, closes: pd.DataFrame) -> list[dict]:
+    """Each step's (benchmark, sector) correlations."""
+    return [context.step({s: v for s, v in zip(closes.columns, row) if v == v}) for row in closes.itertuples(index=False)]
 
 
 def reference_returns(closes: pd.DataFrame) -> pd.DataFrame:
@@ -69,7 +74,7 @@ def correlated_walks(n: int, rho: float, symbols: int, seed: int) -> pd.DataFram
 @pytest.mark.parametrize("window", [20, 60])
 def test_real_daily_bars_match_pandas_and_talib(window):
     closes = sp500_daily(400)
-    core = Correlations(CorrelationConfig(windows=(window,), min_common=10, recompute_every=50), sectors=SECTORS)
+    core = Correlations(CorrelationConfig(windows=(window,), min_common=10, recompute_every=50))
     checked = 0
     for t, row in enumerate(closes.itertuples(index=False)):
         core.step(t * DAY_US, dict(zip(closes.columns, row)))
@@ -120,7 +125,8 @@ def test_constant_series_is_none_without_warnings():
     closes = correlated_walks(80, 0.5, 3, seed=2)
     closes["FLAT"] = 50.0
     closes.loc[30:, "W02"] = 20.0  # flat returns (exactly 0) after a while
-    core = Correlations(CorrelationConfig(windows=(20,), min_common=5, benchmark="FLAT"), sectors={"W00": "x", "FLAT": "x"})
+    config = CorrelationConfig(windows=(20,), min_common=5, benchmark="FLAT")
+    core = Correlations(config)
     records = feed(core, closes)
     names, corr, _ = core.matrix(20)
     assert np.isnan(corr[names.index("FLAT")]).sum() == len(names)
@@ -128,17 +134,15 @@ def test_constant_series_is_none_without_warnings():
     assert not np.isnan(corr[names.index("W00"), names.index("W01")])
     last = [r for r in records if isinstance(r, CorrelationEntry) and r.timestamp == records[-1].timestamp]
     assert all(r.value is None for r in last if "FLAT" in (r.symbol_a, r.symbol_b))
-    ctx = core.context(20)
+    ctx = feed_context(Context(config, sectors={"W00": "x", "FLAT": "x"}), closes)[-1]
     assert ctx["W00"] == (None, None) and ctx["W01"][0] is None
 
 
 def test_benchmark_and_sector_exclude_self_match_pandas():
     closes = sp500_daily(200)
     closes = closes.mask(np.random.default_rng(3).random(closes.shape) < 0.05)
-    core = Correlations(CorrelationConfig(windows=(20,), min_common=8), sectors=SECTORS)
-    feed(core, closes)
-    ret = reference_returns(closes).iloc[-20:]
-    ctx = core.context(20)
+    ctx = feed_context(Context(CorrelationConfig(windows=(20, 60), min_common=8), sectors=SECTORS), closes)[-1]
+    ret = reference_returns(closes).iloc[-20:]  # the smallest window
     assert ctx
     for sym, (bench, sector) in ctx.items():
         ref_bench = ret[sym].corr(ret["SPY"], min_periods=8) if sym != "SPY" else 1.0
@@ -187,18 +191,51 @@ def test_groups_and_threshold_events():
     assert matrix.symbol_count == 5 and matrix.pair_count == 10 and matrix.pairs_above_threshold == 1
 
 
+def test_context_restarts_from_its_serialized_state_to_identical_values():
+    closes = correlated_walks(200, 0.4, 12, seed=9).rename(columns={"W11": "SPY"})
+    closes = closes.mask(np.random.default_rng(2).random(closes.shape) < 0.1)
+    cfg, sectors = CorrelationConfig(windows=(20, 60), min_common=8), {"W00": "a", "W01": "a", "W02": "a"}
+    whole = feed_context(Context(cfg, sectors=sectors), closes)
+    head = Context(cfg, sectors=sectors)
+    values = feed_context(head, closes.iloc[:93])
+    blob = msgspec.msgpack.encode(head.snapshot_state())
+    tail = Context(cfg, msgspec.msgpack.decode(blob, type=ContextState), sectors=sectors)
+    values += feed_context(tail, closes.iloc[93:])
+    assert values == whole and any(v[0] is not None for v in whole[-1].values())
+
+
+def test_context_is_linear_in_symbols_and_a_silent_symbol_gives_its_slot_up():
+    cfg = CorrelationConfig(windows=(20,), min_common=10)
+    context, rng = Context(cfg), np.random.default_rng(5)
+    closes = {f"S{i:05d}": 100.0 for i in range(3_000)} | {"SPY": 100.0}
+    for _ in range(25):
+        market = rng.normal(0, 0.01)
+        closes = {s: c * np.exp(market + rng.normal(0, 0.01)) for s, c in closes.items()}
+        values = context.step(closes)
+    assert len(values) == 3_001 and all(v[0] is not None for v in values.values())  # every symbol, not a universe
+    per_symbol = len(msgspec.msgpack.encode(context.snapshot_state())) / 3_001
+    assert per_symbol < 20 * 8 + 8 + 40, per_symbol  # its window of returns, its close, its name
+    slots = len(context.state.symbols)
+    del closes["S00000"]  # delisted: silent from now on
+    for _ in range(2 * 20):
+        closes = {s: c * np.exp(rng.normal(0, 0.01)) for s, c in closes.items()}
+        context.step(closes)
+    assert "S00000" not in context.state.symbols
+    context.step(closes | {"NEW": 10.0})  # takes the freed slot: no growth
+    assert len(context.state.symbols) == slots and "NEW" in context.state.symbols
+
+
 def test_restart_from_serialized_state_gives_identical_output():
     closes = correlated_walks(260, 0.4, 15, seed=8)
     closes = closes.mask(np.random.default_rng(1).random(closes.shape) < 0.1)
     closes.iloc[:90, 5] = np.nan
     closes.iloc[120:, 6] = np.nan
     cfg = CorrelationConfig(windows=(20, 60), min_common=10, threshold=0.5, snapshot_every=3, recompute_every=16)
-    whole = feed(Correlations(cfg, sectors={"W00": "a", "W01": "a", "W02": "a"}), closes)
-    head = Correlations(cfg, sectors={"W00": "a", "W01": "a", "W02": "a"})
+    whole = feed(Correlations(cfg), closes)
+    head = Correlations(cfg)
     records = feed(head, closes.iloc[:141])
     blob = msgspec.msgpack.encode(head.snapshot_state())
-    tail = Correlations(cfg, msgspec.msgpack.decode(blob, type=CorrelationState), sectors={"W00": "a", "W01": "a", "W02": "a"})
-    assert tail.context(20) == head.context(20)
+    tail = Correlations(cfg, msgspec.msgpack.decode(blob, type=CorrelationState))
     for t, row in enumerate(closes.iloc[141:].itertuples(index=False), start=141):
         records += tail.step(t * DAY_US, {s: v for s, v in zip(closes.columns, row) if v == v})
     assert msgspec.msgpack.encode(records) == msgspec.msgpack.encode(whole)

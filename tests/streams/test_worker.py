@@ -573,17 +573,25 @@ def test_the_correlation_universe_holds_at_most_its_maximum_besides_the_benchmar
         states(_Table(), CorrelationsStage.table.codec, metrics),
     )
     topic, out = settings.topic(CONDITIONS_BY_TIMEFRAME.name), []
+
+    def published(kind) -> list[dict]:
+        return [msgspec.json.decode(v) for t, _, v, _ in out if t == settings.topic(kind.name)]
+
+    def paired() -> set[str]:  # the symbols the pairs' core follows
+        return {s for s in stage.windows["1m"].core.state.symbols if s is not None}
+
     for minute in range(4):
         stage.handle(_pack_of(["A", "B", "C", "D", "SPY"], minute, topic), out)
-    contexts = {msgspec.json.decode(v)["symbol"] for t, _, v, _ in out if t == settings.topic(CORRELATION_CONTEXT.name)}
-    assert contexts == ({"A", "B", "C", "SPY"} if not universe else {"A", "C", "SPY"})
+    # the benchmark and sector context for every symbol; the pairs for the universe only
+    assert {m["symbol"] for m in published(CORRELATION_CONTEXT)} == {"A", "B", "C", "D", "SPY"}
+    assert paired() == ({"A", "B", "C", "SPY"} if not universe else {"A", "C", "SPY"})
     assert ("universe is full" in caplog.text) is (not universe)
     if universe:
         return
+    out.clear()
     for minute in range(4, 14):  # B goes quiet for longer than the quiet bars: D takes its place
         stage.handle(_pack_of(["A", "C", "D", "SPY"], minute, topic), out)
-    assert "D" in {msgspec.json.decode(v)["symbol"] for t, _, v, _ in out if t == settings.topic(CORRELATION_CONTEXT.name)}
-    assert "B" not in stage.windows["1m"].latest
+    assert "D" in paired() and "B" not in stage.windows["1m"].latest and "B" not in stage.windows["1m"].universe
 
 
 def test_one_symbol_far_ahead_does_not_black_out_the_others():
