@@ -6,7 +6,8 @@ migrated database) in batches of the same size: what the database can take with 
 Kafka, decoding or merge at all. Two workloads: 1m bars of 100 symbols, and a backfill
 of 25 years of daily bars for 500 symbols (20 with ``--quick``), one symbol's history
 after the other as vendors ship them; for the latter also the query of one symbol's year
-through the ``market_conditions`` view, against the same query on its table.
+through the ``market_conditions`` view, against the same query on its table, and on
+TimescaleDB a vendor's corrected year merged into compressed chunks, against the first load.
 One figure each on plain PostgreSQL, and on TimescaleDB where it is preloaded.
 
     python tests/bench/bench_sink.py [--quick] [--rows N]
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import statistics
 import sys
 import time
@@ -23,6 +25,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -107,18 +110,27 @@ async def copy_baseline(settings, rows: list[Condition], batch: int, flavor: Fla
     return len(records) / elapsed
 
 
-async def sink_run(settings, rows: list[Condition], flavor: Flavor, year_query: str | None = None) -> tuple[float, float, float]:
-    """(rows/s, then with ``year_query``: its milliseconds through the view and on the daily table)."""
+class SinkRun(NamedTuple):
+    rate: float  # rows/s of the first load
+    view_ms: float = math.nan  # the symbol-year query through market_conditions (history only)
+    table_ms: float = math.nan  # ... and on market_conditions_daily itself
+    backfill_rate: float = math.nan  # rows/s of a corrected year into compressed chunks (history, TimescaleDB)
+
+
+async def sink_run(settings, rows: list[Condition], flavor: Flavor, history: bool = False) -> SinkRun:
     db, name = await fresh_database(settings, flavor)
     await ensure_topics(db)
     topic = db.topic(CONDITIONS.name)
     producer = AIOKafkaProducer(**db.kafka_options(), linger_ms=20, max_batch_size=1 << 20, acks="all")
     await producer.start()
     encode = msgspec.json.Encoder().encode
-    for r in rows:
-        await producer.send(topic, key=r.symbol.encode(), value=encode(r))
-    await producer.flush()
 
+    async def publish(batch: list[Condition]) -> None:
+        for r in batch:
+            await producer.send(topic, key=r.symbol.encode(), value=encode(r))
+        await producer.flush()
+
+    await publish(rows)
     writer = TableWriter(MARKET_CONDITIONS)
     pool = await asyncpg.create_pool(**db.pg_options(), min_size=1, max_size=db.pg_pool_size, init=writer.prepare)
     consumer = AIOKafkaConsumer(
@@ -129,34 +141,52 @@ async def sink_run(settings, rows: list[Condition], flavor: Flavor, year_query: 
     metrics = Metrics(CollectorRegistry())
     sink = TopicSink(settings=db, topic=CONDITIONS, table=MARKET_CONDITIONS, pool=pool,
                      consumer=consumer, producer=producer, metrics=metrics)
-    started = time.perf_counter()
     task = asyncio.create_task(sink.run())
-    # Done when the sink has committed the offsets of every record (it commits them only
-    # after the rows' transaction): watched in-process, because polling count(*) on the
-    # growing table would take a core of this 2-core machine from the database under test.
-    while sum(sink._committed.values()) < len(rows):
-        if task.done():
-            task.result()
-            raise RuntimeError("the sink stopped before writing every row")
-        await asyncio.sleep(0.02)
-    elapsed = time.perf_counter() - started
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+
+    async def drained(total: int) -> None:
+        """Until the sink has committed the offsets of ``total`` records (it commits them only
+        after the rows' transaction): watched in-process, because polling count(*) on the
+        growing table would take a core of this 2-core machine from the database under test."""
+        while sum(sink._committed.values()) < total:
+            if task.done():
+                task.result()
+                raise RuntimeError("the sink stopped before writing every row")
+            await asyncio.sleep(0.02)
+
+    started = time.perf_counter()
+    await drained(len(rows))
+    run = SinkRun(len(rows) / (time.perf_counter() - started))
     conn = await asyncpg.connect(**db.pg_options())
     written = await conn.fetchval("SELECT count(*) FROM market_conditions")
     if written != len(rows):
         raise RuntimeError(f"market_conditions holds {written} rows, {len(rows)} were published")
-    view_ms = table_ms = float("nan")
-    if year_query:
+    if history:
         await conn.execute("ANALYZE market_conditions_daily")
-        view_ms = await query_ms(conn, year_query.format(relation="market_conditions"))
-        table_ms = await query_ms(conn, year_query.format(relation="market_conditions_daily"))
+        run = run._replace(view_ms=await query_ms(conn, YEAR_QUERY.format(relation="market_conditions")),
+                           table_ms=await query_ms(conn, YEAR_QUERY.format(relation="market_conditions_daily")))
+    if history and flavor == "timescaledb":
+        # A vendor corrects a year the compression policy has long compressed: each row an
+        # update merged into a compressed chunk (publishing included in the time).
+        await conn.fetchval("SELECT count(compress_chunk(c, if_not_compressed => true)) FROM show_chunks('market_conditions_daily') c")
+        corrections = [msgspec.structs.replace(r, close=r.close + 0.25) for r in rows if r.timestamp.year == 2010]
+        started = time.perf_counter()
+        await publish(corrections)
+        await drained(len(rows) + len(corrections))
+        run = run._replace(backfill_rate=len(corrections) / (time.perf_counter() - started))
+        corrected = await conn.fetchval(
+            """SELECT count(*) FROM market_conditions_daily WHERE close - open = 0.75
+                AND "timestamp" >= '2010-01-01' AND "timestamp" < '2011-01-01'"""
+        )
+        if corrected != len(corrections):
+            raise RuntimeError(f"{corrected} of {len(corrections)} corrected rows stored")
     await conn.close()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
     await consumer.stop()
     await producer.stop()
     await pool.close()
     await drop_database(settings, name)
-    return len(rows) / elapsed, view_ms, table_ms
+    return run
 
 
 async def query_ms(conn: asyncpg.Connection, sql: str, repeats: int = 20) -> float:
@@ -182,26 +212,29 @@ async def main() -> None:
     count = args.rows or (100_000 if args.quick else 1_000_000)
     repeats = 1 if args.quick else 3
     workloads = (
-        ("market_conditions", conditions(count), "market_conditions_intraday", None),
-        ("daily_history", daily_history(20 if args.quick else 500), "market_conditions_daily", YEAR_QUERY),
+        ("market_conditions", conditions(count), "market_conditions_intraday", False),
+        ("daily_history", daily_history(20 if args.quick else 500), "market_conditions_daily", True),
     )
     conn = await asyncpg.connect(**local_settings().pg_options())
     # Plain PostgreSQL always; TimescaleDB too where it is preloaded.
     flavors: list[Flavor] = ["postgres"] + (["timescaledb"] if await detect_flavor(conn) == "timescaledb" else [])
     await conn.close()
-    for workload, rows, table, year_query in workloads:
+    for workload, rows, table, history in workloads:
         for flavor in flavors:
             runs, copy_rates = [], []
             for _ in range(repeats):
                 settings = local_settings(topic_prefix=f"bsink{uuid.uuid4().hex[:8]}.")
                 copy_rates.append(await copy_baseline(settings, rows, settings.max_batch_rows, flavor, table))
-                runs.append(await sink_run(settings, rows, flavor, year_query))
-            rate, view_ms, table_ms = (statistics.median(r[i] for r in runs) for i in range(3))
-            emit("sink", f"{workload}_rows_per_s_{flavor}", rate, "rows/s",
+                runs.append(await sink_run(settings, rows, flavor, history))
+            run = SinkRun(*(statistics.median(r[i] for r in runs) for i in range(len(SinkRun._fields))))
+            emit("sink", f"{workload}_rows_per_s_{flavor}", run.rate, "rows/s",
                  f"asyncpg copy_records_to_table into an identical empty {table}", statistics.median(copy_rates))
-            if year_query:
-                emit("sink", f"symbol_year_query_ms_{flavor}", view_ms, "ms",
-                     "the same query on market_conditions_daily itself", table_ms)
+            if history:
+                emit("sink", f"symbol_year_query_ms_{flavor}", run.view_ms, "ms",
+                     "the same query on market_conditions_daily itself", run.table_ms)
+            if not math.isnan(run.backfill_rate):
+                emit("sink", f"corrected_year_into_compressed_chunks_rows_per_s_{flavor}", run.backfill_rate, "rows/s",
+                     "the same sink's first load of the history, into uncompressed chunks", run.rate)
 
 
 if __name__ == "__main__":
