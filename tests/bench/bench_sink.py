@@ -10,7 +10,7 @@ through the ``market_conditions`` view, against the same query on its table, and
 TimescaleDB a vendor's corrected year merged into compressed chunks, against the first load.
 One figure each on plain PostgreSQL, and on TimescaleDB where it is preloaded.
 
-    python tests/bench/bench_sink.py [--quick] [--rows N]
+    python tests/bench/bench_sink.py [--quick] [--rows N] [--repeats N]
 """
 
 from __future__ import annotations
@@ -207,10 +207,11 @@ YEAR_QUERY = """SELECT "timestamp", close, ema_20 FROM {relation}
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100k rows, one repeat")
-    parser.add_argument("--rows", type=int, help="rows per run (default 1,000,000)")
+    parser.add_argument("--rows", type=int, help="rows per run of 1m bars (default 1,000,000)")
+    parser.add_argument("--repeats", type=int, help="runs per figure, the median reported (default 3)")
     args = parser.parse_args()
     count = args.rows or (100_000 if args.quick else 1_000_000)
-    repeats = 1 if args.quick else 3
+    repeats = args.repeats or (1 if args.quick else 3)
     workloads = (
         ("market_conditions", conditions(count), "market_conditions_intraday", False),
         ("daily_history", daily_history(20 if args.quick else 500), "market_conditions_daily", True),
