@@ -356,10 +356,13 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     """Exit 0 when every row was sent, 1 when some were rejected (reported on stderr)."""
-    from tickwire.streams.replay import check_file, publish_file
+    from tickwire.streams.replay import KINDS, check_file, publish_file
 
     defaults = {k: v for k, v in (("symbol", args.symbol), ("timeframe", args.timeframe)) if v}
     columns = dict(args.column)
+    fields = KINDS[args.kind].message_type.__struct_fields__
+    if unknown := [f"{name}={field}" for name, field in columns.items() if field not in fields]:
+        raise UsageError(f"--column {', '.join(unknown)}: {args.kind} have no such field; theirs: {', '.join(fields)}")
     if args.dry_run:
         rejected = check_file(settings, args.file, args.kind, defaults=defaults, columns=columns)
     else:

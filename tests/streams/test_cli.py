@@ -36,6 +36,7 @@ def test_sink_help_lists_each_table_once(capsys):
         (["dlq", "replay", "--topic", "md.bars.v9"], "unknown topic 'md.bars.v9'"),
         (["export", "trades", "--since", "yesterday"], "--since: not an ISO 8601 date"),
         (["export", "trades", "--period", "DAY"], "--period applies to 'performance' only"),
+        (["replay", "bars.csv", "--kind", "bars", "--column", "Last=closing"], "--column Last=closing: bars have no such field"),
     ],
 )
 def test_arguments_checked_by_hand_exit_2_like_argparses_own(args, says, capsys):
