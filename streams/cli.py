@@ -454,12 +454,14 @@ def _before_start() -> dict[str, str]:
     return env
 
 
+def _local_dsn(role: str) -> str:
+    return f"postgresql://{role}@127.0.0.1:{os.environ.get('TICKWIRE_LOCAL_PG_PORT', '15432')}/tickwire"
+
+
 def _local_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("TICKWIRE_KAFKA_BOOTSTRAP", f"127.0.0.1:{os.environ.get('TICKWIRE_LOCAL_KAFKA_PORT', '19092')}")
-    env.setdefault(
-        "TICKWIRE_PG_DSN", f"postgresql://tickwire@127.0.0.1:{os.environ.get('TICKWIRE_LOCAL_PG_PORT', '15432')}/tickwire"
-    )
+    env.setdefault("TICKWIRE_PG_DSN", _local_dsn("tickwire"))
     env.setdefault("TICKWIRE_PG_PASSWORD_FILE", str(_password_file()))
     # The simulator's named symbols and their sectors, for sector_correlation.
     env.setdefault("TICKWIRE_CORRELATION_SECTORS_FILE", str(LOCAL / "sectors.csv"))
@@ -493,15 +495,24 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    # On the local database the sink writes as the least-privilege role deploy/local makes,
+    # as it would in production (deploy/k8s, compose), not as the tables' owner.
+    sink_env = env
+    steps = [["migrate"], ["topics"]]
+    if not args.no_services and env["TICKWIRE_PG_DSN"] == _local_dsn("tickwire"):
+        steps.append(["grant-sink", "tickwire_sink"])
+        sink_env = env | {"TICKWIRE_PG_DSN": _local_dsn("tickwire_sink"),
+                          "TICKWIRE_PG_PASSWORD_FILE": str(_password_file().with_name("sink_password"))}
     try:
-        for step in (["migrate"], ["topics"]):
+        for step in steps:
             if subprocess.run(exe + step, env=env).returncode != 0:
                 raise CommandError(f"tickwire {step[0]} failed")
         for offset, command in enumerate(commands):
             log_file = open(logs / f"{command[0]}.log", "ab")
-            children.append(
-                subprocess.Popen(exe + command + ["--metrics-port", str(port + offset)], env=env, stdout=log_file, stderr=subprocess.STDOUT)
-            )
+            children.append(subprocess.Popen(
+                exe + command + ["--metrics-port", str(port + offset)], env=sink_env if command == ["sink"] else env,
+                stdout=log_file, stderr=subprocess.STDOUT,
+            ))
         host = settings.metrics_host
         print(
             f"""

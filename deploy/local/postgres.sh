@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A PostgreSQL cluster from Debian's packages in var/pg, on its own port.
 # Usage: postgres.sh install|start|stop|status        (port: TICKWIRE_LOCAL_PG_PORT)
-# Creates the owner role "tickwire" (password in var/pg/password) and database "tickwire".
+# Creates the owner role "tickwire" (password in var/pg/password), database "tickwire", and
+# the sinks' role "tickwire_sink" (password in var/pg/sink_password).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 PGDIR="$VAR/pg"
 DATA="$PGDIR/data"
@@ -64,6 +65,15 @@ CONF
     PGPASSWORD="$(cat "$PGDIR/password")" "$(bindir)/psql" -h 127.0.0.1 -p "$PG_PORT" -U tickwire -d postgres -qAtc \
         "SELECT 1 FROM pg_database WHERE datname = 'tickwire'" | grep -q 1 \
         || PGPASSWORD="$(cat "$PGDIR/password")" "$(bindir)/createdb" -h 127.0.0.1 -p "$PG_PORT" -U tickwire tickwire
+    # The sinks' least-privilege role (tickwire grant-sink gives it its rows); its password
+    # goes to psql through the environment, never on a command line.
+    [ -f "$PGDIR/sink_password" ] || (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$PGDIR/sink_password")
+    SINK_PASSWORD="$(cat "$PGDIR/sink_password")" PGPASSWORD="$(cat "$PGDIR/password")" "$(bindir)/psql" -h 127.0.0.1 \
+        -p "$PG_PORT" -U tickwire -d tickwire -qAt -v ON_ERROR_STOP=1 >/dev/null <<'SQL' || die "cannot create the role tickwire_sink"
+\getenv password SINK_PASSWORD
+SELECT format('CREATE ROLE tickwire_sink LOGIN PASSWORD %L', :'password')
+ WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tickwire_sink') \gexec
+SQL
 }
 
 stop() {

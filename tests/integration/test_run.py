@@ -68,6 +68,13 @@ async def test_a_second_stack_runs_from_its_own_directory_and_ports_and_stops_cl
                 await conn.close()
 
         assert await wait_for(rows, timeout_s=240, interval_s=2) > 0, run.stdout.read() if run.poll() is not None else ""
+        conn = await asyncpg.connect(host="127.0.0.1", port=ports["PG"], user="tickwire", database="tickwire",
+                                     password=password.read_text().strip())
+        try:  # the sink writes as the least-privilege role, not as the tables' owner
+            assert await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE usename = 'tickwire_sink'") > 0
+            assert not await conn.fetchval("SELECT has_table_privilege('tickwire_sink', 'market_conditions_daily', 'DELETE')")
+        finally:
+            await conn.close()
         assert {"worker.log", "sink.log", "simulate.log"} <= {p.name for p in (var / "log").iterdir()}
     finally:
         run.send_signal(signal.SIGINT)
