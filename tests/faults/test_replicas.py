@@ -25,11 +25,13 @@ async def test_replicas_joining_and_leaving_mid_stream_lose_and_duplicate_nothin
         await asyncio.sleep(8)
         second, _ = processes.start("worker")  # takes half the partitions over
         await asyncio.sleep(8)
-        first.send_signal(signal.SIGTERM)  # leaves: the second takes everything
+        processes.start("worker")  # three workers, a third of the partitions each
+        await asyncio.sleep(6)
+        first.send_signal(signal.SIGTERM)  # leaves: the other two take its share
         first.wait()
         await asyncio.sleep(4)
+        os.kill(second.pid, signal.SIGKILL)  # dies: the third takes everything once its session expires
+        await asyncio.sleep(4)
         processes.start("worker")  # and gives half back
-        await asyncio.sleep(6)
-        os.kill(second.pid, signal.SIGKILL)
 
     await equals_an_uninterrupted_run(isolated, processes, rebalances, pause_s=1.0)
