@@ -1,10 +1,12 @@
-"""An analyst's backfill: 25 years of vendor daily bars through ``tickwire replay``, one
-symbol's whole history after another (as vendors ship it), then live 1m bars.
+"""An analyst's backfills through ``tickwire replay``, one symbol's whole history after
+another (as vendors ship it), then live 1m bars: 25 years of vendor daily bars, and 2 years
+of 1m bars resampled on the way.
 
 Every row lands, in the table of its timeframe; the daily history takes one chunk per year
 on TimescaleDB (it took one per day, ~9,000, and a backfill batch ran the server out of
 locks: issue 15), no retention drops it, and a query for one symbol's year plans without
-a single intraday chunk. CI size: 20 symbols; TICKWIRE_FAULT_SCALE=full: 500.
+a single intraday chunk. CI size: 20 symbols of daily bars, 8 of 3 days' 1m bars;
+TICKWIRE_FAULT_SCALE=full: 500, and 50 of 2 years' (504 weekdays).
 """
 
 from __future__ import annotations
@@ -107,5 +109,75 @@ async def test_decades_of_daily_bars_replay_then_live_bars_every_row_in_its_tabl
             SYMBOLS[0],
         )
         assert len(year) == 261  # the weekdays of 2010
+    finally:
+        await conn.close()
+
+
+INTRADAY_SYMBOLS = [f"M{i:02d}" for i in range(50 if FULL else 8)]
+INTRADAY_DAYS = 2 * 252 if FULL else 3  # weekdays, the newest yesterday: inside the intraday table's 2 years
+SESSION = 390  # 1m bars a day, 14:30 to 21:00 UTC
+
+
+def write_intraday(path) -> list[date]:
+    """A vendor's CSV of 1m bars, symbol after symbol; returns its days."""
+    days, day = [], datetime.now(timezone.utc).date()
+    while len(days) < INTRADAY_DAYS:
+        day -= timedelta(days=1)
+        if day.weekday() < 5:
+            days.insert(0, day)
+    rng = random.Random(16)
+    with path.open("w") as out:
+        out.write("symbol,ts,open,high,low,close,volume\n")
+        for symbol in INTRADAY_SYMBOLS:
+            close = 50.0
+            for day in days:
+                opens = datetime.combine(day, time(14, 30), timezone.utc)
+                for minute in range(SESSION):
+                    opened = close
+                    close = max(1.0, opened * (1 + rng.gauss(0, 0.001)))
+                    high, low = max(opened, close) * 1.0005, min(opened, close) * 0.9995
+                    ts = (opens + timedelta(minutes=minute)).isoformat()
+                    out.write(f"{symbol},{ts},{opened:.4f},{high:.4f},{low:.4f},{close:.4f},{rng.randint(100, 10**5)}\n")
+    return days
+
+
+async def test_two_years_of_minute_bars_replay_then_live_bars_and_resample_into_their_tables(isolated, processes, tmp_path):
+    await ensure_topics(isolated)
+    path = tmp_path / "minutes.csv"
+    days = write_intraday(path)
+    bars = len(days) * SESSION * len(INTRADAY_SYMBOLS)
+    replay = subprocess.run(
+        [sys.executable, "-m", "tickwire.streams.cli", "replay", str(path), "--kind", "bars"],
+        env=processes.env(), capture_output=True, text=True, timeout=3600,
+    )
+    assert replay.returncode == 0 and f"{bars} sent" in replay.stderr, replay.stderr[-2000:]
+    processes.start("worker")
+    processes.start("sink")
+    live = datetime.now(timezone.utc).replace(second=0, microsecond=0) - timedelta(minutes=LIVE_STEPS + 5)
+    await publish(isolated, list(MarketSimulator(INTRADAY_SYMBOLS, seed=5, start=live).bars(LIVE_STEPS)))
+
+    conn = await asyncpg.connect(**isolated.pg_options())
+    try:
+        expected = {"1m": len(days) * SESSION + LIVE_STEPS, "1h": len(days) * 7, "1d": len(days)}  # 14:00..20:00 hours
+
+        async def landed() -> bool:
+            return await conn.fetchval("SELECT count(*) FROM market_conditions_intraday WHERE timeframe = '1m'") >= (
+                expected["1m"] * len(INTRADAY_SYMBOLS))
+
+        assert await wait_for(landed, timeout_s=7200 if FULL else 600, interval_s=5, check=processes.check_alive)
+        # the history's resampled hours and days closed when the live bars came
+        for timeframe, n in expected.items():
+            counts = await conn.fetch(
+                "SELECT symbol, count(*) AS n FROM market_conditions WHERE timeframe = $1 AND \"timestamp\" < $2 GROUP BY symbol",
+                timeframe, live if timeframe != "1m" else live + timedelta(days=1),
+            )
+            assert {(r["symbol"], r["n"]) for r in counts} == {(s, n) for s in INTRADAY_SYMBOLS}, timeframe
+        if await conn.fetchval("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'"):
+            chunks = await conn.fetchval("SELECT count(*) FROM show_chunks('market_conditions_intraday')")
+            assert chunks <= (days[-1] - days[0]).days + 2, chunks  # one a day: written a day at a time
+        else:
+            await maintain(conn)  # the 2 years' retention keeps them all
+            assert await conn.fetchval("SELECT count(*) FROM market_conditions_intraday WHERE timeframe = '1m'") == (
+                expected["1m"] * len(INTRADAY_SYMBOLS))
     finally:
         await conn.close()
