@@ -114,13 +114,13 @@ async def test_decades_of_daily_bars_replay_then_live_bars_every_row_in_its_tabl
 
 
 INTRADAY_SYMBOLS = [f"M{i:02d}" for i in range(50 if FULL else 8)]
-INTRADAY_DAYS = 2 * 252 if FULL else 3  # weekdays, the newest yesterday: inside the intraday table's 2 years
+INTRADAY_DAYS = 2 * 252 if FULL else 3  # weekdays, the newest the day before yesterday: inside the 2 years kept
 SESSION = 390  # 1m bars a day, 14:30 to 21:00 UTC
 
 
 def write_intraday(path) -> list[date]:
     """A vendor's CSV of 1m bars, symbol after symbol; returns its days."""
-    days, day = [], datetime.now(timezone.utc).date()
+    days, day = [], datetime.now(timezone.utc).date() - timedelta(days=1)  # live bars, even just after midnight, come after
     while len(days) < INTRADAY_DAYS:
         day -= timedelta(days=1)
         if day.weekday() < 5:
@@ -166,10 +166,11 @@ async def test_two_years_of_minute_bars_replay_then_live_bars_and_resample_into_
 
         assert await wait_for(landed, timeout_s=7200 if FULL else 600, interval_s=5, check=processes.check_alive)
         # the history's resampled hours and days closed when the live bars came
+        history_ends = datetime.combine(days[-1] + timedelta(days=1), time(), timezone.utc)
         for timeframe, n in expected.items():
             counts = await conn.fetch(
                 "SELECT symbol, count(*) AS n FROM market_conditions WHERE timeframe = $1 AND \"timestamp\" < $2 GROUP BY symbol",
-                timeframe, live if timeframe != "1m" else live + timedelta(days=1),
+                timeframe, history_ends if timeframe != "1m" else live + timedelta(days=1),
             )
             assert {(r["symbol"], r["n"]) for r in counts} == {(s, n) for s in INTRADAY_SYMBOLS}, timeframe
         if await conn.fetchval("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'"):
