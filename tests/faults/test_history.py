@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
-import sys
 from datetime import date, datetime, time, timedelta, timezone
 
 import asyncpg
@@ -26,6 +24,7 @@ from tickwire.sinks.maintenance import maintain
 from tests.conftest import wait_for
 from tests.faults.test_outages import publish
 from tests.integration.test_pipeline import START
+from tests.integration.test_replay import replay
 
 pytestmark = pytest.mark.integration
 FULL = os.environ.get("TICKWIRE_FAULT_SCALE") == "full"
@@ -34,35 +33,37 @@ FIRST, LAST = date(2000, 1, 3), date(2024, 12, 31)
 LIVE_STEPS = 30
 
 
-def write_history(path) -> int:
-    """A vendor's CSV of daily bars, symbol after symbol; returns the number of bars."""
-    days = [FIRST + timedelta(days=n) for n in range((LAST - FIRST).days + 1)]
-    days = [d for d in days if d.weekday() < 5]
-    rng = random.Random(15)
+def write_bars(path, symbols: list[str], times: list[datetime], timeframe: str, sigma: float, seed: int) -> int:
+    """A vendor's CSV: a random walk of each symbol over ``times``, symbol after symbol (as
+    vendors ship history); returns the number of bars."""
+    rng = random.Random(seed)
     with path.open("w") as out:
         out.write("symbol,timeframe,ts,open,high,low,close,volume\n")
-        for symbol in SYMBOLS:
+        for symbol in symbols:
             close = 50.0
-            for day in days:
-                opened = close
-                close = max(1.0, opened * (1 + rng.gauss(0, 0.02)))
-                high, low = max(opened, close) * 1.01, min(opened, close) * 0.99
-                ts = datetime.combine(day, time(), timezone.utc).isoformat()
-                out.write(f"{symbol},1d,{ts},{opened:.4f},{high:.4f},{low:.4f},{close:.4f},{rng.randint(10**5, 10**7)}\n")
-    return len(days) * len(SYMBOLS)
+            for ts in times:
+                opened, close = close, max(1.0, close * (1 + rng.gauss(0, sigma)))
+                high, low = max(opened, close) * (1 + sigma / 2), min(opened, close) * (1 - sigma / 2)
+                out.write(f"{symbol},{timeframe},{ts.isoformat()},{opened:.4f},{high:.4f},{low:.4f},{close:.4f},"
+                          f"{rng.randint(100, 10**7)}\n")
+    return len(symbols) * len(times)
+
+
+def backfill(processes, path, bars: int, timeout_s: float) -> None:
+    """``tickwire replay`` of the whole file, then the worker and the sink started."""
+    done = replay(processes, str(path), "--kind", "bars", timeout_s=timeout_s)
+    assert done.returncode == 0 and f"{bars} sent" in done.stderr, done.stderr[-2000:]
+    processes.start("worker")
+    processes.start("sink")
 
 
 async def test_decades_of_daily_bars_replay_then_live_bars_every_row_in_its_table(isolated, processes, tmp_path):
     await ensure_topics(isolated)
     path = tmp_path / "daily.csv"
-    bars = write_history(path)
-    replay = subprocess.run(
-        [sys.executable, "-m", "tickwire.streams.cli", "replay", str(path), "--kind", "bars"],
-        env=processes.env(), capture_output=True, text=True, timeout=1800,
-    )
-    assert replay.returncode == 0 and f"{bars} sent" in replay.stderr, replay.stderr[-2000:]
-    processes.start("worker")
-    processes.start("sink")
+    days = [FIRST + timedelta(days=n) for n in range((LAST - FIRST).days + 1)]
+    opens = [datetime.combine(day, time(), timezone.utc) for day in days if day.weekday() < 5]
+    bars = write_bars(path, SYMBOLS, opens, "1d", sigma=0.02, seed=15)
+    backfill(processes, path, bars, timeout_s=1800)
     await publish(isolated, list(MarketSimulator(SYMBOLS, seed=4, start=START).bars(LIVE_STEPS)))
 
     conn = await asyncpg.connect(**isolated.pg_options())
@@ -114,45 +115,28 @@ async def test_decades_of_daily_bars_replay_then_live_bars_every_row_in_its_tabl
 
 
 INTRADAY_SYMBOLS = [f"M{i:02d}" for i in range(50 if FULL else 8)]
-INTRADAY_DAYS = 2 * 252 if FULL else 3  # weekdays, the newest the day before yesterday: inside the 2 years kept
+INTRADAY_DAYS = 2 * 252 if FULL else 3  # weekdays, inside the 2 years the intraday table keeps
 SESSION = 390  # 1m bars a day, 14:30 to 21:00 UTC
 
 
-def write_intraday(path) -> list[date]:
-    """A vendor's CSV of 1m bars, symbol after symbol; returns its days."""
-    days, day = [], datetime.now(timezone.utc).date() - timedelta(days=1)  # live bars, even just after midnight, come after
+def minute_history_days() -> list[date]:
+    """The weekdays of the minute history, the newest the day before yesterday: live bars,
+    even just after midnight, come after it."""
+    days, day = [], datetime.now(timezone.utc).date() - timedelta(days=1)
     while len(days) < INTRADAY_DAYS:
         day -= timedelta(days=1)
         if day.weekday() < 5:
             days.insert(0, day)
-    rng = random.Random(16)
-    with path.open("w") as out:
-        out.write("symbol,ts,open,high,low,close,volume\n")
-        for symbol in INTRADAY_SYMBOLS:
-            close = 50.0
-            for day in days:
-                opens = datetime.combine(day, time(14, 30), timezone.utc)
-                for minute in range(SESSION):
-                    opened = close
-                    close = max(1.0, opened * (1 + rng.gauss(0, 0.001)))
-                    high, low = max(opened, close) * 1.0005, min(opened, close) * 0.9995
-                    ts = (opens + timedelta(minutes=minute)).isoformat()
-                    out.write(f"{symbol},{ts},{opened:.4f},{high:.4f},{low:.4f},{close:.4f},{rng.randint(100, 10**5)}\n")
     return days
 
 
 async def test_two_years_of_minute_bars_replay_then_live_bars_and_resample_into_their_tables(isolated, processes, tmp_path):
     await ensure_topics(isolated)
     path = tmp_path / "minutes.csv"
-    days = write_intraday(path)
-    bars = len(days) * SESSION * len(INTRADAY_SYMBOLS)
-    replay = subprocess.run(
-        [sys.executable, "-m", "tickwire.streams.cli", "replay", str(path), "--kind", "bars"],
-        env=processes.env(), capture_output=True, text=True, timeout=3600,
-    )
-    assert replay.returncode == 0 and f"{bars} sent" in replay.stderr, replay.stderr[-2000:]
-    processes.start("worker")
-    processes.start("sink")
+    days = minute_history_days()
+    minutes = [datetime.combine(day, time(14, 30), timezone.utc) + timedelta(minutes=m) for day in days for m in range(SESSION)]
+    bars = write_bars(path, INTRADAY_SYMBOLS, minutes, "1m", sigma=0.001, seed=16)
+    backfill(processes, path, bars, timeout_s=3600)
     live = datetime.now(timezone.utc).replace(second=0, microsecond=0) - timedelta(minutes=LIVE_STEPS + 5)
     await publish(isolated, list(MarketSimulator(INTRADAY_SYMBOLS, seed=5, start=live).bars(LIVE_STEPS)))
 
@@ -160,10 +144,10 @@ async def test_two_years_of_minute_bars_replay_then_live_bars_and_resample_into_
     try:
         expected = {"1m": len(days) * SESSION + LIVE_STEPS, "1h": len(days) * 7, "1d": len(days)}  # 14:00..20:00 hours
 
-        minutes = "SELECT count(*) FROM market_conditions_intraday WHERE timeframe = '1m' AND symbol = ANY($1)"
+        count_minutes = "SELECT count(*) FROM market_conditions_intraday WHERE timeframe = '1m' AND symbol = ANY($1)"
 
         async def landed() -> bool:  # the module's database holds the daily test's rows too
-            return await conn.fetchval(minutes, INTRADAY_SYMBOLS) >= expected["1m"] * len(INTRADAY_SYMBOLS)
+            return await conn.fetchval(count_minutes, INTRADAY_SYMBOLS) >= expected["1m"] * len(INTRADAY_SYMBOLS)
 
         assert await wait_for(landed, timeout_s=7200 if FULL else 600, interval_s=5, check=processes.check_alive)
         # the history's resampled hours and days closed when the live bars came
@@ -183,6 +167,6 @@ async def test_two_years_of_minute_bars_replay_then_live_bars_and_resample_into_
             assert chunks <= (days[-1] - days[0]).days + 1, chunks  # one a day
         else:
             await maintain(conn)  # the 2 years' retention keeps them all
-            assert await conn.fetchval(minutes, INTRADAY_SYMBOLS) == expected["1m"] * len(INTRADAY_SYMBOLS)
+            assert await conn.fetchval(count_minutes, INTRADAY_SYMBOLS) == expected["1m"] * len(INTRADAY_SYMBOLS)
     finally:
         await conn.close()

@@ -32,9 +32,10 @@ async def topic_values(settings) -> list[bytes]:
         await consumer.stop()
 
 
-def replay(processes, *args: str) -> subprocess.CompletedProcess:
+def replay(processes, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "tickwire.streams.cli", "replay", *args], env=processes.env(), capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "tickwire.streams.cli", "replay", *args], env=processes.env(), capture_output=True, text=True,
+        timeout=timeout_s,
     )
 
 
