@@ -19,20 +19,22 @@ import msgspec
 
 from tickwire.schemas.codec import VERSION_HEADER
 from tickwire.schemas.correlations import CorrelationRecord
+from tickwire.schemas.execution import AuditRow, Order, OrderUpdate, PortfolioRow, PositionRow, RiskEvent
 from tickwire.schemas.market import Bar, Condition, CorrelationContext, RegimeChange
 from tickwire.schemas.signals import Fill, ModelPerformanceRow, Prediction, PredictionOutcome, StrategyPerformanceRow, TradeOutcomeRow
 from tickwire.schemas.topics import (
-    BARS, CONDITIONS, CORRELATION_CONTEXT, CORRELATIONS, DLQ, FILLS, MODEL_PERFORMANCE, OUTCOMES, PREDICTIONS, REGIMES,
-    STRATEGY_PERFORMANCE, TRADE_OUTCOMES, TRADES, Topic,
+    AUDIT, BARS, CONDITIONS, CORRELATION_CONTEXT, CORRELATIONS, DLQ, FILLS, MODEL_PERFORMANCE, ORDER_UPDATES, ORDERS, OUTCOMES,
+    PORTFOLIOS, POSITIONS, PREDICTIONS, REGIMES, RISK_EVENTS, STRATEGY_PERFORMANCE, TRADE_OUTCOMES, TRADES, Topic,
 )
 from tickwire.schemas.trades import Trade
 
 # What producers publish to Tickwire, and what Tickwire publishes (JSON, one message per record).
-INPUTS: dict[Topic, Any] = {BARS: Bar, TRADES: Trade, PREDICTIONS: Prediction, FILLS: Fill}
+INPUTS: dict[Topic, Any] = {BARS: Bar, TRADES: Trade, PREDICTIONS: Prediction, FILLS: Fill, ORDERS: Order}
 OUTPUTS: dict[Topic, Any] = {
     CONDITIONS: Condition, REGIMES: RegimeChange, CORRELATIONS: CorrelationRecord, CORRELATION_CONTEXT: CorrelationContext,
     OUTCOMES: PredictionOutcome, TRADE_OUTCOMES: TradeOutcomeRow, MODEL_PERFORMANCE: ModelPerformanceRow,
-    STRATEGY_PERFORMANCE: StrategyPerformanceRow,
+    STRATEGY_PERFORMANCE: StrategyPerformanceRow, ORDER_UPDATES: OrderUpdate, POSITIONS: PositionRow,
+    PORTFOLIOS: PortfolioRow, RISK_EVENTS: RiskEvent, AUDIT: AuditRow,
 }
 _DLQ_HEADERS = {
     "tickwire.reason": "why it was refused, from the fixed vocabulary of schemas/errors.py",

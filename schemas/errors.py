@@ -47,6 +47,10 @@ REASONS = frozenset(
         "unknown_version",
         "database_rejected",  # a sink's database refused the row (data error)
         "conflicting_id",  # a prediction or trade id (with its time) a sink already stored for another symbol
+        "unknown_portfolio",  # an order or fill of a portfolio the configuration does not list
+        "unknown_order",  # a fill naming no order the worker knows, where orders are required
+        "order_state",  # an order event or fill its order's state forbids (a fill after a cancel ...)
+        "overfill",  # a fill past its order's quantity
         "internal",  # a stage failed on the message (a bug): kept in the DLQ, the stream goes on
     }
 )

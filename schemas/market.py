@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Annotated
 
 import msgspec
@@ -27,6 +27,16 @@ MAX_BARS_PER_PERIOD = (2**63 - 1) // MAX_VOLUME
 Volume = Annotated[int, msgspec.Meta(ge=0, le=MAX_VOLUME)]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def epoch_us(ts: datetime) -> int:
+    """Event time as integer microseconds since the epoch: what states keep (exact, compact)."""
+    return (ts - EPOCH) // _MICROSECOND
+
+
+def from_epoch_us(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
 TIMEFRAME_SECONDS = {"m": 60, "h": 3600, "d": 86400}
 
 

@@ -103,6 +103,10 @@ class Metrics:
             ["timeframe", "regime"],
             registry=registry,
         )
+        # Per rule, not per portfolio: each breach, with its portfolio, is in exec.risk_events.v1.
+        self.risk_breaches = Counter(
+            "tickwire_risk_breaches_total", "Portfolio risk limits crossed (BREACH events), per rule", ["rule"], registry=registry,
+        )
         self.ready = Gauge("tickwire_ready", "1 while the process is ready (/readyz answers 200)", registry=registry)
         self._ready_parts: dict[str, bool] = {}
         self.lag = Gauge(

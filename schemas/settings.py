@@ -89,6 +89,10 @@ class Settings:
     correlation_quiet_bars: int = 1000  # a symbol silent this long no longer holds the others' bars back
     correlation_universe: str = ""  # comma-separated symbols the pairwise correlations cover; empty = the first ones seen
     correlation_max_symbols: int = 500  # at most this many symbols per timeframe (the benchmark besides)
+    # Execution: which portfolios trade, their starting cash and risk limits (JSON, see
+    # streams.portfolios); empty = any portfolio, performance_capital each, no limits
+    portfolios_file: str = ""
+    orders_required: bool = False  # every fill must name an order seen on exec.orders.v1
     # Validation
     max_message_bytes: int = 1_000_000
     max_future_skew_s: float = 86_400.0
@@ -306,4 +310,8 @@ def _parse(var: str, kind: object, raw: str) -> object:
             return float(raw)
     except ValueError:
         raise SettingsError(f"{var}: expected a number, got {raw!r}") from None
+    if kind in (bool, "bool"):
+        if raw.lower() not in ("true", "false", "1", "0"):
+            raise SettingsError(f"{var}: expected true or false, got {raw!r}")
+        return raw.lower() in ("true", "1")
     return raw

@@ -32,6 +32,8 @@ ModelVersion = Annotated[str, msgspec.Meta(min_length=1, max_length=20, pattern=
 ModelType = Annotated[str, msgspec.Meta(min_length=1, max_length=30, pattern=r"^[^\x00-\x1f\x7f]+\Z")]
 StrategyId = Annotated[str, msgspec.Meta(min_length=1, max_length=50, pattern=r"^[\x21-\x7e]+\Z")]
 FillId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+\Z")]
+OrderId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+\Z")]
+PortfolioId = Annotated[str, msgspec.Meta(min_length=1, max_length=50, pattern=r"^[\x21-\x7e]+\Z")]
 # INTEGER column; a horizon longer than a year is a unit mistake, not a forecast.
 MAX_HORIZON_MINUTES = 525_600
 # DECIMAL(18, 8) prices and DECIMAL(10, 6) volatility hold values below these.
@@ -117,7 +119,8 @@ class Fill(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     """One execution fill of a trade; ``ts`` is its event time (UTC).
 
     ``decision_price`` is the price the strategy decided at; slippage is measured
-    against it, so without it the fill has no slippage.
+    against it, so without it the fill has no slippage. ``portfolio_id`` books the fill
+    (``default`` without one); ``order_id`` joins it to its order (``exec.orders.v1``).
     """
 
     fill_id: FillId
@@ -131,6 +134,8 @@ class Fill(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     quantity: int
     commission: float = 0.0
     decision_price: float | None = None
+    portfolio_id: PortfolioId = "default"
+    order_id: OrderId | None = None
 
     def validate(self, *, now: datetime, max_future_skew_s: float) -> "Fill":
         """The issue's value rules, as ``invalid_value`` with the field named."""

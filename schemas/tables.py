@@ -16,11 +16,12 @@ import msgspec
 from tickwire.schemas.correlations import (
     CorrelationConflict, CorrelationEntry, CorrelationGroup, CorrelationGroupMember, CorrelationMatrix, CorrelationRecord,
 )
+from tickwire.schemas.execution import AuditRow, OrderEventRow, OrderRow, PortfolioRow, PositionRow, RiskEvent
 from tickwire.schemas.market import Condition, CorrelationContext, RegimeChange
 from tickwire.schemas.signals import ModelPerformanceRow, ModelPredictionRow, StrategyPerformanceRow, TradeOutcomeRow
 from tickwire.schemas.topics import (
-    CONDITIONS, CORRELATION_CONTEXT, CORRELATIONS, MODEL_PERFORMANCE, OUTCOMES, REGIMES, STRATEGY_PERFORMANCE, TRADE_OUTCOMES,
-    Topic,
+    AUDIT, CONDITIONS, CORRELATION_CONTEXT, CORRELATIONS, MODEL_PERFORMANCE, ORDER_UPDATES, OUTCOMES, PORTFOLIOS, POSITIONS,
+    REGIMES, RISK_EVENTS, STRATEGY_PERFORMANCE, TRADE_OUTCOMES, Topic,
 )
 
 _STAGING_TYPES = {float: "float8", int: "int8", str: "text", bool: "bool", datetime: "timestamptz", date: "date", dict: "jsonb", uuid.UUID: "uuid"}
@@ -116,9 +117,32 @@ CORRELATION_TABLES = tuple(
     )
 )
 
+# The execution stream (migration 0011): each current-state table takes a row only over an
+# older version of it (a redelivered row never goes back in time); each history appends.
+ORDERS_TABLE = Table(
+    "orders", OrderRow, ("order_id",), "update", "updated_at", update_where="orders.version < EXCLUDED.version", owner="symbol"
+)
+ORDER_EVENTS = Table("order_events", OrderEventRow, ("order_id", "version", "ts"), "nothing", "ts")
+POSITIONS_TABLE = Table(
+    "positions", PositionRow, ("portfolio_id", "symbol"), "update", "ts", update_where="positions.version < EXCLUDED.version"
+)
+POSITION_SNAPSHOTS = Table("position_snapshots", PositionRow, ("portfolio_id", "symbol", "version", "ts"), "nothing", "ts")
+PORTFOLIOS_TABLE = Table(
+    "portfolios", PortfolioRow, ("portfolio_id",), "update", "ts", update_where="portfolios.version < EXCLUDED.version"
+)
+PORTFOLIO_SNAPSHOTS = Table("portfolio_snapshots", PortfolioRow, ("portfolio_id", "version", "ts"), "nothing", "ts")
+RISK_EVENTS_TABLE = Table("risk_events", RiskEvent, ("portfolio_id", "rule", "subject", "ts", "state"), "nothing", "ts")
+EXECUTION_AUDIT = Table(
+    "execution_audit", AuditRow, ("source_topic", "source_partition", "source_offset", "kind", "subject", "ts"), "nothing", "ts"
+)
+EXECUTION_TABLES = (
+    ORDERS_TABLE, ORDER_EVENTS, POSITIONS_TABLE, POSITION_SNAPSHOTS, PORTFOLIOS_TABLE, PORTFOLIO_SNAPSHOTS, RISK_EVENTS_TABLE,
+    EXECUTION_AUDIT,
+)
+
 ALL = (
     MARKET_CONDITIONS, MARKET_CONTEXT, MARKET_REGIME_HISTORY, MODEL_PREDICTIONS, TRADE_OUTCOMES_TABLE,
-    MODEL_PERFORMANCE_TABLE, STRATEGY_PERFORMANCE_TABLE, *CORRELATION_TABLES,
+    MODEL_PERFORMANCE_TABLE, STRATEGY_PERFORMANCE_TABLE, *CORRELATION_TABLES, *EXECUTION_TABLES,
 )
 
 # Which topic fills which table: one sink pipeline (and consumer group, ``sink_group_name``) per pair.
@@ -131,6 +155,14 @@ SINKS = (
     (TRADE_OUTCOMES, TRADE_OUTCOMES_TABLE),
     (MODEL_PERFORMANCE, MODEL_PERFORMANCE_TABLE),
     (STRATEGY_PERFORMANCE, STRATEGY_PERFORMANCE_TABLE),
+    (ORDER_UPDATES, ORDERS_TABLE),
+    (ORDER_UPDATES, ORDER_EVENTS),
+    (POSITIONS, POSITIONS_TABLE),
+    (POSITIONS, POSITION_SNAPSHOTS),
+    (PORTFOLIOS, PORTFOLIOS_TABLE),
+    (PORTFOLIOS, PORTFOLIO_SNAPSHOTS),
+    (RISK_EVENTS, RISK_EVENTS_TABLE),
+    (AUDIT, EXECUTION_AUDIT),
 )
 
 

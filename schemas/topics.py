@@ -19,6 +19,7 @@ BARS = Topic("md.bars.v1", "symbol", 6, "delete", 7 * DAY_MS)
 TRADES = Topic("md.trades.v1", "symbol", 6, "delete", 3 * DAY_MS)
 PREDICTIONS = Topic("signals.predictions.v1", "symbol", 6, "delete", 30 * DAY_MS)
 FILLS = Topic("exec.fills.v1", "symbol", 6, "delete", 30 * DAY_MS)
+ORDERS = Topic("exec.orders.v1", "symbol", 6, "delete", 30 * DAY_MS)
 CONDITIONS = Topic("md.conditions.v1", "symbol", 6, "delete", 7 * DAY_MS)
 REGIMES = Topic("md.regimes.v1", "symbol", 6, "delete", 30 * DAY_MS)
 CORRELATIONS = Topic("md.correlations.v1", "timeframe", 1, "delete", 7 * DAY_MS)
@@ -32,11 +33,18 @@ OUTCOMES = Topic("signals.outcomes.v1", "model_version", 6, "delete", 30 * DAY_M
 TRADE_OUTCOMES = Topic("exec.trades.v1", "strategy_id", 6, "delete", 30 * DAY_MS)
 MODEL_PERFORMANCE = Topic("signals.model_performance.v1", "model_version", 6, "delete", 30 * DAY_MS)
 STRATEGY_PERFORMANCE = Topic("exec.strategy_performance.v1", "strategy_id", 6, "delete", 30 * DAY_MS)
+# Keyed by portfolio: one partition holds a portfolio's every position update, in order.
+ORDER_UPDATES = Topic("exec.order_updates.v1", "portfolio_id", 6, "delete", 30 * DAY_MS)
+POSITIONS = Topic("exec.positions.v1", "portfolio_id", 6, "delete", 7 * DAY_MS)
+PORTFOLIOS = Topic("exec.portfolios.v1", "portfolio_id", 6, "delete", 7 * DAY_MS)
+RISK_EVENTS = Topic("exec.risk_events.v1", "portfolio_id", 6, "delete", 30 * DAY_MS)
+AUDIT = Topic("exec.audit.v1", "portfolio_id", 6, "delete", 30 * DAY_MS)
 # Internal: the worker's expiry clock, delivered to each symbol's own partition.
 EXPIRY_TICKS = Topic("tickwire.expiry_ticks.v1", "symbol", 6, "delete", DAY_MS)
 DLQ = Topic("tickwire.dlq.v1", "source key", 3, "delete", 30 * DAY_MS)
 
 ALL = (
-    BARS, TRADES, PREDICTIONS, FILLS, CONDITIONS, REGIMES, CORRELATIONS, CORRELATION_CONTEXT, OUTCOMES,
-    TRADE_OUTCOMES, MODEL_PERFORMANCE, STRATEGY_PERFORMANCE, CONDITIONS_BY_TIMEFRAME, EXPIRY_TICKS, DLQ,
+    BARS, TRADES, PREDICTIONS, FILLS, ORDERS, CONDITIONS, REGIMES, CORRELATIONS, CORRELATION_CONTEXT, OUTCOMES,
+    TRADE_OUTCOMES, MODEL_PERFORMANCE, STRATEGY_PERFORMANCE, ORDER_UPDATES, POSITIONS, PORTFOLIOS, RISK_EVENTS, AUDIT,
+    CONDITIONS_BY_TIMEFRAME, EXPIRY_TICKS, DLQ,
 )

@@ -41,26 +41,16 @@ from __future__ import annotations
 
 import uuid
 from bisect import bisect_right
-from datetime import datetime, timedelta, timezone
 from typing import Iterable, NamedTuple
 
 import msgspec
 
 from tickwire.schemas.errors import InvalidMessage
-from tickwire.schemas.market import Bar, timeframe_seconds
+from tickwire.schemas.market import Bar, epoch_us, from_epoch_us, timeframe_seconds
 from tickwire.schemas.signals import MAX_MONEY, Fill, TradeOutcomeRow
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_US = timedelta(microseconds=1)
 _NEVER = -(2**62)
 
-
-def _us(ts: datetime) -> int:
-    return (ts - _EPOCH) // _US
-
-
-def _dt(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
 
 
 class TradeConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -122,14 +112,14 @@ class TradeBuilder:
 
     def on_fill(self, book: TradeBook, fill: Fill) -> FillResult:
         """Apply one validated fill; raise ``InvalidMessage`` if it breaks the trade."""
-        ts_us = _us(fill.ts)
+        ts_us = epoch_us(fill.ts)
         tid = str(fill.trade_id)
         trade = book.trades.get(tid)
         if trade is None:
             trade = TradeState(
                 tid, fill.strategy_id, fill.model_version, fill.symbol, 1 if fill.side == "BUY" else -1, ts_us, ts_us
             )
-        elif fill.fill_id in trade.fill_ids:
+        elif self.known(book, fill):
             return FillResult(self._row(trade), True)
         else:
             self._check(trade, fill, ts_us)
@@ -172,6 +162,12 @@ class TradeBuilder:
         self._advance(book, ts_us)
         return FillResult(self._row(trade), False)
 
+    @staticmethod
+    def known(book: TradeBook, fill: Fill) -> bool:
+        """Whether ``fill`` is a duplicate: its trade holds its ``fill_id``."""
+        trade = book.trades.get(str(fill.trade_id))
+        return trade is not None and fill.fill_id in trade.fill_ids
+
     def on_bar(self, book: TradeBook, bar: Bar) -> list[TradeOutcomeRow]:
         """Track the excursions of the symbol's trades; return the rows of closed trades it changed.
 
@@ -179,7 +175,7 @@ class TradeBuilder:
         """
         if bar.timeframe != self.config.timeframe:
             return []
-        bar_us = _us(bar.ts)
+        bar_us = epoch_us(bar.ts)
         changed = []
         for trade in book.trades.values():
             if bar_us < trade.entry_us or (trade.exit_us is not None and bar_us >= trade.exit_us):
@@ -259,8 +255,8 @@ class TradeBuilder:
             model_version=trade.model_version,
             symbol=trade.symbol,
             direction="LONG" if trade.sign > 0 else "SHORT",
-            entry_time=_dt(trade.entry_us),
-            exit_time=None if trade.exit_us is None else _dt(trade.exit_us),
+            entry_time=from_epoch_us(trade.entry_us),
+            exit_time=None if trade.exit_us is None else from_epoch_us(trade.exit_us),
             entry_price=entry_price,
             exit_price=trade.exit_notional / trade.closed_qty if trade.closed_qty else None,
             quantity=trade.opened_qty,

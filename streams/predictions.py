@@ -40,25 +40,16 @@ bar is ignored.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Iterable, NamedTuple
 
 import msgspec
 
-from tickwire.schemas.market import Bar, Condition, timeframe_seconds
+from tickwire.schemas.market import Bar, Condition, epoch_us, from_epoch_us, timeframe_seconds
 from tickwire.schemas.signals import ModelPredictionRow, Prediction, PredictionOutcome
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_US = timedelta(microseconds=1)
 _NEVER = -(2**62)
 
-
-def _us(ts: datetime) -> int:
-    return (ts - _EPOCH) // _US
-
-
-def _dt(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
 
 
 class ValidatorConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -119,7 +110,7 @@ class PredictionValidator:
             return PredictionResult([_outcome(state.pending[pid])], True)
         if pid in state.done:
             return PredictionResult(list(state.last_prediction_outputs) if pid == state.last_prediction_id else [], True)
-        predicted_us = _us(prediction.predicted_at)
+        predicted_us = epoch_us(prediction.predicted_at)
         due_us = predicted_us + prediction.prediction_horizon_minutes * 60_000_000
         item = Pending(
             ModelPredictionRow.pending(prediction), due_us, due_us + int(self.config.expire_after_s * 1_000_000)
@@ -142,7 +133,7 @@ class PredictionValidator:
             return []
         ts = bar.ts if isinstance(bar, Bar) else bar.timestamp
         regime = bar.detected_regime if isinstance(bar, Condition) else None
-        return self.on_close(state, _us(ts) + self._timeframe_us, bar.close, regime)
+        return self.on_close(state, epoch_us(ts) + self._timeframe_us, bar.close, regime)
 
     def on_bars(self, state: PredictionState, bars: Iterable[Bar | Condition]) -> list[PredictionOutcome]:
         """Batch form of ``on_bar``: the same outputs as one call per bar."""
@@ -166,7 +157,7 @@ class PredictionValidator:
             state.truncated = True
         out: list[PredictionOutcome] = []
         for pid, item in list(state.pending.items()):
-            predicted_us = _us(item.row.predicted_at)
+            predicted_us = epoch_us(item.row.predicted_at)
             if item.base_close is None and close_us > predicted_us:
                 reason = self._find_base(state, item, predicted_us)
                 if reason is not None:
@@ -182,7 +173,7 @@ class PredictionValidator:
 
     def expire(self, state: PredictionState, watermark: datetime) -> list[PredictionOutcome]:
         """Move the expiry clock to ``watermark`` (if later) and expire what is overdue."""
-        return self._advance(state, _us(watermark))
+        return self._advance(state, epoch_us(watermark))
 
     def _advance(self, state: PredictionState, now_us: int) -> list[PredictionOutcome]:
         state.clock_us = max(state.clock_us, now_us)
@@ -228,7 +219,7 @@ class PredictionValidator:
         row.actual_return = ret
         row.actual_direction = direction
         row.prediction_accuracy = row.predicted_direction == direction
-        row.validated_at = _dt(end_us)
+        row.validated_at = from_epoch_us(end_us)
 
     def _finish(self, state: PredictionState, pid: str, item: Pending, *, expiry_reason: str | None = None) -> PredictionOutcome:
         del state.pending[pid]

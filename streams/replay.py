@@ -29,8 +29,9 @@ from tickwire.schemas.errors import InvalidMessage, TickwireError, Unreachable
 from tickwire.schemas.kafka import start_kafka
 from tickwire.schemas.market import Bar
 from tickwire.schemas.settings import Settings
+from tickwire.schemas.execution import Order
 from tickwire.schemas.signals import Fill, Prediction
-from tickwire.schemas.topics import BARS, FILLS, PREDICTIONS, TRADES, Topic
+from tickwire.schemas.topics import BARS, FILLS, ORDERS, PREDICTIONS, TRADES, Topic
 from tickwire.schemas.trades import Trade
 
 
@@ -47,6 +48,7 @@ KINDS = {
     "trades": Kind(Trade, TRADES, "ts"),
     "predictions": Kind(Prediction, PREDICTIONS, "predicted_at"),
     "fills": Kind(Fill, FILLS, "ts"),
+    "orders": Kind(Order, ORDERS, "ts"),
 }
 
 

@@ -22,8 +22,9 @@ from tickwire.schemas.kafka import start_kafka
 from tickwire.schemas.market import Bar, timeframe_seconds
 from tickwire.schemas.metrics import Metrics
 from tickwire.schemas.settings import Settings
+from tickwire.schemas.execution import Order
 from tickwire.schemas.signals import Fill, Prediction
-from tickwire.schemas.topics import BARS, FILLS, PREDICTIONS
+from tickwire.schemas.topics import BARS, FILLS, ORDERS, PREDICTIONS
 
 log = logging.getLogger("tickwire.simulator")
 
@@ -103,29 +104,33 @@ class MarketSimulator:
 
 class ToyStrategy:
     """Momentum on each symbol's last ``lookback`` closes: a prediction every
-    ``every`` bars, and a trade (one opening and one closing fill) on each confident
-    LONG or SHORT call, closed ``horizon_minutes`` later. Enough to give every signal
-    topic realistic traffic; not a strategy anyone should trade.
+    ``every`` bars, and a trade (one opening and one closing market order, each filled
+    at once) on each confident LONG or SHORT call, closed ``horizon_minutes`` later, in
+    one of ``PORTFOLIOS`` by turns. Enough to give every signal and execution topic
+    realistic traffic; not a strategy anyone should trade.
     """
+
+    PORTFOLIOS = ("toy-a", "toy-b")
 
     def __init__(self, *, seed: int = 42, every: int = 15, lookback: int = 10, horizon_minutes: int = 15) -> None:
         self.rng = np.random.default_rng(seed + 1)
         self.every, self.lookback, self.horizon = every, lookback, timedelta(minutes=horizon_minutes)
         self.closes: dict[str, list[float]] = {}
-        self.open_trades: dict[str, tuple[uuid.UUID, str, datetime, int]] = {}  # symbol -> id, side, exit due, qty
-        self.count = 0
+        # symbol -> id, side, exit due, qty, portfolio
+        self.open_trades: dict[str, tuple[uuid.UUID, str, datetime, int, str]] = {}
+        self.count = self.trades = 0
 
-    def on_bar(self, bar: Bar) -> list[Prediction | Fill]:
+    def on_bar(self, bar: Bar) -> list[Prediction | Order | Fill]:
         """Messages this bar triggers, stamped at the bar's close (its ts + 1 timeframe)."""
         closes = self.closes.setdefault(bar.symbol, [])
         closes.append(bar.close)
         del closes[: -self.lookback - 1]
         at = bar.ts + timedelta(seconds=timeframe_seconds(bar.timeframe))
-        out: list[Prediction | Fill] = []
+        out: list[Prediction | Order | Fill] = []
         trade = self.open_trades.get(bar.symbol)
         if trade is not None and at >= trade[2]:
-            trade_id, side, _, qty = self.open_trades.pop(bar.symbol)
-            out.append(self._fill(bar, trade_id, "SELL" if side == "BUY" else "BUY", qty, at, "x"))
+            trade_id, side, _, qty, portfolio = self.open_trades.pop(bar.symbol)
+            out += self._execute(bar, trade_id, "SELL" if side == "BUY" else "BUY", qty, at, "x", portfolio)
         self.count += 1
         if len(closes) <= self.lookback or self.count % self.every:
             return out
@@ -150,14 +155,24 @@ class ToyStrategy:
             trade_id = uuid.UUID(bytes=self.rng.bytes(16), version=4)
             side = "BUY" if direction == "LONG" else "SELL"
             qty = int(self.rng.integers(1, 10)) * 10
-            self.open_trades[bar.symbol] = (trade_id, side, at + self.horizon, qty)
-            out.append(self._fill(bar, trade_id, side, qty, at, "e"))
+            portfolio = self.PORTFOLIOS[self.trades % len(self.PORTFOLIOS)]
+            self.trades += 1
+            self.open_trades[bar.symbol] = (trade_id, side, at + self.horizon, qty, portfolio)
+            out += self._execute(bar, trade_id, side, qty, at, "e", portfolio)
         return out
 
-    def _fill(self, bar: Bar, trade_id: uuid.UUID, side: str, qty: int, at: datetime, leg: str) -> Fill:
+    def _execute(self, bar: Bar, trade_id: uuid.UUID, side: str, qty: int, at: datetime, leg: str, portfolio: str) -> list[Order | Fill]:
+        """A market order and the fill that completes it."""
         slip = float(self.rng.uniform(0, 0.0005)) * bar.close
-        return Fill(
-            fill_id=f"{trade_id.hex[:16]}-{leg}",
+        order_id = f"{trade_id.hex[:16]}-{leg}"
+        placed = Order(
+            order_id=order_id, portfolio_id=portfolio, strategy_id="toy-momentum", symbol=bar.symbol, event="PLACED", ts=at,
+            side=side, quantity=qty, arrival_price=bar.close,
+        )
+        return [placed, Fill(
+            fill_id=order_id,
+            portfolio_id=portfolio,
+            order_id=order_id,
             trade_id=trade_id,
             strategy_id="toy-momentum",
             model_version="toy-1.0",
@@ -168,7 +183,11 @@ class ToyStrategy:
             quantity=qty,
             commission=round(qty * 0.005, 4),
             decision_price=bar.close,
-        )
+        )]
+
+
+# Where each of the toy strategy's messages goes.
+SIGNAL_TOPICS = {Prediction: PREDICTIONS, Order: ORDERS, Fill: FILLS}
 
 
 async def publish(
@@ -178,8 +197,7 @@ async def publish(
     """Send ``bars`` simulated bars per symbol (0: until cancelled) at ``rate`` bars/s (0: at
     once), with the toy strategy's predictions and fills unless ``signals`` is off."""
     topic = settings.topic(BARS.name)
-    signal_topics = {Fill: settings.topic(FILLS.name)}
-    predictions_topic = settings.topic(PREDICTIONS.name)
+    signal_topics = {kind: settings.topic(spec.name) for kind, spec in SIGNAL_TOPICS.items()}
     producer = AIOKafkaProducer(**settings.kafka_options(), linger_ms=5, acks="all")
     await start_kafka(settings, producer)
     encode = msgspec.json.Encoder().encode
@@ -196,7 +214,7 @@ async def publish(
                 await producer.send(topic, key=key, value=encode(bar))
                 sent += 1
                 for message in strategy.on_bar(bar) if strategy else ():
-                    name = signal_topics.get(type(message), predictions_topic)
+                    name = signal_topics[type(message)]
                     await producer.send(name, key=key, value=encode(message))
                     metrics.produced.labels(name).inc()
             metrics.produced.labels(topic).inc(symbols)

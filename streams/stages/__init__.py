@@ -6,7 +6,8 @@ line below, and the migration of the table its outputs land in.
 
 from tickwire.streams.stages.candles import Candles
 from tickwire.streams.stages.correlations import CorrelationsStage
+from tickwire.streams.stages.portfolios import PortfolioStage
 from tickwire.streams.stages.statistics import ModelStatistics, StrategyStatistics
 from tickwire.streams.stages.symbols import Symbols
 
-STAGES = (Symbols, Candles, ModelStatistics, StrategyStatistics, CorrelationsStage)
+STAGES = (Symbols, Candles, ModelStatistics, StrategyStatistics, CorrelationsStage, PortfolioStage)

@@ -1,8 +1,10 @@
 """Everything keyed by symbol: bars into conditions and regimes, predictions validated
-against the bars that follow, fills into trade outcomes, and the expiry clock.
+against the bars that follow, fills into trade outcomes, orders into their lifecycles,
+fills and bars into positions, and the expiry clock.
 
-Bars, predictions, fills and expiry ticks are all keyed by symbol with the same partition
-count, so this one stage sees a symbol's every input, and keeps all of it in one record.
+Bars, predictions, fills, orders and expiry ticks are all keyed by symbol with the same
+partition count, so this one stage sees a symbol's every input, and keeps all of it in
+one record.
 """
 
 from __future__ import annotations
@@ -16,11 +18,17 @@ import msgspec
 from tickwire.schemas.codec import Codec
 from tickwire.schemas.errors import InvalidMessage
 from tickwire.schemas.market import EPOCH, Bar, timeframe_seconds
+from tickwire.schemas.execution import AuditRow, Order
 from tickwire.schemas.signals import Fill, Prediction
 from tickwire.schemas.topics import (
-    BARS, CONDITIONS, CONDITIONS_BY_TIMEFRAME, EXPIRY_TICKS, FILLS, OUTCOMES, PREDICTIONS, REGIMES, TRADE_OUTCOMES,
+    AUDIT, BARS, CONDITIONS, CONDITIONS_BY_TIMEFRAME, EXPIRY_TICKS, FILLS, ORDER_UPDATES, ORDERS, OUTCOMES, POSITIONS, PREDICTIONS,
+    REGIMES, TRADE_OUTCOMES,
 )
+from tickwire.streams.correlations import load_sectors
 from tickwire.streams.fills import TradeBook, TradeBuilder, TradeConfig
+from tickwire.streams.orders import OrderBook, OrderConfig, OrderTracker
+from tickwire.streams.portfolios import load_portfolios
+from tickwire.streams.positions import PositionBook, PositionKeeper
 from tickwire.streams.predictions import PredictionState, PredictionValidator, ValidatorConfig
 from tickwire.streams.regimes import RegimeConfig
 from tickwire.streams.symbol import SymbolProcessor, SymbolState, SymbolStateV1
@@ -42,6 +50,9 @@ class SymbolRecord(msgspec.Struct, array_like=True):
     predictions: PredictionState = msgspec.field(default_factory=PredictionState)
     book: TradeBook = msgspec.field(default_factory=TradeBook)
     offsets: dict[str, int] = {}  # source topic -> offset of the last message applied
+    # Fields added at the end with defaults read from records stored before them as they are.
+    orders: OrderBook = msgspec.field(default_factory=OrderBook)
+    positions: PositionBook = msgspec.field(default_factory=PositionBook)
 
 
 class _SymbolRecordV1(msgspec.Struct, array_like=True):
@@ -64,7 +75,7 @@ _timeframe_of = msgspec.json.Decoder(_Timeframe)
 
 class Symbols(Stage):
     name = "symbols"
-    inputs = (BARS, PREDICTIONS, FILLS, EXPIRY_TICKS)
+    inputs = (BARS, PREDICTIONS, FILLS, ORDERS, EXPIRY_TICKS)
     table = StateTable("symbol-record", BARS, StateCodec(SymbolRecord, SymbolRecord, version=2, upgrades={1: (_SymbolRecordV1, _from_v1)}))
 
     def __init__(self, context: StageContext, states: KeyedStates) -> None:
@@ -72,6 +83,7 @@ class Symbols(Stage):
         settings, names = context.settings, context.names
         limits = {"max_message_bytes": settings.max_message_bytes, "max_future_skew_s": settings.max_future_skew_s}
         self.bar_codec, self.prediction_codec, self.fill_codec = Codec(Bar, **limits), Codec(Prediction, **limits), Codec(Fill, **limits)
+        self.order_codec = Codec(Order, **limits)
         self.processor = SymbolProcessor(
             base_timeframe=settings.base_timeframe,
             resample_to=settings.resample_to,
@@ -91,14 +103,18 @@ class Symbols(Stage):
             )
         )
         self.builder = TradeBuilder(TradeConfig(timeframe=settings.base_timeframe, breakeven_band=settings.trade_breakeven_band))
+        self.orders = OrderTracker(OrderConfig(required=settings.orders_required))
+        self.positions = PositionKeeper(load_sectors(settings.correlation_sectors_file) if settings.correlation_sectors_file else {})
+        self.portfolios = load_portfolios(settings.portfolios_file, settings.performance_capital)
         self.base_timeframe = settings.base_timeframe
         self.base_period_us = timeframe_seconds(settings.base_timeframe) * 1_000_000
         self.correlated = set(settings.correlated)
         self.conditions_topic, self.regimes_topic = names[CONDITIONS], names[REGIMES]
         self.by_timeframe_topic = names[CONDITIONS_BY_TIMEFRAME]
         self.outcomes_topic, self.trade_outcomes_topic = names[OUTCOMES], names[TRADE_OUTCOMES]
+        self.order_updates_topic, self.positions_topic, self.audit_topic = names[ORDER_UPDATES], names[POSITIONS], names[AUDIT]
         self.handlers = {names[BARS]: self.on_bar, names[PREDICTIONS]: self.on_prediction, names[FILLS]: self.on_fill,
-                         names[EXPIRY_TICKS]: self.on_tick}
+                         names[ORDERS]: self.on_order, names[EXPIRY_TICKS]: self.on_tick}
         self.ticks = context.topic(EXPIRY_TICKS)
         # The expiry clock: per bars partition, the latest bar close seen; the clock is the slowest
         # partition's (of those with bars), so a partition that is behind (a replay, a restart)
@@ -174,6 +190,9 @@ class Symbols(Stage):
             if record.book.trades:
                 for row in self.builder.on_bar(record.book, bar):
                     out.append((self.trade_outcomes_topic, row.strategy_id.encode(), self.context.encode(row), []))
+            if record.positions.positions:
+                for position in self.positions.on_close(record.positions, bar.symbol, bar.close, close_us):
+                    out.append((self.positions_topic, position.portfolio_id.encode(), self.context.encode(position), []))
         self.done(key, record, message)
 
     def show_regimes(self, symbol: str, state: SymbolState) -> None:
@@ -205,15 +224,57 @@ class Symbols(Stage):
         self.done(key, record, message)
 
     def on_fill(self, event: faust.EventT, out: list[Message]) -> None:
+        """The fill into its trade, its order and its position: each checked before any
+        changes, so a refused fill changes none of them."""
         message, opened = event.message, self.opened(event, self.fill_codec)
         if opened is None:
             return
         key, record, fill = opened
+        duplicate = self.builder.known(record.book, fill)
+        if not duplicate:
+            self.check_portfolio(fill.portfolio_id)
+            self.orders.check_fill(record.orders, fill)
+            self.positions.check_fill(record.positions, fill)
         result = self.builder.on_fill(record.book, fill)
         if result.duplicate:
             self.context.metrics.duplicates.labels(message.topic).inc()
+        else:
+            order = self.orders.apply_fill(record.orders, fill)
+            if order is not None:
+                out.append((self.order_updates_topic, order.portfolio_id.encode(), self.context.encode(order), []))
+            position = self.positions.apply_fill(record.positions, fill)
+            out.append((self.positions_topic, position.portfolio_id.encode(), self.context.encode(position), []))
+            self.audit(out, message, "FILL", fill.fill_id, fill)
+            self.audit(out, message, "POSITION", fill.portfolio_id, position)
         out.append((self.trade_outcomes_topic, result.row.strategy_id.encode(), self.context.encode(result.row), []))
         self.done(key, record, message)
+
+    def on_order(self, event: faust.EventT, out: list[Message]) -> None:
+        message, opened = event.message, self.opened(event, self.order_codec)
+        if opened is None:
+            return
+        key, record, order = opened
+        self.check_portfolio(order.portfolio_id)
+        updates = self.orders.on_order(record.orders, order)
+        if not updates:
+            self.context.metrics.duplicates.labels(message.topic).inc()
+        else:
+            for update in updates:
+                out.append((self.order_updates_topic, update.portfolio_id.encode(), self.context.encode(update), []))
+            self.audit(out, message, "ORDER", order.order_id, order)
+        self.done(key, record, message)
+
+    def audit(self, out: list[Message], message: faust.types.Message, kind: str, subject: str, what: Any) -> None:
+        """One ``execution_audit`` row: what changed, and the message that changed it."""
+        row = AuditRow(
+            source_topic=message.topic, source_partition=message.partition, source_offset=message.offset, kind=kind,
+            subject=subject, ts=what.ts, portfolio_id=what.portfolio_id, symbol=what.symbol, payload=msgspec.to_builtins(what),
+        )
+        out.append((self.audit_topic, what.portfolio_id.encode(), self.context.encode(row), []))
+
+    def check_portfolio(self, portfolio_id: str) -> None:
+        if self.portfolios.limits(portfolio_id) is None:
+            raise InvalidMessage("unknown_portfolio", f"portfolio {portfolio_id!r} is not in TICKWIRE_PORTFOLIOS_FILE")
 
     def on_tick(self, event: faust.EventT, out: list[Message]) -> None:
         message = event.message

@@ -19,13 +19,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from tickwire.schemas.tables import MARKET_CONDITIONS
-from tickwire.schemas.signals import Fill
-from tickwire.schemas.topics import BARS, FILLS, PREDICTIONS
+from tickwire.schemas.topics import BARS
 from tickwire.sinks.postgres import TableWriter
 from tickwire.streams.predictions import ValidatorConfig
 from tickwire.streams.symbol import SymbolProcessor, SymbolState
 from tickwire.streams.topics import ensure_topics
-from tickwire.streams.simulator import MarketSimulator, ToyStrategy, default_symbols
+from tickwire.streams.simulator import SIGNAL_TOPICS, MarketSimulator, ToyStrategy, default_symbols
 from tests.conftest import wait_for
 from tests.integration.test_pipeline import START
 from tests.integration.test_signals import expected as expected_signals
@@ -121,7 +120,7 @@ async def equals_an_uninterrupted_run(isolated, processes, disrupt, pause_s: flo
     bars = list(MarketSimulator(default_symbols(SYMBOLS), seed=99, start=START).bars(STEPS))
     strategy = ToyStrategy(seed=99)
     stream = [(spec, message) for bar in bars for spec, message in [(BARS, bar)] + [
-        (FILLS if isinstance(m, Fill) else PREDICTIONS, m) for m in strategy.on_bar(bar)
+        (SIGNAL_TOPICS[type(m)], m) for m in strategy.on_bar(bar)
     ]]
     want_outcomes, want_trades = expected_signals(stream)
     conn = await asyncpg.connect(**isolated.pg_options())

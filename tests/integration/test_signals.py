@@ -11,12 +11,11 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from tickwire.schemas.signals import Fill
 from tickwire.schemas.topics import BARS, FILLS, PREDICTIONS
 from tickwire.streams.topics import ensure_topics
 from tickwire.streams.fills import TradeBuilder, TradeBook
 from tickwire.streams.predictions import PredictionState, PredictionValidator
-from tickwire.streams.simulator import MarketSimulator, ToyStrategy
+from tickwire.streams.simulator import SIGNAL_TOPICS, MarketSimulator, ToyStrategy
 from tests.conftest import wait_for
 from tests.integration.test_pipeline import START
 
@@ -29,7 +28,7 @@ def messages():
     strategy, out = ToyStrategy(seed=5), []
     for bar in MarketSimulator(SYMBOLS, seed=5, start=START).bars(400):
         out.append((BARS, bar))
-        out += [(FILLS if isinstance(m, Fill) else PREDICTIONS, m) for m in strategy.on_bar(bar)]
+        out += [(SIGNAL_TOPICS[type(m)], m) for m in strategy.on_bar(bar)]
     return out
 
 
@@ -48,7 +47,7 @@ def expected(stream):
         elif spec is PREDICTIONS:
             for outcome in validator.on_prediction(state, message).outputs:
                 outcomes[outcome.prediction_id] = outcome
-        else:
+        elif spec is FILLS:
             row = builder.on_fill(book, message).row
             trades[row.trade_id] = row
     return outcomes, trades

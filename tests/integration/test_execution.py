@@ -1,0 +1,151 @@
+"""Orders, fills and bars through the worker into orders, positions, portfolios, risk events
+and the audit trail, checked against the pure cores; bad execution input to the DLQ."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+
+import asyncpg
+import msgspec
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from tickwire.schemas.signals import Fill
+from tickwire.schemas.topics import BARS, DLQ, FILLS, ORDERS
+from tickwire.streams.positions import PositionBook, PositionKeeper
+from tickwire.streams.simulator import SIGNAL_TOPICS, MarketSimulator, ToyStrategy
+from tickwire.streams.topics import ensure_topics
+from tests.conftest import wait_for
+from tests.integration.test_dlq_replay import records_of
+from tests.integration.test_pipeline import START
+
+pytestmark = pytest.mark.integration
+SYMBOLS = ["EXA", "EXB", "EXC", "EXD"]  # the toy strategy calls every 15th bar: 4 symbols take turns
+LIMITS = {"toy-a": {"cash": 1e6, "max_position_value": 2_000.0}, "toy-b": {"cash": 5e5, "margin": False}, "bad-actor": {}}
+
+
+def messages():
+    strategy, out = ToyStrategy(seed=11), []
+    for bar in MarketSimulator(SYMBOLS, seed=11, start=START).bars(300):
+        out.append((BARS, bar))
+        out += [(SIGNAL_TOPICS[type(m)], m) for m in strategy.on_bar(bar)]
+    return [(spec, m) for spec, m in out if spec in (BARS, ORDERS, FILLS)]
+
+
+def expected_positions(stream):
+    """(portfolio, symbol) -> the pure core's final position; the last close of each symbol."""
+    keeper, books, closes = PositionKeeper(), {}, {}
+    final = {}
+    for spec, message in stream:
+        book = books.setdefault(message.symbol, PositionBook())
+        if spec is FILLS:
+            row = keeper.apply_fill(book, message)
+            final[row.portfolio_id, row.symbol] = row
+        elif spec is BARS:
+            closes[message.symbol] = message.close
+    return final, closes
+
+
+def hostile(stream):
+    """Each a fill or order the execution rules refuse, with the reason it must get."""
+    fill = next(m for spec, m in stream if spec is FILLS)
+    order = next(m for spec, m in stream if spec is ORDERS)
+    late = fill.ts + timedelta(hours=1)
+
+    def new_fill(**kw):
+        fields = msgspec.structs.asdict(fill) | {"fill_id": f"bad-{uuid.uuid4().hex[:8]}", "trade_id": uuid.uuid4(), "ts": late}
+        return Fill(**(fields | kw))
+
+    return [
+        (FILLS, new_fill(portfolio_id="nobody"), "unknown_portfolio"),
+        (FILLS, new_fill(order_id=order.order_id, quantity=order.quantity), "order_state"),  # the order is filled already
+        (ORDERS, msgspec.structs.replace(order, event="CANCELLED", ts=late), "order_state"),
+        (ORDERS, msgspec.structs.replace(order, order_id="never", event="AMENDED", ts=late), "unknown_order"),
+        (ORDERS, msgspec.structs.replace(order, quantity=order.quantity + 1), "conflicting_id"),
+    ]
+
+
+async def test_the_execution_stream_fills_its_tables_as_the_cores_say(isolated, processes, tmp_path):
+    limits = tmp_path / "portfolios.json"
+    limits.write_text(json.dumps(LIMITS))
+    processes.extra_env["TICKWIRE_PORTFOLIOS_FILE"] = str(limits)
+    await ensure_topics(isolated)
+    stream = messages()
+    want, closes = expected_positions(stream)
+    orders = [m for spec, m in stream if spec is ORDERS]
+    fills = [m for spec, m in stream if spec is FILLS]
+    assert len(orders) > 20 and len(want) >= 6  # both portfolios, several symbols
+    processes.start("worker")
+    processes.start("sink")
+    producer = AIOKafkaProducer(**isolated.kafka_options(), acks="all", linger_ms=5)
+    await producer.start()
+    encode = msgspec.json.Encoder().encode
+    for spec, message in stream:
+        await producer.send(isolated.topic(spec.name), key=message.symbol.encode(), value=encode(message))
+    await producer.flush()
+    bad = hostile(stream)
+    for spec, message, _ in bad:
+        await producer.send(isolated.topic(spec.name), key=message.symbol.encode(), value=encode(message))
+    await producer.stop()
+
+    conn = await asyncpg.connect(**isolated.pg_options())
+    marked = {key: row for key, row in want.items() if row.quantity}
+
+    async def done():
+        filled = await conn.fetchval("SELECT count(*) FROM orders WHERE status = 'FILLED'")
+        at_close = await conn.fetchval(
+            "SELECT count(*) FROM positions p JOIN unnest($1::text[], $2::float8[]) AS c(symbol, close) USING (symbol)"
+            " WHERE p.quantity = 0 OR p.mark_price = c.close::numeric(18, 8)",
+            list(closes), list(closes.values()),
+        )
+        audit = await conn.fetchval("SELECT count(*) FROM execution_audit")
+        return filled == len(orders) and at_close == len(want) and audit == len(orders) + 2 * len(fills)
+
+    assert await wait_for(done, timeout_s=180, check=processes.check_alive)
+    rows = {(r["portfolio_id"], r["symbol"]): r for r in await conn.fetch("SELECT * FROM positions")}
+    assert set(rows) == set(want)
+    for key, expected in want.items():
+        got = rows[key]
+        assert got["quantity"] == expected.quantity, key
+        assert float(got["realized_pnl"]) == pytest.approx(expected.realized_pnl, abs=1e-6), key
+        assert float(got["cash_flow"]) == pytest.approx(expected.cash_flow, abs=1e-6), key
+        assert float(got["fees"]) == pytest.approx(expected.fees, abs=1e-9), key
+        if expected.quantity:
+            assert float(got["avg_cost"]) == pytest.approx(expected.avg_cost, abs=1e-8), key
+            assert float(got["market_value"]) == pytest.approx(expected.quantity * closes[key[1]], rel=1e-9), key
+    assert marked  # some positions are open at the end, so marking was tested
+
+    async def portfolios_settled():
+        got = {r["portfolio_id"]: r for r in await conn.fetch("SELECT * FROM portfolios")}
+        for portfolio in ("toy-a", "toy-b"):
+            mine = [row for (p, _), row in want.items() if p == portfolio]
+            cash = LIMITS[portfolio]["cash"] + sum(r.cash_flow for r in mine)
+            value = sum(r.quantity * closes[r.symbol] for r in mine)
+            row = got.get(portfolio)
+            if row is None or abs(float(row["cash"]) - cash) > 1e-6 or abs(float(row["market_value"]) - value) > 1e-6:
+                return False
+            if row["positions_count"] != sum(1 for r in mine if r.quantity):
+                return False
+        return True
+
+    assert await wait_for(portfolios_settled, timeout_s=60, check=processes.check_alive)
+    # The order lifecycle: each PLACED and each FILL an event; the fill ratio and slippage joined.
+    assert await conn.fetchval("SELECT count(*) FROM order_events") == 2 * len(orders)
+    assert await conn.fetchval("SELECT count(*) FROM orders WHERE fill_ratio <> 1 OR slippage IS NULL") == 0
+    snapshots = await conn.fetchval("SELECT count(*) FROM position_snapshots")
+    assert snapshots >= len(fills)
+    # toy-a's limit of 2,000 a position is crossed by the simulator's trades; each breach is an event.
+    breaches = await conn.fetch("SELECT * FROM risk_events WHERE portfolio_id = 'toy-a' AND rule = 'max_position_value'")
+    assert breaches and all(float(r["observed"]) > 2000 for r in breaches if r["state"] == "BREACH")
+    assert await conn.fetchval("SELECT count(*) FROM portfolio_realtime") == 2
+    # The audit trail names the coordinates of what caused each row, and refuses changes.
+    sources = await conn.fetch("SELECT DISTINCT source_topic FROM execution_audit")
+    assert {r["source_topic"] for r in sources} == {isolated.topic(ORDERS.name), isolated.topic(FILLS.name)}
+    with pytest.raises(asyncpg.PostgresError, match="append-only"):
+        await conn.execute("UPDATE execution_audit SET subject = 'x'")
+    await conn.close()
+
+    dead = [dict(r.headers) for r in await records_of(isolated, DLQ.name)]
+    assert sorted(h["tickwire.reason"].decode() for h in dead) == sorted(reason for _, _, reason in bad)
