@@ -12,15 +12,20 @@ import msgspec
 import pytest
 
 from tickwire.schemas.contract import INPUTS, OUTPUTS, schema_version, write
+from tickwire.schemas.execution import AuditRow, Order
 from tickwire.schemas.market import CorrelationContext
 from tickwire.schemas.signals import Prediction
 from tickwire.schemas.topics import (
-    ALL, BARS, CONDITIONS, CONDITIONS_BY_TIMEFRAME, CORRELATION_CONTEXT, CORRELATIONS, DLQ, EXPIRY_TICKS, FILLS,
-    MODEL_PERFORMANCE, OUTCOMES, PREDICTIONS, REGIMES, STRATEGY_PERFORMANCE, TRADE_OUTCOMES, TRADES,
+    ALL, AUDIT, BARS, CONDITIONS, CONDITIONS_BY_TIMEFRAME, CORRELATION_CONTEXT, CORRELATIONS, DLQ, EXPIRY_TICKS, FILLS,
+    MODEL_PERFORMANCE, ORDER_UPDATES, ORDERS, OUTCOMES, PORTFOLIOS, POSITIONS, PREDICTIONS, REGIMES, RISK_EVENTS,
+    STRATEGY_PERFORMANCE, TRADE_OUTCOMES, TRADES,
 )
 from tickwire.schemas.trades import Trade
 from tickwire.streams.correlations import Context, CorrelationConfig, Correlations
 from tickwire.streams.fills import TradeBook, TradeBuilder
+from tickwire.streams.orders import OrderBook, OrderTracker
+from tickwire.streams.portfolios import PortfolioBook, PortfolioLimits, PortfolioState
+from tickwire.streams.positions import PositionBook, PositionKeeper
 from tickwire.streams.performance import ModelPerformance, ModelPerformanceState, StrategyPerformance, StrategyPerformanceState
 from tickwire.streams.predictions import PredictionState, PredictionValidator
 from tickwire.streams.simulator import MarketSimulator, ToyStrategy
@@ -58,6 +63,8 @@ def examples() -> dict:
     models, strategies = (ModelPerformance(), ModelPerformanceState()), (StrategyPerformance(), StrategyPerformanceState())
     config = CorrelationConfig(timeframe="1m", snapshot_every=1)
     core, context = Correlations(config), Context(config)
+    orders, order_books, keeper, positions = OrderTracker(), {}, PositionKeeper(), {}
+    portfolio_book, portfolio_states, limits = PortfolioBook(), {}, PortfolioLimits(max_position_value=1.0)
     found: dict = {topic: [] for topic in {**INPUTS, **OUTPUTS}}
     found[TRADES].append(Trade(symbol="AAPL", ts=start, price=10.5, size=3, trade_id="t-1"))
     for bar in bars:
@@ -70,11 +77,25 @@ def examples() -> dict:
             if isinstance(message, Prediction):
                 found[PREDICTIONS].append(message)
                 outcomes += validator.on_prediction(predictions.setdefault(message.symbol, PredictionState()), message).outputs
+            elif isinstance(message, Order):
+                found[ORDERS].append(message)
+                found[ORDER_UPDATES] += orders.on_order(order_books.setdefault(message.symbol, OrderBook()), message)
             else:
                 found[FILLS].append(message)
                 trade = builder.on_fill(books.setdefault(message.symbol, TradeBook()), message).row
                 found[TRADE_OUTCOMES].append(trade)
                 found[STRATEGY_PERFORMANCE] += strategies[0].add(strategies[1], trade)
+                found[ORDER_UPDATES] += [u for u in [orders.apply_fill(order_books[message.symbol], message)] if u]
+                position = keeper.apply_fill(positions.setdefault(message.symbol, PositionBook()), message)
+                found[POSITIONS].append(position)
+                portfolio, risks = portfolio_book.on_position(portfolio_states.setdefault(position.portfolio_id, PortfolioState()), position, limits)
+                found[PORTFOLIOS].append(portfolio)
+                found[RISK_EVENTS] += risks
+                found[AUDIT].append(AuditRow(
+                    source_topic=FILLS.name, source_partition=0, source_offset=len(found[FILLS]), kind="POSITION",
+                    subject=position.portfolio_id, ts=position.ts, portfolio_id=position.portfolio_id, symbol=position.symbol,
+                    payload=msgspec.to_builtins(position),
+                ))
         for outcome in outcomes:
             found[OUTCOMES].append(outcome)
             found[MODEL_PERFORMANCE] += [row for row in [models[0].add(models[1], outcome)] if row is not None]
