@@ -18,9 +18,11 @@
 -- by a row of a higher version (the sinks' condition), so a redelivered older row never
 -- overwrites a newer one.
 -- TimescaleDB: the histories are hypertables (one-day chunks for the snapshots, one week
--- for the rest), compressed after 7 days (snapshots) or 30 days; snapshots of positions
+-- for the rest), compressed after 7 days (snapshots) or 30 days (the rest); snapshots of positions
 -- are kept a year, of portfolios 5 years; order events, risk events and the audit are
--- kept. PostgreSQL: monthly partitions, as for the other histories.
+-- kept. Every key column is a segment-by or order-by column, so a row written again into a
+-- compressed chunk decompresses only the batch it can meet. PostgreSQL: monthly partitions,
+-- as for the other histories.
 
 CREATE TABLE orders (
     order_id VARCHAR(64) PRIMARY KEY,
@@ -171,26 +173,29 @@ SELECT c.symbol, c.bucket AS day, c.open, c.high, c.low, c.close, c.volume, c.ba
 -- @timescaledb
 SELECT create_hypertable('order_events', 'ts', chunk_time_interval => INTERVAL '1 week');
 ALTER TABLE order_events SET (timescaledb.compress, timescaledb.compress_segmentby = 'portfolio_id',
-                              timescaledb.compress_orderby = 'ts DESC');
+                              timescaledb.compress_orderby = 'ts DESC, order_id, version');
 SELECT add_compression_policy('order_events', compress_after => INTERVAL '30 days');
 
 SELECT create_hypertable('position_snapshots', 'ts', chunk_time_interval => INTERVAL '1 day');
 ALTER TABLE position_snapshots SET (timescaledb.compress, timescaledb.compress_segmentby = 'portfolio_id, symbol',
-                                    timescaledb.compress_orderby = 'ts DESC');
+                                    timescaledb.compress_orderby = 'ts DESC, version');
 SELECT add_compression_policy('position_snapshots', compress_after => INTERVAL '7 days');
 SELECT add_retention_policy('position_snapshots', drop_after => INTERVAL '1 year');
 
 SELECT create_hypertable('portfolio_snapshots', 'ts', chunk_time_interval => INTERVAL '1 day');
 ALTER TABLE portfolio_snapshots SET (timescaledb.compress, timescaledb.compress_segmentby = 'portfolio_id',
-                                     timescaledb.compress_orderby = 'ts DESC');
+                                     timescaledb.compress_orderby = 'ts DESC, version');
 SELECT add_compression_policy('portfolio_snapshots', compress_after => INTERVAL '7 days');
 SELECT add_retention_policy('portfolio_snapshots', drop_after => INTERVAL '5 years');
 
 SELECT create_hypertable('risk_events', 'ts', chunk_time_interval => INTERVAL '1 week');
+ALTER TABLE risk_events SET (timescaledb.compress, timescaledb.compress_segmentby = 'portfolio_id',
+                             timescaledb.compress_orderby = 'ts DESC, rule, subject, state');
+SELECT add_compression_policy('risk_events', compress_after => INTERVAL '30 days');
 
 SELECT create_hypertable('execution_audit', 'ts', chunk_time_interval => INTERVAL '1 week');
 ALTER TABLE execution_audit SET (timescaledb.compress, timescaledb.compress_segmentby = 'portfolio_id',
-                                 timescaledb.compress_orderby = 'ts DESC');
+                                 timescaledb.compress_orderby = 'ts DESC, source_topic, source_partition, source_offset, kind, subject');
 SELECT add_compression_policy('execution_audit', compress_after => INTERVAL '30 days');
 
 -- @postgres

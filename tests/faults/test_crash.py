@@ -1,6 +1,6 @@
 """SIGKILL the worker and the sink at random moments: the tables must equal an uninterrupted run.
 
-Bars with the toy strategy's predictions and fills. CI size: 20,000 bars for 20 symbols
+Bars with the toy strategy's predictions, orders and fills. CI size: 20,000 bars for 20 symbols
 and 6 kills; TICKWIRE_FAULT_SCALE=full runs the issue's 200,000 bars for 50 symbols.
 """
 
@@ -19,13 +19,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from tickwire.schemas.tables import MARKET_CONDITIONS
-from tickwire.schemas.topics import BARS
+from tickwire.schemas.topics import BARS, FILLS, ORDERS
 from tickwire.sinks.postgres import TableWriter
 from tickwire.streams.predictions import ValidatorConfig
 from tickwire.streams.symbol import SymbolProcessor, SymbolState
 from tickwire.streams.topics import ensure_topics
 from tickwire.streams.simulator import SIGNAL_TOPICS, MarketSimulator, ToyStrategy, default_symbols
 from tests.conftest import wait_for
+from tests.integration.test_execution import expected_positions
 from tests.integration.test_pipeline import START
 from tests.integration.test_signals import expected as expected_signals
 
@@ -165,6 +166,16 @@ async def equals_an_uninterrupted_run(isolated, processes, disrupt, pause_s: flo
         return row["n"] >= len(want_trades) and row["closed"] >= closed
 
     await wait_for(trades_caught_up, timeout_s=600 if FULL else 120, interval_s=1, check=processes.check_none_crashed)
+    want_positions, _ = expected_positions(stream)
+    orders = sum(1 for spec, _ in stream if spec is ORDERS)
+    fills = sum(1 for spec, _ in stream if spec is FILLS)
+
+    async def execution_caught_up():
+        filled = await conn.fetchval("SELECT count(*) FROM orders WHERE status = 'FILLED'")
+        audited = await conn.fetchval("SELECT count(*) FROM execution_audit")
+        return filled >= orders and audited >= orders + 2 * fills
+
+    await wait_for(execution_caught_up, timeout_s=600 if FULL else 120, interval_s=1, check=processes.check_none_crashed)
     await asyncio.sleep(3)  # let any late duplicate show itself
     # The correlation stage's columns are compared in tests/integration/test_correlations_stage.py.
     columns = ", ".join(f'"{c}"' for c in MARKET_CONDITIONS.columns if not c.endswith("_correlation"))
@@ -173,6 +184,13 @@ async def equals_an_uninterrupted_run(isolated, processes, disrupt, pause_s: flo
     total = await conn.fetchval("SELECT count(*) FROM market_conditions")
     predictions = {r["prediction_id"]: r for r in await conn.fetch("SELECT * FROM model_predictions")}
     trades = {r["trade_id"]: r for r in await conn.fetch("SELECT * FROM trade_outcomes")}
+    execution = await conn.fetchrow(
+        "SELECT (SELECT count(*) FROM orders) AS orders, (SELECT count(*) FROM order_events) AS events,"
+        " (SELECT count(*) FROM execution_audit) AS audited,"
+        " (SELECT count(*) FROM position_snapshots WHERE cause = 'FILL') AS fill_updates"
+    )
+    positions = {(r["portfolio_id"], r["symbol"]): (r["quantity"], float(r["realized_pnl"]), float(r["cash_flow"]))
+                 for r in await conn.fetch("SELECT * FROM positions")}
     processes.check_none_crashed()
     diagnosis = await explain(conn, columns, processes) if (missing, extra) != (0, 0) else ""
     await conn.close()
@@ -190,3 +208,9 @@ async def equals_an_uninterrupted_run(isolated, processes, disrupt, pause_s: flo
     wrong += [(trade(trades[t]), (w.outcome_type, w.exit_time, w.quantity)) for t, w in want_trades.items()
               if trade(trades[t]) != (w.outcome_type, w.exit_time, w.quantity)]
     assert not wrong, f"{len(wrong)} predictions or trades differ from the uninterrupted run, e.g. (got, want): {wrong[:3]}"
+    # Each order placed and filled once, each fill booked once, each change audited once.
+    assert dict(execution) == {"orders": orders, "events": 2 * orders, "audited": orders + 2 * fills, "fill_updates": fills}
+    assert set(positions) == set(want_positions)
+    wrong_positions = [(key, got) for key, got in positions.items() if got[0] != want_positions[key].quantity
+                       or abs(got[1] - want_positions[key].realized_pnl) > 1e-6 or abs(got[2] - want_positions[key].cash_flow) > 1e-6]
+    assert not wrong_positions, f"{len(wrong_positions)} positions differ from the uninterrupted run, e.g. {wrong_positions[:3]}"

@@ -9,8 +9,9 @@ import asyncpg
 import msgspec
 import pytest
 
+from tickwire.schemas.execution import AuditRow
 from tickwire.schemas.market import Condition
-from tickwire.schemas.tables import MARKET_CONDITIONS
+from tickwire.schemas.tables import EXECUTION_AUDIT, MARKET_CONDITIONS
 from tickwire.sinks.grants import UnknownRole, grant_sink_role
 from tickwire.sinks.postgres import TableWriter
 
@@ -40,6 +41,16 @@ async def test_sink_role_writes_rows_but_cannot_change_the_schema(isolated):
                 await sink.execute("CREATE TABLE sneaky (x int)")
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await sink.execute("DELETE FROM market_conditions_intraday")
+            # The audit trail takes rows, twice over idempotently, and never changes one.
+            audit = TableWriter(EXECUTION_AUDIT)
+            await audit.prepare(sink)
+            entry = AuditRow(source_topic="exec.fills.v1", source_partition=0, source_offset=7, kind="FILL", subject="f-1",
+                             ts=datetime(2026, 1, 2, tzinfo=timezone.utc), portfolio_id="P1", symbol="ROLE", payload={"a": 1})
+            assert await audit.write(sink, [msgspec.structs.astuple(entry)]) == 1
+            assert await audit.write(sink, [msgspec.structs.astuple(entry)]) == 0
+            for change in ("UPDATE execution_audit SET subject = 'x'", "DELETE FROM execution_audit"):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await sink.execute(change)
         finally:
             await sink.close()
     finally:

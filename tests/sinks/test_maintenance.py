@@ -172,11 +172,14 @@ async def test_retention_drops_whole_months_older_than_the_seed_retention(pg_db)
     assert await conn.fetchval("SELECT to_regclass('market_conditions_intraday_p202001')")  # made by 0001
     report = await maintain(conn)
     dropped = report["partitions_dropped"]
-    assert set(dropped) == {"market_conditions_intraday", "trade_outcomes", "model_predictions"}
+    assert set(dropped) == {
+        "market_conditions_intraday", "trade_outcomes", "model_predictions", "position_snapshots", "portfolio_snapshots",
+    }
     assert dropped["trade_outcomes"] == [f"trade_outcomes_p{six_years:%Y%m}"]
     assert [r["symbol"] for r in await conn.fetch("SELECT symbol FROM trade_outcomes")] == ["OLD4"]
     assert "market_conditions_intraday_p202001" in dropped["market_conditions_intraday"]
-    assert dropped["model_predictions"] == []  # its partitions start a month before the migration
+    for young in ("model_predictions", "position_snapshots", "portfolio_snapshots"):
+        assert dropped[young] == [], young  # their partitions start a month before the migration
     # every partition left ends after the cutoff; the month holding the cutoff is kept
     cutoff_month = await conn.fetchval("SELECT to_char(now() - INTERVAL '2 years', 'YYYYMM')")
     kept = await _partitions(conn, "market_conditions_intraday")

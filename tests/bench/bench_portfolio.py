@@ -1,0 +1,204 @@
+"""Portfolio update latency on the real broker: a fill or a bar published, to the portfolio
+update the worker publishes for it (seed 003's goal: under 50 ms).
+
+50 portfolios hold 500 symbols (10 each). A warm-up fill opens each position; then, for
+``--seconds``, 2,000 bars/s (each symbol's bars a minute apart in event time) and 1,000
+fills/s (each held pair in turn, opening and closing small trades) are published at a
+steady rate, while a consumer reads ``exec.positions.v1`` and ``exec.portfolios.v1``. A
+portfolio's k-th update is the one its k-th position row made (one partition holds a
+portfolio's rows, in order, and the consumer reads both topics from their beginning), and
+a position row names its cause (a fill's or a bar's time), so each update is matched to
+the message that caused it. Latency: the update's broker timestamp (set by the worker's
+producer) minus the cause's send time; the warm-up is not counted.
+
+Baseline, the same run: the transport alone, the send of each bar to its receipt by a
+plain aiokafka consumer of ``md.bars.v1`` (one hop; the worker's path is two).
+
+Two workers are measured: every stage on (the default), and the execution path alone
+(correlations off: their step over 500 symbols holds the worker's event loop).
+
+    python tests/bench/bench_portfolio.py [--quick] [--seconds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import msgspec  # noqa: E402
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
+
+from tickwire.schemas.execution import PortfolioRow, PositionRow  # noqa: E402
+from tickwire.schemas.market import Bar  # noqa: E402
+from tickwire.schemas.signals import Fill  # noqa: E402
+from tickwire.schemas.topics import BARS, FILLS, PORTFOLIOS, POSITIONS  # noqa: E402
+from tickwire.streams.simulator import default_symbols  # noqa: E402
+from tickwire.streams.topics import ensure_topics  # noqa: E402
+from tests.bench._services import ROOT, emit, local_settings  # noqa: E402
+
+PORTFOLIO_COUNT, SYMBOL_COUNT, BAR_RATE, FILL_RATE, TICK_S = 50, 500, 2000, 1000, 0.01
+START = datetime(2026, 1, 5, tzinfo=timezone.utc)
+_encode = msgspec.json.Encoder().encode
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Feed:
+    """Bars and fills of the held pairs, with each message's send time by its cause."""
+
+    def __init__(self) -> None:
+        self.symbols = default_symbols(SYMBOL_COUNT)
+        self.owner = {s: f"pf{i % PORTFOLIO_COUNT:02d}" for i, s in enumerate(self.symbols)}
+        self.clock = {s: START for s in self.symbols}  # each symbol's event time: its last bar's close
+        self.open_trade: dict[str, uuid.UUID | None] = dict.fromkeys(self.symbols)
+        self.sent: dict[tuple[str, str, datetime], float] = {}  # (kind, symbol, event time) -> send time
+        self.bar_no = self.fill_no = 0
+        self.steady_from = float("inf")  # send time of the first message measured
+
+    def bar(self) -> Bar:
+        symbol = self.symbols[self.bar_no % SYMBOL_COUNT]
+        self.bar_no += 1
+        ts = self.clock[symbol]
+        self.clock[symbol] = ts + timedelta(minutes=1)
+        price = 100.0 + (self.bar_no % 7) * 0.1
+        return Bar(symbol=symbol, ts=ts, open=price, high=price + 0.2, low=price - 0.2, close=price + 0.1, volume=1000)
+
+    def fill(self, symbol: str | None = None, quantity: int = 10) -> Fill:
+        if symbol is None:
+            symbol = self.symbols[self.fill_no % SYMBOL_COUNT]
+            self.fill_no += 1
+        trade, side = self.open_trade[symbol], "SELL"
+        if trade is None:
+            trade, side = uuid.uuid4(), "BUY"
+        self.open_trade[symbol] = trade if side == "BUY" else None
+        return Fill(
+            fill_id=uuid.uuid4().hex[:16], trade_id=trade, strategy_id="bench", model_version="b1", symbol=symbol, side=side,
+            ts=self.clock[symbol], price=100.0, quantity=quantity, portfolio_id=self.owner[symbol],
+        )
+
+
+async def send(producer: AIOKafkaProducer, settings, feed: Feed, message: Bar | Fill) -> None:
+    if isinstance(message, Bar):
+        cause, topic = ("MARK", message.symbol, message.ts + timedelta(minutes=1)), BARS
+    else:
+        cause, topic = ("FILL", message.symbol, message.ts), FILLS
+    feed.sent[cause] = time.time()
+    await producer.send(settings.topic(topic.name), key=message.symbol.encode(), value=_encode(message))
+
+
+async def watch(settings, feed: Feed, stop: asyncio.Event, latencies: dict[str, list[float]], transport: list[float]) -> None:
+    """Match each portfolio update with its cause; time the bars' plain transport."""
+    consumer = AIOKafkaConsumer(
+        settings.topic(POSITIONS.name), settings.topic(PORTFOLIOS.name), settings.topic(BARS.name),
+        **settings.kafka_options(), auto_offset_reset="earliest", group_id=None,
+    )
+    await consumer.start()
+    position_of, portfolio_of = msgspec.json.Decoder(PositionRow), msgspec.json.Decoder(PortfolioRow)
+    causes: dict[str, list[tuple[str, str, datetime]]] = {}  # portfolio -> causes of its rows, in order
+    updates: dict[str, list[tuple[int, float]]] = {}  # portfolio -> (version, broker time)
+    bars_topic, positions_topic = settings.topic(BARS.name), settings.topic(POSITIONS.name)
+    try:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=100)
+            now = time.time()
+            for records in batch.values():
+                for record in records:
+                    if record.topic == bars_topic:
+                        bar = msgspec.json.decode(record.value)
+                        sent = feed.sent.get(("MARK", bar["symbol"], datetime.fromisoformat(bar["ts"]) + timedelta(minutes=1)))
+                        if sent and sent >= feed.steady_from:
+                            transport.append(now - sent)
+                    elif record.topic == positions_topic:
+                        row = position_of.decode(record.value)
+                        causes.setdefault(row.portfolio_id, []).append((row.cause, row.symbol, row.ts))
+                    else:
+                        row = portfolio_of.decode(record.value)
+                        updates.setdefault(row.portfolio_id, []).append((row.version, record.timestamp / 1000))
+    finally:
+        await consumer.stop()
+    for portfolio, rows in updates.items():
+        mine = causes.get(portfolio, [])
+        for version, at in rows:
+            sent = feed.sent.get(mine[version - 1]) if version <= len(mine) else None
+            if sent is not None and sent >= feed.steady_from:
+                latencies[mine[version - 1][0]].append(at - sent)
+
+
+async def measure(settings, seconds: float, **overrides: str) -> tuple[dict[str, list[float]], list[float]]:
+    env = dict(os.environ, TICKWIRE_TOPIC_PREFIX=settings.topic_prefix, TICKWIRE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+               TICKWIRE_LOG_LEVEL="WARNING", TICKWIRE_MAX_FUTURE_SKEW_S="1e9", TICKWIRE_PROCESSOR_GROUP=f"bench-{uuid.uuid4().hex[:6]}",
+               **overrides)
+    port = 19900 + os.getpid() % 90
+    worker = subprocess.Popen([sys.executable, "-m", "tickwire.streams.cli", "worker", "--metrics-port", str(port)], env=env,
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    feed, producer = Feed(), AIOKafkaProducer(**settings.kafka_options(), linger_ms=1, acks="all")
+    await producer.start()
+    latencies: dict[str, list[float]] = {"FILL": [], "MARK": []}
+    transport: list[float] = []
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(watch(settings, feed, stop, latencies, transport))
+    try:
+        for symbol in feed.symbols:  # every pair held before the clock starts
+            await send(producer, settings, feed, feed.fill(symbol, quantity=100))
+        await producer.flush()
+        await asyncio.sleep(20)  # the worker joins its group, recovers and takes the warm-up
+        feed.steady_from = time.time()
+        started, tick = time.monotonic(), 0
+        while time.monotonic() - started < seconds:
+            for _ in range(int(BAR_RATE * TICK_S)):
+                await send(producer, settings, feed, feed.bar())
+            for _ in range(int(FILL_RATE * TICK_S)):
+                await send(producer, settings, feed, feed.fill())
+            tick += 1
+            await asyncio.sleep(max(0.0, started + tick * TICK_S - time.monotonic()))
+        await producer.flush()
+        await asyncio.sleep(5)
+    finally:
+        stop.set()
+        await watcher
+        await producer.stop()
+        worker.terminate()
+        worker.wait(timeout=30)
+    return latencies, transport
+
+
+def report(label: str, runs: list[tuple[dict[str, list[float]], list[float]]]) -> None:
+    for cause, name in (("FILL", "fill"), ("MARK", "bar")):
+        for q, tag in ((0.5, "p50"), (0.99, "p99")):
+            value = statistics.median(percentile(r[0][cause], q) * 1000 for r in runs)
+            base = statistics.median(percentile(r[1], q) * 1000 for r in runs)
+            emit("portfolio", f"{name}_to_portfolio_update_{tag}_{label}", value, "ms", f"transport alone (bar send to receipt) {tag}", base)
+    matched = statistics.median(len(r[0]["FILL"]) + len(r[0]["MARK"]) for r in runs)
+    print(f"# {label}: {matched:.0f} portfolio updates matched to their cause per run", file=sys.stderr)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="20 s of load, one run each")
+    parser.add_argument("--seconds", type=float, default=None)
+    args = parser.parse_args()
+    seconds, repeats = (args.seconds or 20, 1) if args.quick else (args.seconds or 60, 3)
+    for label, overrides in (("every_stage", {}), ("execution_only", {"TICKWIRE_CORRELATION_TIMEFRAMES": ""})):
+        runs = []
+        for _ in range(repeats):
+            settings = local_settings(topic_prefix=f"bench{uuid.uuid4().hex[:8]}.")
+            asyncio.run(ensure_topics(settings))
+            runs.append(asyncio.run(measure(settings, seconds, **overrides)))
+        report(label, runs)
+
+
+if __name__ == "__main__":
+    main()
