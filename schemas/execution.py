@@ -2,7 +2,8 @@
 derives from them and from fills and bars: order states (``exec.order_updates.v1``:
 ``orders`` and ``order_events``), positions (``exec.positions.v1``: ``positions`` and
 ``position_snapshots``), portfolios (``exec.portfolios.v1``: ``portfolios`` and
-``portfolio_snapshots``), risk events (``exec.risk_events.v1``: ``risk_events``) and
+``portfolio_snapshots``), portfolio performance by day, week and month
+(``exec.portfolio_performance.v1``: ``portfolio_performance``), risk events (``exec.risk_events.v1``: ``risk_events``) and
 the audit trail (``exec.audit.v1``: ``execution_audit``).
 
 ``streams.orders``, ``streams.positions`` and ``streams.portfolios`` hold the rules;
@@ -13,7 +14,7 @@ and its history).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -213,3 +214,32 @@ class AuditRow(msgspec.Struct, kw_only=True, omit_defaults=False):
     portfolio_id: str
     symbol: str
     payload: dict[str, Any]
+
+
+class PortfolioPerformanceRow(msgspec.Struct, kw_only=True, omit_defaults=False):
+    """A ``portfolio_performance`` row, also the ``exec.portfolio_performance.v1`` message:
+    one portfolio's DAY, WEEK or MONTH up to its last closed day (``streams.portfolios``
+    has the formulas)."""
+
+    portfolio_id: str
+    period_type: str
+    period_start: date
+    period_end: date  # the last UTC day the row covers
+    trading_days: int
+    start_value: float
+    end_value: float
+    period_return: float
+    volatility: float | None
+    sharpe_ratio: float | None
+    sortino_ratio: float | None
+    max_drawdown: float
+    beta: float | None
+    benchmark_return: float | None
+
+
+class BenchmarkClose(msgspec.Struct, frozen=True):
+    """An internal ``tickwire.benchmark_closes.v1`` message: the benchmark's base bar close,
+    sent to every partition, so each portfolio's partition knows the benchmark's days."""
+
+    close_us: int
+    close: float

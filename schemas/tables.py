@@ -16,12 +16,14 @@ import msgspec
 from tickwire.schemas.correlations import (
     CorrelationConflict, CorrelationEntry, CorrelationGroup, CorrelationGroupMember, CorrelationMatrix, CorrelationRecord,
 )
-from tickwire.schemas.execution import AuditRow, OrderEventRow, OrderRow, PortfolioRow, PositionRow, RiskEvent
+from tickwire.schemas.execution import (
+    AuditRow, OrderEventRow, OrderRow, PortfolioPerformanceRow, PortfolioRow, PositionRow, RiskEvent,
+)
 from tickwire.schemas.market import Condition, CorrelationContext, RegimeChange
 from tickwire.schemas.signals import ModelPerformanceRow, ModelPredictionRow, StrategyPerformanceRow, TradeOutcomeRow
 from tickwire.schemas.topics import (
-    AUDIT, CONDITIONS, CORRELATION_CONTEXT, CORRELATIONS, MODEL_PERFORMANCE, ORDER_UPDATES, OUTCOMES, PORTFOLIOS, POSITIONS,
-    REGIMES, RISK_EVENTS, STRATEGY_PERFORMANCE, TRADE_OUTCOMES, Topic,
+    AUDIT, CONDITIONS, CORRELATION_CONTEXT, CORRELATIONS, MODEL_PERFORMANCE, ORDER_UPDATES, OUTCOMES, PORTFOLIO_PERFORMANCE,
+    PORTFOLIOS, POSITIONS, REGIMES, RISK_EVENTS, STRATEGY_PERFORMANCE, TRADE_OUTCOMES, Topic,
 )
 
 _STAGING_TYPES = {float: "float8", int: "int8", str: "text", bool: "bool", datetime: "timestamptz", date: "date", dict: "jsonb", uuid.UUID: "uuid"}
@@ -131,13 +133,16 @@ PORTFOLIOS_TABLE = Table(
     "portfolios", PortfolioRow, ("portfolio_id",), "update", "ts", update_where="portfolios.version < EXCLUDED.version"
 )
 PORTFOLIO_SNAPSHOTS = Table("portfolio_snapshots", PortfolioRow, ("portfolio_id", "version", "ts"), "nothing", "ts")
+PORTFOLIO_PERFORMANCE_TABLE = Table(
+    "portfolio_performance", PortfolioPerformanceRow, ("portfolio_id", "period_type", "period_start"), "update"
+)
 RISK_EVENTS_TABLE = Table("risk_events", RiskEvent, ("portfolio_id", "rule", "subject", "ts", "state"), "nothing", "ts")
 EXECUTION_AUDIT = Table(
     "execution_audit", AuditRow, ("source_topic", "source_partition", "source_offset", "kind", "subject", "ts"), "nothing", "ts"
 )
 EXECUTION_TABLES = (
-    ORDERS_TABLE, ORDER_EVENTS, POSITIONS_TABLE, POSITION_SNAPSHOTS, PORTFOLIOS_TABLE, PORTFOLIO_SNAPSHOTS, RISK_EVENTS_TABLE,
-    EXECUTION_AUDIT,
+    ORDERS_TABLE, ORDER_EVENTS, POSITIONS_TABLE, POSITION_SNAPSHOTS, PORTFOLIOS_TABLE, PORTFOLIO_SNAPSHOTS,
+    PORTFOLIO_PERFORMANCE_TABLE, RISK_EVENTS_TABLE, EXECUTION_AUDIT,
 )
 
 ALL = (
@@ -161,6 +166,7 @@ SINKS = (
     (POSITIONS, POSITION_SNAPSHOTS),
     (PORTFOLIOS, PORTFOLIOS_TABLE),
     (PORTFOLIOS, PORTFOLIO_SNAPSHOTS),
+    (PORTFOLIO_PERFORMANCE, PORTFOLIO_PERFORMANCE_TABLE),
     (RISK_EVENTS, RISK_EVENTS_TABLE),
     (AUDIT, EXECUTION_AUDIT),
 )

@@ -100,7 +100,8 @@ def _div(num: float, den: float) -> float | None:
     return num / den if den else None
 
 
-def _clamp(value: float | None) -> float | None:
+def clamp_ratio(value: float | None) -> float | None:
+    """A ratio within the DECIMAL(8, 4) columns, so an extreme value cannot make its row unwritable."""
     return None if value is None else max(-RATIO_LIMIT, min(RATIO_LIMIT, value))
 
 
@@ -234,18 +235,18 @@ def strategy_stats(
         "total_commission": sum(t.commission for t in trades),
         "win_rate": win_rate,
         "wilson_lower_bound": wilson_lower_bound(len(wins), n),
-        "profit_factor": _clamp(_div(gross_profit, gross_loss)),
+        "profit_factor": clamp_ratio(_div(gross_profit, gross_loss)),
         "expectancy": None if not n else len(wins) / n * (avg_win or 0.0) + len(losses) / n * (avg_loss or 0.0),
         "avg_win": avg_win,
         "avg_loss": avg_loss,
         "avg_trade": _div(sum(pnls), n),
         "largest_win": max((p for p in pnls if p > 0), default=None),
         "largest_loss": min((p for p in pnls if p < 0), default=None),
-        "max_drawdown": _clamp(max_dd) if n else None,
+        "max_drawdown": clamp_ratio(max_dd) if n else None,
         "max_drawdown_duration_days": dd_days if n else None,
-        "sharpe_ratio": _clamp(sharpe),
-        "sortino_ratio": _clamp(sortino),
-        "calmar_ratio": _clamp(_div(sum(returns) * days_per_year / period_days, max_dd)),
+        "sharpe_ratio": clamp_ratio(sharpe),
+        "sortino_ratio": clamp_ratio(sortino),
+        "calmar_ratio": clamp_ratio(_div(sum(returns) * days_per_year / period_days, max_dd)),
         "avg_slippage": _mean(slippages),
     }
 

@@ -25,21 +25,55 @@ update; crossing one is a BREACH event, coming back within it a CLEARED event:
 
 Each update recomputes the portfolio from its positions, in symbol order: O(positions),
 and the same figures whatever order the symbols' updates arrived in.
+
+Performance (``portfolio_performance``), from the total values the portfolio took at its
+updates, by UTC day. A day closes at the portfolio's first update of a later day (an
+update of a closed day arriving after that counts to the new one); the DAY, WEEK (ISO,
+from Monday) and MONTH rows holding it are computed at the first update after the
+benchmark's close of that day is known (its closes come on a topic of their own, which
+a backlog may read behind the positions), or a whole day later while no benchmark close
+has come at all, or once the benchmark has been silent ``BENCHMARK_STALE_DAYS``. In a
+backlog whose fills run ahead of the benchmark's bars, a day may so go out without its
+beta; the WEEK and MONTH rows are computed again with each later day, and then have it:
+
+- a day's return ``r = close / previous close - 1`` (the portfolio's first day: against
+  its first value); ``period_return = end_value / start_value - 1``, start_value the
+  close before the period's first day (or that day's first value);
+- ``volatility = stdev(r) * sqrt(252)`` (n - 1), ``sharpe_ratio = mean(r) / stdev(r) *
+  sqrt(252)``, ``sortino_ratio = mean(r) / sqrt(mean(min(r, 0)^2)) * sqrt(252)``, risk
+  free rate 0; None below two days (a DAY row has none) or without deviation; the
+  ratios clamped to +-9999.9999;
+- ``max_drawdown``: the largest fall from a running peak of the values, as a fraction,
+  the peak carried across the period's days (intraday peaks and troughs included);
+- ``beta = cov(r, b) / var(b)`` over the days both the portfolio and the benchmark
+  closed, b the benchmark's daily return (``TICKWIRE_CORRELATION_BENCHMARK``'s closes,
+  from ``tickwire.benchmark_closes.v1``); ``benchmark_return`` over the period; None
+  below two common days.
+
+A portfolio keeps its last ``PERFORMANCE_DAYS`` days (a month and the close before it).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import statistics
+from datetime import date, timedelta
 from pathlib import Path
-from typing import NamedTuple
+from typing import Mapping, NamedTuple
 
 import msgspec
 
-from tickwire.schemas.execution import PortfolioRow, PositionRow, RiskEvent
+from tickwire.schemas.execution import PortfolioPerformanceRow, PortfolioRow, PositionRow, RiskEvent
 from tickwire.schemas.market import epoch_us, from_epoch_us
+from tickwire.schemas.signals import PERIOD_TYPES
+from tickwire.streams.performance import clamp_ratio, period_start
 
 _DAY_US = 86_400_000_000
+_EPOCH_DAY = date(1970, 1, 1)
+PERFORMANCE_DAYS = 32
+BENCHMARK_STALE_DAYS = 5
+TRADING_DAYS_PER_YEAR = 252
 
 
 class PortfolioLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -105,22 +139,45 @@ class Held(msgspec.Struct, array_like=True):
     sector: str | None
 
 
+class Day(msgspec.Struct, array_like=True):
+    """A UTC day of a portfolio's total value (or of the benchmark's close)."""
+
+    day: int  # days since 1970-01-01
+    first: float
+    close: float
+    peak: float  # highest value since the day began
+    drawdown: float  # largest fall from ``peak`` within the day, a fraction
+
+
 class PortfolioState(msgspec.Struct):
     positions: dict[str, Held] = {}
     latest_us: int = 0
     version: int = 0
     breaches: list[tuple[str, str]] = []  # (rule, subject) in breach
+    days: list[Day] = []  # the last PERFORMANCE_DAYS days of total value, oldest first
+    reported_day: int = 0  # the last closed day whose performance rows went out
+    # Only in the record of a partition's benchmark key: the benchmark's closes by day.
+    benchmark: dict[int, float] = {}
+    benchmark_us: int = 0
+
+
+class PortfolioChange(NamedTuple):
+    portfolio: PortfolioRow | None  # None: a row the portfolio holds already
+    risks: list[RiskEvent]
+    performance: list[PortfolioPerformanceRow]
 
 
 class PortfolioBook:
     """The rules in the module docstring; the caller keeps one ``PortfolioState`` per portfolio."""
 
-    def on_position(self, state: PortfolioState, row: PositionRow, limits: PortfolioLimits) -> tuple[PortfolioRow | None, list[RiskEvent]]:
-        """The portfolio after ``row`` and the risk events it caused; (None, []) for a row
-        it already holds."""
+    def on_position(
+        self, state: PortfolioState, row: PositionRow, limits: PortfolioLimits, benchmark: Mapping[int, float] | None = None,
+    ) -> PortfolioChange:
+        """The portfolio after ``row``, the risk events it caused, and the performance rows of
+        a day it closed (``benchmark``: the benchmark's closes by day)."""
         held = state.positions.get(row.symbol)
         if held is not None and held.version >= row.version:
-            return None, []
+            return PortfolioChange(None, [], [])
         ts_us = epoch_us(row.ts)
         state.positions[row.symbol] = Held(
             row.version, row.quantity, row.market_value, row.exposure, row.realized_pnl, row.unrealized_pnl,
@@ -129,7 +186,53 @@ class PortfolioBook:
         state.latest_us = max(state.latest_us, ts_us)
         state.version += 1
         portfolio = self.row(state, row.portfolio_id, limits)
-        return portfolio, self._risk(state, portfolio, limits)
+        self._track(state, portfolio.total_value)
+        return PortfolioChange(portfolio, self._risk(state, portfolio, limits), self._closed(state, row.portfolio_id, benchmark or {}))
+
+    @staticmethod
+    def _closed(state: PortfolioState, portfolio_id: str, benchmark: Mapping[int, float]) -> list[PortfolioPerformanceRow]:
+        """The rows of each closed day not reported yet: once the benchmark has a later day,
+        or, without any benchmark close, after a whole day's wait, or once the benchmark has
+        been silent for ``BENCHMARK_STALE_DAYS``."""
+        rows: list[PortfolioPerformanceRow] = []
+        today, latest = state.days[-1].day, max(benchmark, default=None)
+        for n, day in enumerate(state.days[:-1]):
+            if day.day <= state.reported_day:
+                continue
+            if latest is None:
+                due = today >= day.day + 2  # no benchmark (yet): a whole day's wait
+            else:
+                due = latest > day.day or latest < today - BENCHMARK_STALE_DAYS
+            if not due:
+                break
+            rows += performance_rows(portfolio_id, state.days[: n + 1], benchmark)
+            state.reported_day = day.day
+        return rows
+
+    @staticmethod
+    def on_benchmark(state: PortfolioState, close_us: int, close: float) -> None:
+        """The benchmark closed a bar at ``close_us``: its day's close, if it is the latest."""
+        day = (close_us - 1) // _DAY_US  # a bar closing at midnight belongs to the day before
+        if close_us >= state.benchmark_us:
+            state.benchmark_us = close_us
+            state.benchmark[day] = close
+            for old in [d for d in state.benchmark if d <= day - PERFORMANCE_DAYS]:
+                del state.benchmark[old]
+
+    @staticmethod
+    def _track(state: PortfolioState, value: float) -> None:
+        """Add ``value`` to its day."""
+        today = state.latest_us // _DAY_US
+        days = state.days
+        if days and days[-1].day >= today:
+            last = days[-1]
+            last.close = value
+            last.peak = max(last.peak, value)
+            if last.peak > 0:
+                last.drawdown = max(last.drawdown, (last.peak - value) / last.peak)
+            return
+        days.append(Day(today, value, value, value, 0.0))
+        del days[:-PERFORMANCE_DAYS - 1]
 
     def row(self, state: PortfolioState, portfolio_id: str, limits: PortfolioLimits) -> PortfolioRow:
         today = state.latest_us // _DAY_US
@@ -207,3 +310,57 @@ def _now(rule: str, subject: str, state: PortfolioState, portfolio: PortfolioRow
 
 def _limit(rule: str, limits: PortfolioLimits) -> float:
     return 0.0 if rule == "negative_cash" else getattr(limits, rule)
+
+
+def performance_rows(portfolio_id: str, days: list[Day], benchmark: Mapping[int, float]) -> list[PortfolioPerformanceRow]:
+    """The DAY, WEEK and MONTH rows of the last of ``days`` (closed days, oldest first)."""
+    closed = _EPOCH_DAY + timedelta(days=days[-1].day)
+    rows = []
+    for period_type in PERIOD_TYPES:
+        start = period_start(closed, period_type)
+        first = next(i for i, d in enumerate(days) if _EPOCH_DAY + timedelta(days=d.day) >= start)
+        rows.append(_period(portfolio_id, period_type, start, closed, days, first, benchmark))
+    return rows
+
+
+def _period(portfolio_id: str, period_type: str, start: date, end: date, days: list[Day], first: int,
+            benchmark: Mapping[int, float]) -> PortfolioPerformanceRow:
+    inside = days[first:]
+    before = [days[first - 1].close if first else inside[0].first] + [d.close for d in inside[:-1]]
+    returns = [d.close / b - 1 if b else 0.0 for d, b in zip(inside, before)]
+    start_value = before[0]
+    peak, drawdown = start_value, 0.0
+    for d in inside:
+        drawdown = max(drawdown, d.drawdown, (peak - d.first) / peak if peak > 0 else 0.0)
+        peak = max(peak, d.peak)
+        drawdown = max(drawdown, (peak - d.close) / peak if peak > 0 else 0.0)
+    volatility = sharpe = sortino = None
+    if period_type != "DAY" and len(returns) >= 2:
+        deviation = statistics.stdev(returns)
+        mean = statistics.fmean(returns)
+        annual = math.sqrt(TRADING_DAYS_PER_YEAR)
+        volatility = deviation * annual
+        if deviation > 1e-12:
+            sharpe = clamp_ratio(mean / deviation * annual)
+        downside = math.sqrt(statistics.fmean(min(r, 0.0) ** 2 for r in returns))
+        if downside > 1e-12:
+            sortino = clamp_ratio(mean / downside * annual)
+    pairs, bench_return = [], None
+    marks = sorted(d for d in benchmark if d <= inside[-1].day)
+    previous = {later: earlier for earlier, later in zip(marks, marks[1:])}
+    for d, r in zip(inside, returns):
+        if d.day in previous:
+            pairs.append((r, benchmark[d.day] / benchmark[previous[d.day]] - 1))
+    if pairs:
+        bench_return = math.prod(1 + b for _, b in pairs) - 1
+    beta = None
+    if period_type != "DAY" and len(pairs) >= 2:
+        variance = statistics.variance([b for _, b in pairs])
+        if variance > 1e-18:
+            beta = statistics.covariance([r for r, _ in pairs], [b for _, b in pairs]) / variance
+    return PortfolioPerformanceRow(
+        portfolio_id=portfolio_id, period_type=period_type, period_start=start, period_end=end, trading_days=len(inside),
+        start_value=start_value, end_value=inside[-1].close,
+        period_return=inside[-1].close / start_value - 1 if start_value else 0.0, volatility=volatility,
+        sharpe_ratio=sharpe, sortino_ratio=sortino, max_drawdown=drawdown, beta=beta, benchmark_return=bench_return,
+    )

@@ -6,6 +6,8 @@
 --   * positions: each (portfolio, symbol)'s current position; position_snapshots: every
 --     update of it (a fill, or a bar of a symbol held).
 --   * portfolios: each portfolio's current valuation; portfolio_snapshots: every update.
+--   * portfolio_performance: each portfolio's DAY, WEEK and MONTH (return, volatility,
+--     Sharpe, Sortino, max drawdown, beta to the benchmark), recomputed as days close.
 --   * risk_events: each limit crossed (BREACH) or back within (CLEARED).
 --   * execution_audit: every order event, fill and position change with the Kafka
 --     coordinates of the message that caused it. Append-only: a trigger refuses UPDATE
@@ -117,6 +119,25 @@ CREATE TABLE portfolios (
 
 CREATE TABLE portfolio_snapshots (LIKE portfolios INCLUDING DEFAULTS INCLUDING CONSTRAINTS, PRIMARY KEY (portfolio_id, version, ts))
     /* partition_by("ts") */;
+
+CREATE TABLE portfolio_performance (
+    portfolio_id VARCHAR(50) NOT NULL,
+    period_type VARCHAR(5) NOT NULL CHECK (period_type IN ('DAY', 'WEEK', 'MONTH')),
+    period_start DATE NOT NULL,
+    period_end DATE NOT NULL,
+    trading_days INTEGER NOT NULL,
+    start_value NUMERIC NOT NULL,
+    end_value NUMERIC NOT NULL,
+    period_return DOUBLE PRECISION NOT NULL,
+    volatility DOUBLE PRECISION,
+    sharpe_ratio DECIMAL(8, 4),
+    sortino_ratio DECIMAL(8, 4),
+    max_drawdown DOUBLE PRECISION NOT NULL,
+    beta DOUBLE PRECISION,
+    benchmark_return DOUBLE PRECISION,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (portfolio_id, period_type, period_start)
+);
 
 CREATE TABLE risk_events (
     portfolio_id VARCHAR(50) NOT NULL,

@@ -1,8 +1,10 @@
-"""Positions into portfolios and risk events, keyed by portfolio.
+"""Positions into portfolios, their performance and risk events, keyed by portfolio.
 
 The core is idempotent by construction: a position row carries absolute figures and its
 pair's ``version``, so a redelivered or stale row changes nothing (no offsets kept, see
-``worker.stage.redelivered``).
+``worker.stage.redelivered``); a benchmark close is kept by its time, so one sent again
+changes nothing either. Each partition keeps its copy of the benchmark's closes under a
+key of its own (``worker.outbox.partition_keys``), which the symbols stage sends to.
 """
 
 from __future__ import annotations
@@ -10,19 +12,23 @@ from __future__ import annotations
 import faust
 import msgspec
 
-from tickwire.schemas.execution import PositionRow
-from tickwire.schemas.topics import PORTFOLIOS, POSITIONS, RISK_EVENTS
+from tickwire.schemas.execution import BenchmarkClose, PositionRow
+from tickwire.schemas.topics import BENCHMARK_CLOSES, PORTFOLIO_PERFORMANCE, PORTFOLIOS, POSITIONS, RISK_EVENTS
 from tickwire.streams.portfolios import PortfolioBook, PortfolioLimits, PortfolioState, load_portfolios
-from tickwire.streams.worker.outbox import Message
+from tickwire.streams.worker.outbox import Message, partition_keys
 from tickwire.streams.worker.stage import Stage, StageContext, StateTable, decode
 from tickwire.streams.worker.state import KeyedStates, StateCodec
+
+# One key per partition: each partition's copy of the benchmark's closes.
+BENCHMARK_KEYS = partition_keys("benchmark", BENCHMARK_CLOSES.partitions)
 
 
 class PortfolioStage(Stage):
     name = "portfolios"
-    inputs = (POSITIONS,)
+    inputs = (POSITIONS, BENCHMARK_CLOSES)
     table = StateTable("portfolio", POSITIONS, StateCodec(PortfolioState, PortfolioState))
     _decoder = msgspec.json.Decoder(PositionRow)
+    _benchmark_decoder = msgspec.msgpack.Decoder(BenchmarkClose)
 
     def __init__(self, context: StageContext, states: KeyedStates) -> None:
         super().__init__(context, states)
@@ -32,19 +38,30 @@ class PortfolioStage(Stage):
         # before the file changed) is still valued, with the default cash and no limits.
         self.fallback = PortfolioLimits(cash=settings.performance_capital)
         self.book = PortfolioBook()
-        self.portfolios_topic, self.risk_topic = context.names[PORTFOLIOS], context.names[RISK_EVENTS]
+        names = context.names
+        self.portfolios_topic, self.risk_topic = names[PORTFOLIOS], names[RISK_EVENTS]
+        self.performance_topic, self.benchmark_topic = names[PORTFOLIO_PERFORMANCE], names[BENCHMARK_CLOSES]
 
     def handle(self, event: faust.EventT, out: list[Message]) -> None:
+        message = event.message
+        if message.topic == self.benchmark_topic:
+            close = decode(self._benchmark_decoder, event.value)
+            self.book.on_benchmark(self.states.get(message.key), close.close_us, close.close)
+            self.states.changed(message.key, message.partition)
+            return
         row = decode(self._decoder, event.value)
         key = row.portfolio_id.encode()
         limits = self.portfolios.limits(row.portfolio_id) or self.fallback
-        portfolio, risks = self.book.on_position(self.states.get(key), row, limits)
-        if portfolio is None:
-            self.context.metrics.duplicates.labels(event.message.topic).inc()
+        benchmark = self.states.get(BENCHMARK_KEYS[message.partition]).benchmark
+        change = self.book.on_position(self.states.get(key), row, limits, benchmark)
+        if change.portfolio is None:
+            self.context.metrics.duplicates.labels(message.topic).inc()
             return
-        self.states.changed(key, event.message.partition)
-        out.append((self.portfolios_topic, key, self.context.encode(portfolio), []))
-        for risk in risks:
+        self.states.changed(key, message.partition)
+        out.append((self.portfolios_topic, key, self.context.encode(change.portfolio), []))
+        for risk in change.risks:
             if risk.state == "BREACH":
                 self.context.metrics.risk_breaches.labels(risk.rule).inc()
             out.append((self.risk_topic, key, self.context.encode(risk), []))
+        for performance in change.performance:
+            out.append((self.performance_topic, key, self.context.encode(performance), []))

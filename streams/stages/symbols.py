@@ -18,10 +18,10 @@ import msgspec
 from tickwire.schemas.codec import Codec
 from tickwire.schemas.errors import InvalidMessage
 from tickwire.schemas.market import EPOCH, Bar, timeframe_seconds
-from tickwire.schemas.execution import AuditRow, Order
+from tickwire.schemas.execution import AuditRow, BenchmarkClose, Order
 from tickwire.schemas.signals import Fill, Prediction
 from tickwire.schemas.topics import (
-    AUDIT, BARS, CONDITIONS, CONDITIONS_BY_TIMEFRAME, EXPIRY_TICKS, FILLS, ORDER_UPDATES, ORDERS, OUTCOMES, POSITIONS, PREDICTIONS,
+    AUDIT, BARS, BENCHMARK_CLOSES, CONDITIONS, CONDITIONS_BY_TIMEFRAME, EXPIRY_TICKS, FILLS, ORDER_UPDATES, ORDERS, OUTCOMES, POSITIONS, PREDICTIONS,
     REGIMES, TRADE_OUTCOMES,
 )
 from tickwire.streams.correlations import load_sectors
@@ -32,6 +32,7 @@ from tickwire.streams.positions import PositionBook, PositionKeeper
 from tickwire.streams.predictions import PredictionState, PredictionValidator, ValidatorConfig
 from tickwire.streams.regimes import RegimeConfig
 from tickwire.streams.symbol import SymbolProcessor, SymbolState, SymbolStateV1
+from tickwire.streams.stages.portfolios import BENCHMARK_KEYS
 from tickwire.streams.worker.outbox import Message, pack
 from tickwire.streams.worker.stage import Stage, StageContext, StateTable, applied, keyed, redelivered
 from tickwire.streams.worker.state import KeyedStates, StateCodec
@@ -113,6 +114,8 @@ class Symbols(Stage):
         self.by_timeframe_topic = names[CONDITIONS_BY_TIMEFRAME]
         self.outcomes_topic, self.trade_outcomes_topic = names[OUTCOMES], names[TRADE_OUTCOMES]
         self.order_updates_topic, self.positions_topic, self.audit_topic = names[ORDER_UPDATES], names[POSITIONS], names[AUDIT]
+        # The benchmark's closes go to every partition of the portfolios' stage, for their beta.
+        self.benchmark, self.benchmark_topic = settings.correlation_benchmark, names[BENCHMARK_CLOSES]
         self.handlers = {names[BARS]: self.on_bar, names[PREDICTIONS]: self.on_prediction, names[FILLS]: self.on_fill,
                          names[ORDERS]: self.on_order, names[EXPIRY_TICKS]: self.on_tick}
         self.ticks = context.topic(EXPIRY_TICKS)
@@ -193,6 +196,9 @@ class Symbols(Stage):
             if record.positions.positions:
                 for position in self.positions.on_close(record.positions, bar.symbol, bar.close, close_us):
                     out.append((self.positions_topic, position.portfolio_id.encode(), self.context.encode(position), []))
+            if bar.symbol == self.benchmark:
+                close = msgspec.msgpack.encode(BenchmarkClose(close_us, bar.close))
+                out += [(self.benchmark_topic, partition_key, close, []) for partition_key in BENCHMARK_KEYS]
         self.done(key, record, message)
 
     def show_regimes(self, symbol: str, state: SymbolState) -> None:

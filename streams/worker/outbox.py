@@ -116,3 +116,15 @@ def pack(messages: list[Message], topic: str) -> list[Message]:
     for key, chunks in packs.items():
         kept += [(topic, key, msgspec.msgpack.encode(chunk), []) for chunk in chunks]
     return kept
+
+
+def partition_keys(name: str, partitions: int) -> list[bytes]:
+    """One key per partition, the i-th landing in partition i (the Outbox's murmur2): a
+    message sent under each reaches every partition of a keyed topic."""
+    found: dict[int, bytes] = {}
+    n = 0
+    while len(found) < partitions:
+        key = f"\x00{name}/{n}".encode()
+        found.setdefault((murmur2(key) & 0x7FFFFFFF) % partitions, key)
+        n += 1
+    return [found[p] for p in range(partitions)]

@@ -22,16 +22,31 @@ from tests.integration.test_dlq_replay import records_of
 from tests.integration.test_pipeline import START
 
 pytestmark = pytest.mark.integration
-SYMBOLS = ["EXA", "EXB", "EXC", "EXD"]  # the toy strategy calls every 15th bar: 4 symbols take turns
+# The toy strategy calls every 15th bar: 4 symbols take turns. SPY is the benchmark.
+SYMBOLS = ["SPY", "EXB", "EXC", "EXD"]
+BARS_EACH = 4000  # from Monday 14:30 to Thursday 09:10: three days close, two with the benchmark's returns
 LIMITS = {"toy-a": {"cash": 1e6, "max_position_value": 2_000.0}, "toy-b": {"cash": 5e5, "margin": False}, "bad-actor": {}}
 
 
 def messages():
+    """The toy strategy's bars, orders and fills; then, on Friday, one more fill in each
+    portfolio, sent once the rest is in (a portfolio's closed days are reported at its next
+    update, and in a backlog the fills topic may run ahead of the benchmark's bars)."""
     strategy, out = ToyStrategy(seed=11), []
-    for bar in MarketSimulator(SYMBOLS, seed=11, start=START).bars(300):
+    for bar in MarketSimulator(SYMBOLS, seed=11, start=START).bars(BARS_EACH):
         out.append((BARS, bar))
         out += [(SIGNAL_TOPICS[type(m)], m) for m in strategy.on_bar(bar)]
+    last = {m.symbol: m for spec, m in out if spec is BARS}
+    friday = START + timedelta(days=4)
+    out += [(FILLS, Fill(
+        fill_id=f"friday-{portfolio}", trade_id=uuid.uuid4(), strategy_id="toy-momentum", model_version="toy-1.0",
+        symbol=symbol, side="BUY", ts=friday, price=last[symbol].close, quantity=1, portfolio_id=portfolio,
+    )) for portfolio, symbol in (("toy-a", "EXB"), ("toy-b", "EXC"))]
     return [(spec, m) for spec, m in out if spec in (BARS, ORDERS, FILLS)]
+
+
+def is_tail(message) -> bool:
+    return isinstance(message, Fill) and message.fill_id.startswith("friday-")
 
 
 def expected_positions(stream):
@@ -50,7 +65,7 @@ def expected_positions(stream):
 
 def hostile(stream):
     """Each a fill or order the execution rules refuse, with the reason it must get."""
-    fill = next(m for spec, m in stream if spec is FILLS)
+    fill = next(m for spec, m in stream if spec is FILLS and m.order_id)
     order = next(m for spec, m in stream if spec is ORDERS)
     late = fill.ts + timedelta(hours=1)
 
@@ -83,14 +98,24 @@ async def test_the_execution_stream_fills_its_tables_as_the_cores_say(isolated, 
     await producer.start()
     encode = msgspec.json.Encoder().encode
     for spec, message in stream:
-        await producer.send(isolated.topic(spec.name), key=message.symbol.encode(), value=encode(message))
+        if not is_tail(message):
+            await producer.send(isolated.topic(spec.name), key=message.symbol.encode(), value=encode(message))
+    await producer.flush()
+    conn = await asyncpg.connect(**isolated.pg_options())
+
+    async def benchmark_in():
+        # The worker has the benchmark's last close: SPY's last condition is stored.
+        return await conn.fetchval("SELECT count(*) FROM market_conditions WHERE symbol = 'SPY' AND timeframe = '1m'") == BARS_EACH
+
+    assert await wait_for(benchmark_in, timeout_s=180, check=processes.check_alive)
+    for spec, message in stream:
+        if is_tail(message):
+            await producer.send(isolated.topic(spec.name), key=message.symbol.encode(), value=encode(message))
     await producer.flush()
     bad = hostile(stream)
     for spec, message, _ in bad:
         await producer.send(isolated.topic(spec.name), key=message.symbol.encode(), value=encode(message))
     await producer.stop()
-
-    conn = await asyncpg.connect(**isolated.pg_options())
     marked = {key: row for key, row in want.items() if row.quantity}
 
     async def done():
@@ -140,6 +165,22 @@ async def test_the_execution_stream_fills_its_tables_as_the_cores_say(isolated, 
     breaches = await conn.fetch("SELECT * FROM risk_events WHERE portfolio_id = 'toy-a' AND rule = 'max_position_value'")
     assert breaches and all(float(r["observed"]) > 2000 for r in breaches if r["state"] == "BREACH")
     assert await conn.fetchval("SELECT count(*) FROM portfolio_realtime") == 2
+    # Three UTC days closed: each portfolio's DAY, WEEK and MONTH rows, consistent; from the
+    # third, the week has two days of benchmark returns beside its own, so a beta.
+    wednesday = START.date() + timedelta(days=2)
+    wanted = {(p, t, wednesday) for p in ("toy-a", "toy-b") for t in ("DAY", "WEEK", "MONTH")}
+
+    async def performance_rows():
+        rows = await conn.fetch("SELECT * FROM portfolio_performance")
+        return rows if {(r["portfolio_id"], r["period_type"], r["period_end"]) for r in rows} >= wanted else None
+
+    performance = await wait_for(performance_rows, timeout_s=60, check=processes.check_alive)
+    assert performance, sorted({(r["portfolio_id"], r["period_type"], r["period_end"]) for r in await conn.fetch("SELECT * FROM portfolio_performance")})
+    for row in performance:
+        assert row["period_return"] == pytest.approx(float(row["end_value"]) / float(row["start_value"]) - 1)
+        assert row["max_drawdown"] >= 0
+    weeks = [r for r in performance if r["period_type"] == "WEEK" and r["period_end"] == wednesday]
+    assert all(r["trading_days"] == 3 and r["beta"] is not None and r["volatility"] is not None for r in weeks)
     # The audit trail names the coordinates of what caused each row, and refuses changes.
     sources = await conn.fetch("SELECT DISTINCT source_topic FROM execution_audit")
     assert {r["source_topic"] for r in sources} == {isolated.topic(ORDERS.name), isolated.topic(FILLS.name)}

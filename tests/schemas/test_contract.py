@@ -16,15 +16,15 @@ from tickwire.schemas.execution import AuditRow, Order
 from tickwire.schemas.market import CorrelationContext
 from tickwire.schemas.signals import Prediction
 from tickwire.schemas.topics import (
-    ALL, AUDIT, BARS, CONDITIONS, CONDITIONS_BY_TIMEFRAME, CORRELATION_CONTEXT, CORRELATIONS, DLQ, EXPIRY_TICKS, FILLS,
-    MODEL_PERFORMANCE, ORDER_UPDATES, ORDERS, OUTCOMES, PORTFOLIOS, POSITIONS, PREDICTIONS, REGIMES, RISK_EVENTS,
+    ALL, AUDIT, BARS, BENCHMARK_CLOSES, CONDITIONS, CONDITIONS_BY_TIMEFRAME, CORRELATION_CONTEXT, CORRELATIONS, DLQ, EXPIRY_TICKS, FILLS,
+    MODEL_PERFORMANCE, ORDER_UPDATES, ORDERS, OUTCOMES, PORTFOLIO_PERFORMANCE, PORTFOLIOS, POSITIONS, PREDICTIONS, REGIMES, RISK_EVENTS,
     STRATEGY_PERFORMANCE, TRADE_OUTCOMES, TRADES,
 )
 from tickwire.schemas.trades import Trade
 from tickwire.streams.correlations import Context, CorrelationConfig, Correlations
 from tickwire.streams.fills import TradeBook, TradeBuilder
 from tickwire.streams.orders import OrderBook, OrderTracker
-from tickwire.streams.portfolios import PortfolioBook, PortfolioLimits, PortfolioState
+from tickwire.streams.portfolios import Day, PortfolioBook, PortfolioLimits, PortfolioState, performance_rows
 from tickwire.streams.positions import PositionBook, PositionKeeper
 from tickwire.streams.performance import ModelPerformance, ModelPerformanceState, StrategyPerformance, StrategyPerformanceState
 from tickwire.streams.predictions import PredictionState, PredictionValidator
@@ -44,7 +44,7 @@ def validator(contract, topic) -> jsonschema.Draft202012Validator:
 
 
 def test_every_public_topic_has_a_schema_and_the_asyncapi_document_points_at_them(contract):
-    public = set(ALL) - {CONDITIONS_BY_TIMEFRAME, EXPIRY_TICKS, DLQ}  # internal, and the DLQ's bytes are the producer's
+    public = set(ALL) - {CONDITIONS_BY_TIMEFRAME, EXPIRY_TICKS, BENCHMARK_CLOSES, DLQ}  # internal, and the DLQ's bytes are the producer's
     assert set(INPUTS) | set(OUTPUTS) == public
     document = json.loads((contract / "asyncapi.json").read_text())
     assert set(document["channels"]) == {t.name for t in public} | {DLQ.name}
@@ -88,9 +88,9 @@ def examples() -> dict:
                 found[ORDER_UPDATES] += [u for u in [orders.apply_fill(order_books[message.symbol], message)] if u]
                 position = keeper.apply_fill(positions.setdefault(message.symbol, PositionBook()), message)
                 found[POSITIONS].append(position)
-                portfolio, risks = portfolio_book.on_position(portfolio_states.setdefault(position.portfolio_id, PortfolioState()), position, limits)
-                found[PORTFOLIOS].append(portfolio)
-                found[RISK_EVENTS] += risks
+                change = portfolio_book.on_position(portfolio_states.setdefault(position.portfolio_id, PortfolioState()), position, limits)
+                found[PORTFOLIOS].append(change.portfolio)
+                found[RISK_EVENTS] += change.risks
                 found[AUDIT].append(AuditRow(
                     source_topic=FILLS.name, source_partition=0, source_offset=len(found[FILLS]), kind="POSITION",
                     subject=position.portfolio_id, ts=position.ts, portfolio_id=position.portfolio_id, symbol=position.symbol,
@@ -107,6 +107,9 @@ def examples() -> dict:
                     symbol=symbol, timeframe="1m", timestamp=bar.ts, open=bar.open, high=bar.high, low=bar.low, close=bar.close,
                     volume=bar.volume, spy_correlation=spy, sector_correlation=sector,
                 ))
+    # A month of a portfolio's days, the benchmark's beside them.
+    days = [Day(20_000 + n, 1e5 + n, 1e5 + 50 * (n % 3), 1e5 + 60 * (n % 3), 0.001 * (n % 2)) for n in range(31)]
+    found[PORTFOLIO_PERFORMANCE] += performance_rows("toy-a", days, {20_000 + n: 400.0 + (n % 4) for n in range(31)})
     return found
 
 

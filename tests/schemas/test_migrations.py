@@ -502,6 +502,23 @@ COLUMNS |= {
         "losing_trades bigint",
     ],
 }
+COLUMNS["portfolio_performance"] = [
+    "portfolio_id varchar(50) not null",
+    "period_type varchar(5) not null",
+    "period_start date not null",
+    "period_end date not null",
+    "trading_days integer not null",
+    "start_value numeric not null",
+    "end_value numeric not null",
+    "period_return double precision not null",
+    "volatility double precision",
+    "sharpe_ratio numeric(8,4)",
+    "sortino_ratio numeric(8,4)",
+    "max_drawdown double precision not null",
+    "beta double precision",
+    "benchmark_return double precision",
+    "updated_at timestamptz not null",
+]
 COLUMNS["position_snapshots"] = COLUMNS["positions"]
 COLUMNS["portfolio_snapshots"] = COLUMNS["portfolios"]
 
@@ -552,6 +569,7 @@ UNIQUE_KEYS = {
     "positions": {("portfolio_id", "symbol")},
     "position_snapshots": {("portfolio_id", "symbol", "version", "ts")},
     "portfolios": {("portfolio_id",)},
+    "portfolio_performance": {("portfolio_id", "period_type", "period_start")},
     "portfolio_snapshots": {("portfolio_id", "version", "ts")},
     "risk_events": {("portfolio_id", "rule", "subject", "ts", "state")},
     "execution_audit": {("source_topic", "source_partition", "source_offset", "kind", "subject", "ts")},

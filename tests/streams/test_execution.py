@@ -14,7 +14,7 @@ from tickwire.schemas.errors import InvalidMessage
 from tickwire.schemas.execution import Order, PositionRow
 from tickwire.schemas.signals import Fill
 from tickwire.streams.orders import OrderBook, OrderConfig, OrderTracker
-from tickwire.streams.portfolios import PortfolioBook, PortfolioLimits, PortfolioState, load_portfolios
+from tickwire.streams.portfolios import Day, PortfolioBook, PortfolioLimits, PortfolioState, load_portfolios, performance_rows
 from tickwire.streams.positions import PositionBook, PositionKeeper
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
@@ -266,29 +266,29 @@ def position(symbol: str, version: int, quantity: int, mark: float, cash_flow: f
 def test_a_portfolio_sums_its_positions_and_ignores_a_row_it_holds():
     book, state, limits = PortfolioBook(), PortfolioState(), PortfolioLimits(cash=10_000.0)
     book.on_position(state, position("AAPL", 1, 10, 100.0, -1000.0, sector="tech", day_pnl=5.0), limits)
-    row, _ = book.on_position(state, position("XOM", 1, -20, 50.0, 1000.0, sector="energy", seconds=1, day_pnl=-2.0), limits)
+    row = book.on_position(state, position("XOM", 1, -20, 50.0, 1000.0, sector="energy", seconds=1, day_pnl=-2.0), limits).portfolio
     assert (row.cash, row.market_value, row.total_value) == (10_000.0, 0.0, 10_000.0)
     assert (row.gross_exposure, row.net_exposure, row.positions_count) == (2000.0, 0.0, 2)
     assert row.sector_exposure == {"tech": 1000.0, "energy": 1000.0}
     assert (row.largest_position_symbol, row.day_pnl, row.version) == ("AAPL", 3.0, 2)
-    assert book.on_position(state, position("AAPL", 1, 10, 100.0, -1000.0, sector="tech"), limits) == (None, [])
-    newer, _ = book.on_position(state, position("AAPL", 2, 10, 110.0, -1000.0, sector="tech", seconds=2), limits)
+    assert book.on_position(state, position("AAPL", 1, 10, 100.0, -1000.0, sector="tech"), limits) == (None, [], [])
+    newer = book.on_position(state, position("AAPL", 2, 10, 110.0, -1000.0, sector="tech", seconds=2), limits).portfolio
     assert (newer.total_value, newer.largest_position_symbol, newer.largest_position_value) == (10_100.0, "AAPL", 1100.0)
 
 
 def test_limits_breach_once_and_clear_once():
     book, state = PortfolioBook(), PortfolioState()
     limits = PortfolioLimits(cash=1000.0, margin=False, max_position_value=1500.0, max_gross_exposure=3000.0, max_sector_share=0.6)
-    _, events = book.on_position(state, position("AAPL", 1, 10, 100.0, -1000.0, sector="tech"), limits)
+    events = book.on_position(state, position("AAPL", 1, 10, 100.0, -1000.0, sector="tech"), limits).risks
     # One position: the whole gross is tech.
     assert [(e.rule, e.subject, e.state) for e in events] == [("max_sector_share", "tech", "BREACH")]
-    _, events = book.on_position(state, position("AAPL", 2, 20, 100.0, -2000.0, sector="tech", seconds=1), limits)
+    events = book.on_position(state, position("AAPL", 2, 20, 100.0, -2000.0, sector="tech", seconds=1), limits).risks
     assert [(e.rule, e.subject, e.state, e.observed) for e in events] == [
         ("max_position_value", "AAPL", "BREACH", 2000.0), ("negative_cash", "P1", "BREACH", -1000.0),
     ]
-    _, again = book.on_position(state, position("AAPL", 3, 20, 101.0, -2000.0, sector="tech", seconds=2), limits)
+    again = book.on_position(state, position("AAPL", 3, 20, 101.0, -2000.0, sector="tech", seconds=2), limits).risks
     assert again == []
-    _, cleared = book.on_position(state, position("AAPL", 4, 5, 100.0, 0.0, sector="tech", seconds=3), limits)
+    cleared = book.on_position(state, position("AAPL", 4, 5, 100.0, 0.0, sector="tech", seconds=3), limits).risks
     assert {(e.rule, e.state) for e in cleared} == {("max_position_value", "CLEARED"), ("negative_cash", "CLEARED")}
 
 
@@ -298,9 +298,9 @@ def test_the_same_rows_in_any_order_give_the_same_portfolio():
     first, second = PortfolioState(), PortfolioState()
     limits = PortfolioLimits()
     for row in rows:
-        last_a, _ = PortfolioBook().on_position(first, row, limits)
+        last_a = PortfolioBook().on_position(first, row, limits).portfolio
     for row in sorted(rows, key=lambda r: (r.symbol != "B", r.version)):
-        last_b, _ = PortfolioBook().on_position(second, row, limits)
+        last_b = PortfolioBook().on_position(second, row, limits).portfolio
     assert msgspec.structs.replace(last_a, version=0) == msgspec.structs.replace(last_b, version=0)
 
 
@@ -318,3 +318,70 @@ def test_the_portfolios_file(tmp_path):
     path.write_text(json.dumps({"P1": {"cahs": 1}}))
     with pytest.raises(ValueError, match="cahs"):
         load_portfolios(path, default_cash=1.0)
+
+
+# --- portfolio performance ------------------------------------------------------------
+
+MONDAY = (datetime(2026, 3, 2, tzinfo=timezone.utc).date() - datetime(1970, 1, 1).date()).days
+
+
+def test_a_week_of_closes_gives_its_return_deviation_ratios_drawdown_and_beta():
+    # Monday to Thursday: closes 100 (from a first value of 100), 110, 99, 108.9.
+    days = [Day(MONDAY + n, first, close, max(first, close), 0.0)
+            for n, (first, close) in enumerate([(100.0, 100.0), (101.0, 110.0), (108.0, 99.0), (100.0, 108.9)])]
+    benchmark = {MONDAY + n: close for n, close in enumerate([400.0, 404.0, 399.96, 403.9596])}
+    day, week, month = performance_rows("P1", days, benchmark)
+    # Daily returns 0, +10%, -10%, +10%: mean 0.025, sample stdev sqrt(0.0275 / 3).
+    stdev = (0.0275 / 3) ** 0.5
+    assert (week.period_type, week.trading_days) == ("WEEK", 4)
+    assert week.period_start.isoformat() == "2026-03-02" and week.period_end.isoformat() == "2026-03-05"
+    assert (week.start_value, week.end_value) == (100.0, 108.9)
+    assert week.period_return == pytest.approx(0.089)
+    assert week.volatility == pytest.approx(stdev * 252 ** 0.5)
+    assert week.sharpe_ratio == pytest.approx(0.025 / stdev * 252 ** 0.5)
+    assert week.sortino_ratio == pytest.approx(0.025 / 0.05 * 252 ** 0.5)  # downside: sqrt(0.01 / 4)
+    # Peak 110 (Tuesday, also intraday), trough 99 on Wednesday: a tenth.
+    assert week.max_drawdown == pytest.approx(0.1)
+    # The benchmark moved +1%, -1%, +1% on the days the portfolio moved +10%, -10%, +10%.
+    assert week.beta == pytest.approx(10.0)
+    assert week.benchmark_return == pytest.approx(1.01 * 0.99 * 1.01 - 1)
+    assert (day.period_type, day.trading_days, day.start_value, day.end_value) == ("DAY", 1, 99.0, 108.9)
+    assert day.period_return == pytest.approx(0.1) and (day.volatility, day.sharpe_ratio, day.beta) == (None, None, None)
+    assert month.period_start.isoformat() == "2026-03-01" and month.period_return == pytest.approx(week.period_return)
+
+
+def test_a_day_closes_with_the_first_update_of_the_next_once_the_benchmark_closed_it_too():
+    book, state, limits = PortfolioBook(), PortfolioState(), PortfolioLimits(cash=0.0)
+    start = datetime(2026, 3, 2, 14, tzinfo=timezone.utc)
+
+    def update(version: int, value: float, at: datetime, benchmark: dict | None = None):
+        row = msgspec.structs.replace(position("AAPL", version, 1, value, 0.0), ts=at)
+        return book.on_position(state, row, limits, benchmark).performance
+
+    for n, (value, hour) in enumerate([(100.0, 0), (120.0, 1), (90.0, 2), (95.0, 3)]):  # Monday
+        assert update(n + 1, value, start + timedelta(hours=hour)) == []
+    # Tuesday begins, but the benchmark's Monday close is not known yet: Monday waits.
+    assert update(5, 99.0, start + timedelta(days=1)) == []
+    rows = update(6, 98.0, start + timedelta(days=1, hours=1), {MONDAY: 400.0, MONDAY + 1: 401.0})
+    day = {row.period_type: row for row in rows}["DAY"]
+    assert (day.start_value, day.end_value, day.period_end.isoformat()) == (100.0, 95.0, "2026-03-02")
+    assert day.max_drawdown == pytest.approx(0.25)  # 120 -> 90 within the day
+    assert update(7, 97.0, start + timedelta(days=1, hours=2), {MONDAY: 400.0, MONDAY + 1: 401.0}) == []  # once
+    # Without the benchmark a closed day waits one whole day, then goes without a beta.
+    rows = update(8, 96.0, start + timedelta(days=3))
+    assert [(r.period_type, r.period_end.isoformat()) for r in rows] == [
+        ("DAY", "2026-03-03"), ("WEEK", "2026-03-03"), ("MONTH", "2026-03-03"),
+    ]
+    assert [d.day for d in state.days] == [MONDAY, MONDAY + 1, MONDAY + 3]
+
+
+def test_the_benchmark_keeps_each_days_latest_close_and_a_month_of_days():
+    book, state = PortfolioBook(), PortfolioState()
+    midnight = MONDAY * 86_400_000_000
+    book.on_benchmark(state, midnight + 60_000_000, 10.0)
+    book.on_benchmark(state, midnight + 120_000_000, 11.0)
+    book.on_benchmark(state, midnight + 90_000_000, 99.0)  # older than the last: ignored
+    book.on_benchmark(state, midnight, 5.0)  # the bar that closed at midnight is the day before's; also older
+    assert state.benchmark == {MONDAY: 11.0}
+    book.on_benchmark(state, midnight + 40 * 86_400_000_000 + 60_000_000, 12.0)
+    assert state.benchmark == {MONDAY + 40: 12.0}

@@ -791,3 +791,34 @@ async def test_each_input_partitions_lag_is_exported_and_dropped_when_it_goes():
     assigned.discard(TP("in", 1))  # revoked: its series goes
     await sequence.stalled()
     assert (value("0"), value("1")) == (103.0, None)
+
+
+async def test_the_portfolio_stage_values_a_portfolio_against_its_partitions_benchmark():
+    from tickwire.schemas.execution import BenchmarkClose, PositionRow
+    from tickwire.schemas.topics import BENCHMARK_CLOSES, PORTFOLIO_PERFORMANCE, POSITIONS
+    from tickwire.streams.stages.portfolios import BENCHMARK_KEYS, PortfolioStage
+
+    metrics = Metrics(CollectorRegistry())
+    table = _Table()
+    stage = PortfolioStage(context(metrics), states(table, PortfolioStage.table.codec, metrics))
+    settings, out = Settings(), []
+    monday = datetime(2026, 3, 2, 16, tzinfo=timezone.utc)
+    for day in range(4):  # the benchmark, into the portfolio's partition (2), closing each day at 16:00
+        close = BenchmarkClose(int((monday + timedelta(days=day)).timestamp() * 1e6), 400.0 * (1.01, 0.99) [day % 2] ** day)
+        stage.handle(SimpleNamespace(value=msgspec.msgpack.encode(close), message=SimpleNamespace(
+            topic=settings.topic(BENCHMARK_CLOSES.name), partition=2, offset=day, key=BENCHMARK_KEYS[2])), out)
+    for day, value in enumerate([100.0, 110.0, 99.0, 108.9]):
+        row = PositionRow(
+            portfolio_id="P1", symbol="AAPL", ts=monday + timedelta(days=day), cause="MARK", quantity=1, avg_cost=1.0,
+            mark_price=value, market_value=value, exposure=value, unrealized_pnl=0.0, realized_pnl=0.0, fees=0.0,
+            cash_flow=-100_000.0, day_pnl=0.0, sector=None, opened_at=None, version=day + 1,
+        )
+        stage.handle(SimpleNamespace(value=msgspec.json.encode(row), message=SimpleNamespace(
+            topic=settings.topic(POSITIONS.name), partition=2, offset=day, key=b"P1")), out)
+    await stage.states.write(5)
+    weeks = [msgspec.json.decode(v) for t, _, v, _ in out if t == settings.topic(PORTFOLIO_PERFORMANCE.name)]
+    wednesday = [w for w in weeks if w["period_type"] == "WEEK" and w["period_end"] == "2026-03-04"]
+    assert wednesday and wednesday[0]["beta"] is not None and wednesday[0]["benchmark_return"] is not None
+    # After a restart the partition's benchmark is read back from the table.
+    again = PortfolioStage(context(metrics), states(table, PortfolioStage.table.codec, metrics))
+    assert again.states.get(BENCHMARK_KEYS[2]).benchmark == stage.states.get(BENCHMARK_KEYS[2]).benchmark != {}
