@@ -52,7 +52,7 @@ async def test_a_second_stack_runs_from_its_own_directory_and_ports_and_stops_cl
         started = await wait_for(lambda: asyncio.sleep(0, password.exists() or run.poll() is not None), timeout_s=120)
         assert started and run.poll() is None, run.stdout.read() if run.poll() is not None else "no password file in 120 s"
 
-        async def rows() -> int:
+        async def rows(query: str = "SELECT count(*) FROM market_conditions") -> int:
             if run.poll() is not None:
                 return -1
             try:
@@ -61,13 +61,17 @@ async def test_a_second_stack_runs_from_its_own_directory_and_ports_and_stops_cl
             except (OSError, asyncpg.PostgresError):
                 return 0
             try:
-                return await conn.fetchval("SELECT count(*) FROM market_conditions")
+                return await conn.fetchval(query)
             except asyncpg.UndefinedTableError:
                 return 0
             finally:
                 await conn.close()
 
         assert await wait_for(rows, timeout_s=240, interval_s=2) > 0, run.stdout.read() if run.poll() is not None else ""
+        # The toy strategy's orders, fills and the positions and portfolios they make, live.
+        execution = ("SELECT least((SELECT count(*) FROM orders), (SELECT count(*) FROM positions),"
+                     " (SELECT count(*) FROM portfolios), (SELECT count(*) FROM execution_audit))")
+        assert await wait_for(lambda: rows(execution), timeout_s=120, interval_s=2) > 0
         conn = await asyncpg.connect(host="127.0.0.1", port=ports["PG"], user="tickwire", database="tickwire",
                                      password=password.read_text().strip())
         try:  # the sink writes as the least-privilege role, not as the tables' owner
