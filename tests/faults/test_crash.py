@@ -173,7 +173,9 @@ async def equals_an_uninterrupted_run(isolated, processes, disrupt, pause_s: flo
     async def execution_caught_up():
         filled = await conn.fetchval("SELECT count(*) FROM orders WHERE status = 'FILLED'")
         audited = await conn.fetchval("SELECT count(*) FROM execution_audit")
-        return filled >= orders and audited >= orders + 2 * fills
+        # Each table has its own sink pipeline: the positions may land after the audit rows.
+        quantities = {(r["portfolio_id"], r["symbol"]): r["quantity"] for r in await conn.fetch("SELECT * FROM positions")}
+        return filled >= orders and audited >= orders + 2 * fills and quantities == {k: p.quantity for k, p in want_positions.items()}
 
     await wait_for(execution_caught_up, timeout_s=600 if FULL else 120, interval_s=1, check=processes.check_none_crashed)
     await asyncio.sleep(3)  # let any late duplicate show itself

@@ -13,11 +13,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from tickwire.schemas.signals import Fill
-from tickwire.schemas.topics import BARS, DLQ, FILLS, ORDERS
+from tickwire.schemas.topics import BARS, BENCHMARK_CLOSES, DLQ, FILLS, ORDERS
 from tickwire.streams.positions import PositionBook, PositionKeeper
 from tickwire.streams.simulator import SIGNAL_TOPICS, MarketSimulator, ToyStrategy
 from tickwire.streams.topics import ensure_topics
-from tests.conftest import wait_for
+from tests.conftest import scraped, wait_for
 from tests.integration.test_dlq_replay import records_of
 from tests.integration.test_pipeline import START
 
@@ -64,7 +64,8 @@ def expected_positions(stream):
 
 
 def hostile(stream):
-    """Each a fill or order the execution rules refuse, with the reason it must get."""
+    """Each a fill or order the execution rules refuse, with the reason it must get (None: let
+    through, changing nothing)."""
     fill = next(m for spec, m in stream if spec is FILLS and m.order_id)
     order = next(m for spec, m in stream if spec is ORDERS)
     late = fill.ts + timedelta(hours=1)
@@ -73,7 +74,10 @@ def hostile(stream):
         fields = msgspec.structs.asdict(fill) | {"fill_id": f"bad-{uuid.uuid4().hex[:8]}", "trade_id": uuid.uuid4(), "ts": late}
         return Fill(**(fields | kw))
 
+    last_of_pair = [m for spec, m in stream if spec is FILLS and (m.portfolio_id, m.symbol) == (fill.portfolio_id, fill.symbol)][-1]
     return [
+        (FILLS, last_of_pair, None),  # the same fill again: a duplicate, counted, booked once
+        (FILLS, new_fill(ts=fill.ts, order_id=None), "out_of_order"),  # older than its pair's last fill
         (FILLS, new_fill(portfolio_id="nobody"), "unknown_portfolio"),
         (FILLS, new_fill(order_id=order.order_id, quantity=order.quantity), "order_state"),  # the order is filled already
         (ORDERS, msgspec.structs.replace(order, event="CANCELLED", ts=late), "order_state"),
@@ -92,7 +96,7 @@ async def test_the_execution_stream_fills_its_tables_as_the_cores_say(isolated, 
     orders = [m for spec, m in stream if spec is ORDERS]
     fills = [m for spec, m in stream if spec is FILLS]
     assert len(orders) > 20 and len(want) >= 6  # both portfolios, several symbols
-    processes.start("worker")
+    _, worker_port = processes.start("worker")
     processes.start("sink")
     producer = AIOKafkaProducer(**isolated.kafka_options(), acks="all", linger_ms=5)
     await producer.start()
@@ -104,8 +108,9 @@ async def test_the_execution_stream_fills_its_tables_as_the_cores_say(isolated, 
     conn = await asyncpg.connect(**isolated.pg_options())
 
     async def benchmark_in():
-        # The worker has the benchmark's last close: SPY's last condition is stored.
-        return await conn.fetchval("SELECT count(*) FROM market_conditions WHERE symbol = 'SPY' AND timeframe = '1m'") == BARS_EACH
+        # The portfolios' stage has every benchmark close: one per SPY bar, in each partition.
+        consumed = f'tickwire_messages_consumed_total{{topic="{isolated.topic(BENCHMARK_CLOSES.name)}"}}'
+        return scraped(worker_port, consumed) >= BARS_EACH * BENCHMARK_CLOSES.partitions
 
     assert await wait_for(benchmark_in, timeout_s=180, check=processes.check_alive)
     for spec, message in stream:
@@ -126,7 +131,10 @@ async def test_the_execution_stream_fills_its_tables_as_the_cores_say(isolated, 
             list(closes), list(closes.values()),
         )
         audit = await conn.fetchval("SELECT count(*) FROM execution_audit")
-        return filled == len(orders) and at_close == len(want) and audit == len(orders) + 2 * len(fills)
+        # Each table has its own sink pipeline: the positions may land after the audit rows.
+        quantities = {(r["portfolio_id"], r["symbol"]): r["quantity"] for r in await conn.fetch("SELECT * FROM positions")}
+        return (filled == len(orders) and at_close == len(want) and audit == len(orders) + 2 * len(fills)
+                and quantities == {key: row.quantity for key, row in want.items()})
 
     assert await wait_for(done, timeout_s=180, check=processes.check_alive)
     rows = {(r["portfolio_id"], r["symbol"]): r for r in await conn.fetch("SELECT * FROM positions")}
@@ -189,4 +197,4 @@ async def test_the_execution_stream_fills_its_tables_as_the_cores_say(isolated, 
     await conn.close()
 
     dead = [dict(r.headers) for r in await records_of(isolated, DLQ.name)]
-    assert sorted(h["tickwire.reason"].decode() for h in dead) == sorted(reason for _, _, reason in bad)
+    assert sorted(h["tickwire.reason"].decode() for h in dead) == sorted(reason for _, _, reason in bad if reason)
