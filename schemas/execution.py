@@ -237,9 +237,23 @@ class PortfolioPerformanceRow(msgspec.Struct, kw_only=True, omit_defaults=False)
     benchmark_return: float | None
 
 
-class BenchmarkClose(msgspec.Struct, frozen=True):
-    """An internal ``tickwire.benchmark_closes.v1`` message: the benchmark's base bar close,
-    sent to every partition, so each portfolio's partition knows the benchmark's days."""
+class BenchmarkClose(msgspec.Struct, frozen=True, tag="benchmark"):
+    """An internal ``tickwire.portfolio_context.v1`` message: the benchmark's base bar
+    close, sent to every partition, so each portfolio's partition knows the benchmark's days."""
 
     close_us: int
     close: float
+
+
+class CorrelatedPairs(msgspec.Struct, frozen=True, tag="pairs"):
+    """An internal ``tickwire.portfolio_context.v1`` message: a correlation snapshot's pairs
+    at or above the correlation threshold (its longest window), sent to every partition,
+    for the portfolios' pair-correlation limit. ``pairs``: (symbol a, symbol b, value)."""
+
+    timestamp_us: int
+    timeframe: str
+    window_bars: int
+    pairs: list[tuple[str, str, float]]
+
+
+PortfolioContext = BenchmarkClose | CorrelatedPairs

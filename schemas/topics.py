@@ -40,8 +40,9 @@ PORTFOLIOS = Topic("exec.portfolios.v1", "portfolio_id", 6, "delete", 7 * DAY_MS
 RISK_EVENTS = Topic("exec.risk_events.v1", "portfolio_id", 6, "delete", 30 * DAY_MS)
 AUDIT = Topic("exec.audit.v1", "portfolio_id", 6, "delete", 30 * DAY_MS)
 PORTFOLIO_PERFORMANCE = Topic("exec.portfolio_performance.v1", "portfolio_id", 6, "delete", 30 * DAY_MS)
-# Internal: the benchmark's closes, one copy per partition (partitioned like exec.positions.v1).
-BENCHMARK_CLOSES = Topic("tickwire.benchmark_closes.v1", "partition", 6, "delete", 7 * DAY_MS)
+# Internal: the benchmark's closes and the correlated pairs, one copy per partition of the
+# portfolios' stage (partitioned like exec.positions.v1); msgpack.
+PORTFOLIO_CONTEXT = Topic("tickwire.portfolio_context.v1", "partition", 6, "delete", DAY_MS)
 # Internal: the worker's expiry clock, delivered to each symbol's own partition.
 EXPIRY_TICKS = Topic("tickwire.expiry_ticks.v1", "symbol", 6, "delete", DAY_MS)
 DLQ = Topic("tickwire.dlq.v1", "source key", 3, "delete", 30 * DAY_MS)
@@ -49,5 +50,5 @@ DLQ = Topic("tickwire.dlq.v1", "source key", 3, "delete", 30 * DAY_MS)
 ALL = (
     BARS, TRADES, PREDICTIONS, FILLS, ORDERS, CONDITIONS, REGIMES, CORRELATIONS, CORRELATION_CONTEXT, OUTCOMES,
     TRADE_OUTCOMES, MODEL_PERFORMANCE, STRATEGY_PERFORMANCE, ORDER_UPDATES, POSITIONS, PORTFOLIOS, RISK_EVENTS, AUDIT,
-    PORTFOLIO_PERFORMANCE, CONDITIONS_BY_TIMEFRAME, EXPIRY_TICKS, BENCHMARK_CLOSES, DLQ,
+    PORTFOLIO_PERFORMANCE, CONDITIONS_BY_TIMEFRAME, EXPIRY_TICKS, PORTFOLIO_CONTEXT, DLQ,
 )

@@ -19,6 +19,11 @@ update; crossing one is a BREACH event, coming back within it a CLEARED event:
 - ``max_position_value``: a position's exposure above it (subject: the symbol);
 - ``max_gross_exposure``: gross exposure above it (subject: the portfolio);
 - ``max_sector_share``: a sector's share of gross exposure above it (subject: the sector);
+- ``max_pair_correlation``: two open positions whose symbols' correlation is above it in
+  absolute value (subject: ``A/B``), from the correlation stage's latest snapshot of its
+  first timeframe and longest window. The snapshot carries the pairs at or above
+  ``TICKWIRE_CORRELATION_THRESHOLD`` only, so the limit may not be set below it (seed
+  000's CorrelationConflict, for positions);
 - ``margin`` false: cash below zero (rule ``negative_cash``). A fill is an execution that
   happened, so it is booked and the breach reported, not refused: its position and the
   broker's must agree.
@@ -47,7 +52,7 @@ beta; the WEEK and MONTH rows are computed again with each later day, and then h
   the peak carried across the period's days (intraday peaks and troughs included);
 - ``beta = cov(r, b) / var(b)`` over the days both the portfolio and the benchmark
   closed, b the benchmark's daily return (``TICKWIRE_CORRELATION_BENCHMARK``'s closes,
-  from ``tickwire.benchmark_closes.v1``); ``benchmark_return`` over the period; None
+  from ``tickwire.portfolio_context.v1``); ``benchmark_return`` over the period; None
   below two common days.
 
 A portfolio keeps its last ``PERFORMANCE_DAYS`` days (a month and the close before it).
@@ -82,10 +87,13 @@ class PortfolioLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     max_position_value: float | None = None
     max_gross_exposure: float | None = None
     max_sector_share: float | None = None
+    max_pair_correlation: float | None = None
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.cash):
             raise ValueError("cash must be finite")
+        if self.max_pair_correlation is not None and not 0 < self.max_pair_correlation <= 1:
+            raise ValueError("max_pair_correlation must be in (0, 1]")
         for name in ("max_position_value", "max_gross_exposure", "max_sector_share"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
@@ -103,7 +111,7 @@ class Portfolios(NamedTuple):
         return self.listed.get(portfolio_id, self.others)
 
 
-def load_portfolios(path: str | Path, default_cash: float) -> Portfolios:
+def load_portfolios(path: str | Path, default_cash: float, correlation_threshold: float = 0.0) -> Portfolios:
     """``{"<portfolio id>": {limits}, "*": {limits of any other}}``; without a file, every
     portfolio trades, with ``default_cash`` and no limits. Raises ``ValueError`` naming the problem."""
     if not path:
@@ -120,6 +128,12 @@ def load_portfolios(path: str | Path, default_cash: float) -> Portfolios:
             parsed[portfolio_id] = msgspec.convert({"cash": default_cash, **limits}, PortfolioLimits)
         except (msgspec.ValidationError, ValueError, TypeError) as exc:
             raise ValueError(f"{path}: portfolio {portfolio_id!r}: {exc}") from None
+        pair_limit = parsed[portfolio_id].max_pair_correlation
+        if pair_limit is not None and pair_limit < correlation_threshold:
+            raise ValueError(
+                f"{path}: portfolio {portfolio_id!r}: max_pair_correlation {pair_limit} is below TICKWIRE_CORRELATION_THRESHOLD"
+                f" ({correlation_threshold}): pairs below the threshold are not published"
+            )
     others = parsed.pop("*", None)
     return Portfolios(parsed, others)
 
@@ -156,9 +170,12 @@ class PortfolioState(msgspec.Struct):
     breaches: list[tuple[str, str]] = []  # (rule, subject) in breach
     days: list[Day] = []  # the last PERFORMANCE_DAYS days of total value, oldest first
     reported_day: int = 0  # the last closed day whose performance rows went out
-    # Only in the record of a partition's benchmark key: the benchmark's closes by day.
+    # Only in the record of a partition's context key: the benchmark's closes by day, and
+    # the latest snapshot's correlated pairs ("A/B", A < B, -> value).
     benchmark: dict[int, float] = {}
     benchmark_us: int = 0
+    pairs: dict[str, float] = {}
+    pairs_us: int = 0
 
 
 class PortfolioChange(NamedTuple):
@@ -171,10 +188,11 @@ class PortfolioBook:
     """The rules in the module docstring; the caller keeps one ``PortfolioState`` per portfolio."""
 
     def on_position(
-        self, state: PortfolioState, row: PositionRow, limits: PortfolioLimits, benchmark: Mapping[int, float] | None = None,
+        self, state: PortfolioState, row: PositionRow, limits: PortfolioLimits, context: PortfolioState | None = None,
     ) -> PortfolioChange:
         """The portfolio after ``row``, the risk events it caused, and the performance rows of
-        a day it closed (``benchmark``: the benchmark's closes by day)."""
+        a day it closed (``context``: the partition's benchmark closes and correlated pairs)."""
+        context = context or PortfolioState()
         held = state.positions.get(row.symbol)
         if held is not None and held.version >= row.version:
             return PortfolioChange(None, [], [])
@@ -187,7 +205,9 @@ class PortfolioBook:
         state.version += 1
         portfolio = self.row(state, row.portfolio_id, limits)
         self._track(state, portfolio.total_value)
-        return PortfolioChange(portfolio, self._risk(state, portfolio, limits), self._closed(state, row.portfolio_id, benchmark or {}))
+        return PortfolioChange(
+            portfolio, self._risk(state, portfolio, limits, context.pairs), self._closed(state, row.portfolio_id, context.benchmark),
+        )
 
     @staticmethod
     def _closed(state: PortfolioState, portfolio_id: str, benchmark: Mapping[int, float]) -> list[PortfolioPerformanceRow]:
@@ -218,6 +238,13 @@ class PortfolioBook:
             state.benchmark[day] = close
             for old in [d for d in state.benchmark if d <= day - PERFORMANCE_DAYS]:
                 del state.benchmark[old]
+
+    @staticmethod
+    def on_pairs(state: PortfolioState, timestamp_us: int, pairs: list[tuple[str, str, float]]) -> None:
+        """A correlation snapshot's pairs replace the last, unless they are older."""
+        if timestamp_us >= state.pairs_us:
+            state.pairs_us = timestamp_us
+            state.pairs = {pair_key(a, b): value for a, b, value in pairs}
 
     @staticmethod
     def _track(state: PortfolioState, value: float) -> None:
@@ -265,8 +292,18 @@ class PortfolioBook:
         )
 
     @staticmethod
-    def _risk(state: PortfolioState, portfolio: PortfolioRow, limits: PortfolioLimits) -> list[RiskEvent]:
+    def _risk(state: PortfolioState, portfolio: PortfolioRow, limits: PortfolioLimits, pairs: Mapping[str, float]) -> list[RiskEvent]:
         observed: dict[tuple[str, str], tuple[float, float]] = {}  # (rule, subject) -> (observed, limit)
+        if limits.max_pair_correlation is not None and pairs:
+            held = sorted(symbol for symbol, h in state.positions.items() if h.quantity)
+            # The smaller side: the held pairs, or the correlated ones.
+            candidates = ((pair_key(a, b) for i, a in enumerate(held) for b in held[i + 1:])
+                          if len(held) * (len(held) - 1) // 2 <= len(pairs) else
+                          (key for key in pairs if set(key.split("/", 1)) <= set(held)))
+            for key in candidates:
+                value = pairs.get(key)
+                if value is not None and abs(value) > limits.max_pair_correlation:
+                    observed["max_pair_correlation", key] = (value, limits.max_pair_correlation)
         if limits.max_position_value is not None:
             for symbol, held in state.positions.items():
                 if held.exposure > limits.max_position_value:
@@ -288,15 +325,21 @@ class PortfolioBook:
         ]
         events += [
             RiskEvent(portfolio_id=portfolio.portfolio_id, ts=portfolio.ts, rule=rule, subject=subject, state="CLEARED",
-                      observed=_now(rule, subject, state, portfolio), limit_value=_limit(rule, limits))
+                      observed=_now(rule, subject, state, portfolio, pairs), limit_value=_limit(rule, limits))
             for rule, subject in sorted(before - observed.keys())
         ]
         state.breaches = sorted(observed)
         return events
 
 
-def _now(rule: str, subject: str, state: PortfolioState, portfolio: PortfolioRow) -> float:
-    """What a rule measures now (for a CLEARED event)."""
+def pair_key(a: str, b: str) -> str:
+    return f"{a}/{b}" if a < b else f"{b}/{a}"
+
+
+def _now(rule: str, subject: str, state: PortfolioState, portfolio: PortfolioRow, pairs: Mapping[str, float]) -> float:
+    """What a rule measures now (for a CLEARED event; a pair below the published threshold: 0)."""
+    if rule == "max_pair_correlation":
+        return pairs.get(subject, 0.0)
     if rule == "max_position_value":
         held = state.positions.get(subject)
         return held.exposure if held else 0.0

@@ -143,8 +143,8 @@ CREATE TABLE risk_events (
     portfolio_id VARCHAR(50) NOT NULL,
     ts TIMESTAMPTZ NOT NULL,
     rule VARCHAR(30) NOT NULL
-        CHECK (rule IN ('max_position_value', 'max_gross_exposure', 'max_sector_share', 'negative_cash')),
-    subject VARCHAR(50) NOT NULL,
+        CHECK (rule IN ('max_position_value', 'max_gross_exposure', 'max_sector_share', 'max_pair_correlation', 'negative_cash')),
+    subject VARCHAR(50) NOT NULL,  -- a symbol, a sector, a portfolio, or a pair 'A/B'
     state VARCHAR(7) NOT NULL CHECK (state IN ('BREACH', 'CLEARED')),
     observed NUMERIC NOT NULL,
     limit_value NUMERIC NOT NULL,

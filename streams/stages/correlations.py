@@ -29,11 +29,14 @@ import logging
 import faust
 import msgspec
 
+from tickwire.schemas.correlations import CorrelationEntry
+from tickwire.schemas.execution import CorrelatedPairs
 from tickwire.schemas.market import EPOCH, Condition, CorrelationContext, timeframe_seconds
-from tickwire.schemas.topics import CONDITIONS_BY_TIMEFRAME, CORRELATION_CONTEXT, CORRELATIONS
+from tickwire.schemas.topics import CONDITIONS_BY_TIMEFRAME, CORRELATION_CONTEXT, CORRELATIONS, PORTFOLIO_CONTEXT
 from tickwire.streams.correlations import (
     Context, ContextState, CorrelationConfig, Correlations, CorrelationState, load_sectors,
 )
+from tickwire.streams.stages.portfolios import CONTEXT_KEYS
 from tickwire.streams.worker.outbox import Message
 from tickwire.streams.worker.stage import Stage, StageContext, StateTable, decode
 from tickwire.streams.worker.state import KeyedStates, StateCodec
@@ -161,6 +164,11 @@ class CorrelationsStage(Stage):
         self.windows: dict[str, _Window] = {}  # live per timeframe; rebuilt from the table after a rebalance
         self.late_bars = context.metrics.late_bars
         self.correlations_topic, self.context_topic = context.names[CORRELATIONS], context.names[CORRELATION_CONTEXT]
+        # The first timeframe's snapshots, their longest window's pairs at or above the
+        # threshold, go to every partition of the portfolios' stage (its pair limit).
+        self.risk_timeframe = settings.correlated[0] if settings.correlated else None
+        self.risk_window, self.threshold = max(settings.correlation_window_bars), settings.correlation_threshold
+        self.portfolio_context_topic = context.names[PORTFOLIO_CONTEXT]
 
     def forget(self, key: bytes | None) -> None:
         """Rebuilt from the table, not from a half-applied step."""
@@ -237,8 +245,14 @@ class CorrelationsStage(Stage):
         bars = window.open.pop(stepped)
         closes = {symbol: bar[3] for symbol, bar in bars.items()}
         members = {symbol: close for symbol, close in closes.items() if symbol in window.universe or symbol == self.benchmark}
-        for record in window.core.step(stepped, members):
+        records = window.core.step(stepped, members)
+        for record in records:
             out.append((self.correlations_topic, timeframe.encode(), encode(record), []))
+        if timeframe == self.risk_timeframe and records:
+            pairs = [(r.symbol_a, r.symbol_b, r.value) for r in records if isinstance(r, CorrelationEntry)
+                     and r.window_bars == self.risk_window and r.value is not None and abs(r.value) >= self.threshold]
+            snapshot = msgspec.msgpack.encode(CorrelatedPairs(stepped, timeframe, self.risk_window, pairs))
+            out += [(self.portfolio_context_topic, key, snapshot, []) for key in CONTEXT_KEYS]
         for symbol, (spy, sector) in window.context.step(closes).items():
             o, h, low, c, v = bars[symbol]
             context = CorrelationContext(

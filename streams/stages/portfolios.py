@@ -2,9 +2,9 @@
 
 The core is idempotent by construction: a position row carries absolute figures and its
 pair's ``version``, so a redelivered or stale row changes nothing (no offsets kept, see
-``worker.stage.redelivered``); a benchmark close is kept by its time, so one sent again
-changes nothing either. Each partition keeps its copy of the benchmark's closes under a
-key of its own (``worker.outbox.partition_keys``), which the symbols stage sends to.
+``worker.stage.redelivered``); a benchmark close or a correlation snapshot is kept by its
+time, so one sent again changes nothing either. Each partition keeps its copy of both
+under a key of its own (``CONTEXT_KEYS``), which the symbols and correlation stages send to.
 """
 
 from __future__ import annotations
@@ -12,48 +12,50 @@ from __future__ import annotations
 import faust
 import msgspec
 
-from tickwire.schemas.execution import BenchmarkClose, PositionRow
-from tickwire.schemas.topics import BENCHMARK_CLOSES, PORTFOLIO_PERFORMANCE, PORTFOLIOS, POSITIONS, RISK_EVENTS
+from tickwire.schemas.execution import BenchmarkClose, PortfolioContext, PositionRow
+from tickwire.schemas.topics import PORTFOLIO_CONTEXT, PORTFOLIO_PERFORMANCE, PORTFOLIOS, POSITIONS, RISK_EVENTS
 from tickwire.streams.portfolios import PortfolioBook, PortfolioLimits, PortfolioState, load_portfolios
 from tickwire.streams.worker.outbox import Message, partition_keys
 from tickwire.streams.worker.stage import Stage, StageContext, StateTable, decode
 from tickwire.streams.worker.state import KeyedStates, StateCodec
 
-# One key per partition: each partition's copy of the benchmark's closes.
-BENCHMARK_KEYS = partition_keys("benchmark", BENCHMARK_CLOSES.partitions)
+# One key per partition: each partition's copy of the benchmark's closes and correlated pairs.
+CONTEXT_KEYS = partition_keys("context", PORTFOLIO_CONTEXT.partitions)
 
 
 class PortfolioStage(Stage):
     name = "portfolios"
-    inputs = (POSITIONS, BENCHMARK_CLOSES)
+    inputs = (POSITIONS, PORTFOLIO_CONTEXT)
     table = StateTable("portfolio", POSITIONS, StateCodec(PortfolioState, PortfolioState))
     _decoder = msgspec.json.Decoder(PositionRow)
-    _benchmark_decoder = msgspec.msgpack.Decoder(BenchmarkClose)
+    _context_decoder = msgspec.msgpack.Decoder(PortfolioContext)
 
     def __init__(self, context: StageContext, states: KeyedStates) -> None:
         super().__init__(context, states)
         settings = context.settings
-        self.portfolios = load_portfolios(settings.portfolios_file, settings.performance_capital)
+        self.portfolios = load_portfolios(settings.portfolios_file, settings.performance_capital, settings.correlation_threshold)
         # The symbols stage refuses fills of portfolios not listed; a row of one (written
         # before the file changed) is still valued, with the default cash and no limits.
         self.fallback = PortfolioLimits(cash=settings.performance_capital)
         self.book = PortfolioBook()
         names = context.names
         self.portfolios_topic, self.risk_topic = names[PORTFOLIOS], names[RISK_EVENTS]
-        self.performance_topic, self.benchmark_topic = names[PORTFOLIO_PERFORMANCE], names[BENCHMARK_CLOSES]
+        self.performance_topic, self.context_topic = names[PORTFOLIO_PERFORMANCE], names[PORTFOLIO_CONTEXT]
 
     def handle(self, event: faust.EventT, out: list[Message]) -> None:
         message = event.message
-        if message.topic == self.benchmark_topic:
-            close = decode(self._benchmark_decoder, event.value)
-            self.book.on_benchmark(self.states.get(message.key), close.close_us, close.close)
+        if message.topic == self.context_topic:
+            context, state = decode(self._context_decoder, event.value), self.states.get(message.key)
+            if isinstance(context, BenchmarkClose):
+                self.book.on_benchmark(state, context.close_us, context.close)
+            else:
+                self.book.on_pairs(state, context.timestamp_us, context.pairs)
             self.states.changed(message.key, message.partition)
             return
         row = decode(self._decoder, event.value)
         key = row.portfolio_id.encode()
         limits = self.portfolios.limits(row.portfolio_id) or self.fallback
-        benchmark = self.states.get(BENCHMARK_KEYS[message.partition]).benchmark
-        change = self.book.on_position(self.states.get(key), row, limits, benchmark)
+        change = self.book.on_position(self.states.get(key), row, limits, self.states.get(CONTEXT_KEYS[message.partition]))
         if change.portfolio is None:
             self.context.metrics.duplicates.labels(message.topic).inc()
             return

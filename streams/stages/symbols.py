@@ -21,7 +21,7 @@ from tickwire.schemas.market import EPOCH, Bar, timeframe_seconds
 from tickwire.schemas.execution import AuditRow, BenchmarkClose, Order
 from tickwire.schemas.signals import Fill, Prediction
 from tickwire.schemas.topics import (
-    AUDIT, BARS, BENCHMARK_CLOSES, CONDITIONS, CONDITIONS_BY_TIMEFRAME, EXPIRY_TICKS, FILLS, ORDER_UPDATES, ORDERS, OUTCOMES, POSITIONS, PREDICTIONS,
+    AUDIT, BARS, PORTFOLIO_CONTEXT, CONDITIONS, CONDITIONS_BY_TIMEFRAME, EXPIRY_TICKS, FILLS, ORDER_UPDATES, ORDERS, OUTCOMES, POSITIONS, PREDICTIONS,
     REGIMES, TRADE_OUTCOMES,
 )
 from tickwire.streams.correlations import load_sectors
@@ -32,7 +32,7 @@ from tickwire.streams.positions import PositionBook, PositionKeeper
 from tickwire.streams.predictions import PredictionState, PredictionValidator, ValidatorConfig
 from tickwire.streams.regimes import RegimeConfig
 from tickwire.streams.symbol import SymbolProcessor, SymbolState, SymbolStateV1
-from tickwire.streams.stages.portfolios import BENCHMARK_KEYS
+from tickwire.streams.stages.portfolios import CONTEXT_KEYS
 from tickwire.streams.worker.outbox import Message, pack
 from tickwire.streams.worker.stage import Stage, StageContext, StateTable, applied, keyed, redelivered
 from tickwire.streams.worker.state import KeyedStates, StateCodec
@@ -106,7 +106,7 @@ class Symbols(Stage):
         self.builder = TradeBuilder(TradeConfig(timeframe=settings.base_timeframe, breakeven_band=settings.trade_breakeven_band))
         self.orders = OrderTracker(OrderConfig(required=settings.orders_required))
         self.positions = PositionKeeper(load_sectors(settings.correlation_sectors_file) if settings.correlation_sectors_file else {})
-        self.portfolios = load_portfolios(settings.portfolios_file, settings.performance_capital)
+        self.portfolios = load_portfolios(settings.portfolios_file, settings.performance_capital, settings.correlation_threshold)
         self.base_timeframe = settings.base_timeframe
         self.base_period_us = timeframe_seconds(settings.base_timeframe) * 1_000_000
         self.correlated = set(settings.correlated)
@@ -115,7 +115,7 @@ class Symbols(Stage):
         self.outcomes_topic, self.trade_outcomes_topic = names[OUTCOMES], names[TRADE_OUTCOMES]
         self.order_updates_topic, self.positions_topic, self.audit_topic = names[ORDER_UPDATES], names[POSITIONS], names[AUDIT]
         # The benchmark's closes go to every partition of the portfolios' stage, for their beta.
-        self.benchmark, self.benchmark_topic = settings.correlation_benchmark, names[BENCHMARK_CLOSES]
+        self.benchmark, self.context_topic = settings.correlation_benchmark, names[PORTFOLIO_CONTEXT]
         self.handlers = {names[BARS]: self.on_bar, names[PREDICTIONS]: self.on_prediction, names[FILLS]: self.on_fill,
                          names[ORDERS]: self.on_order, names[EXPIRY_TICKS]: self.on_tick}
         self.ticks = context.topic(EXPIRY_TICKS)
@@ -198,7 +198,7 @@ class Symbols(Stage):
                     out.append((self.positions_topic, position.portfolio_id.encode(), self.context.encode(position), []))
             if bar.symbol == self.benchmark:
                 close = msgspec.msgpack.encode(BenchmarkClose(close_us, bar.close))
-                out += [(self.benchmark_topic, partition_key, close, []) for partition_key in BENCHMARK_KEYS]
+                out += [(self.context_topic, partition_key, close, []) for partition_key in CONTEXT_KEYS]
         self.done(key, record, message)
 
     def show_regimes(self, symbol: str, state: SymbolState) -> None:

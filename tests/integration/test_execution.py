@@ -13,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from tickwire.schemas.signals import Fill
-from tickwire.schemas.topics import BARS, BENCHMARK_CLOSES, DLQ, FILLS, ORDERS
+from tickwire.schemas.topics import BARS, PORTFOLIO_CONTEXT, DLQ, FILLS, ORDERS
 from tickwire.streams.positions import PositionBook, PositionKeeper
 from tickwire.streams.simulator import SIGNAL_TOPICS, MarketSimulator, ToyStrategy
 from tickwire.streams.topics import ensure_topics
@@ -25,7 +25,11 @@ pytestmark = pytest.mark.integration
 # The toy strategy calls every 15th bar: 4 symbols take turns. SPY is the benchmark.
 SYMBOLS = ["SPY", "EXB", "EXC", "EXD"]
 BARS_EACH = 4000  # from Monday 14:30 to Thursday 09:10: three days close, two with the benchmark's returns
-LIMITS = {"toy-a": {"cash": 1e6, "max_position_value": 2_000.0}, "toy-b": {"cash": 5e5, "margin": False}, "bad-actor": {}}
+LIMITS = {
+    "toy-a": {"cash": 1e6, "max_position_value": 2_000.0},
+    "toy-b": {"cash": 5e5, "margin": False, "max_pair_correlation": 0.7, "max_sector_share": 0.9},
+    "bad-actor": {},
+}
 
 
 def messages():
@@ -109,8 +113,8 @@ async def test_the_execution_stream_fills_its_tables_as_the_cores_say(isolated, 
 
     async def benchmark_in():
         # The portfolios' stage has every benchmark close: one per SPY bar, in each partition.
-        consumed = f'tickwire_messages_consumed_total{{topic="{isolated.topic(BENCHMARK_CLOSES.name)}"}}'
-        return scraped(worker_port, consumed) >= BARS_EACH * BENCHMARK_CLOSES.partitions
+        consumed = f'tickwire_messages_consumed_total{{topic="{isolated.topic(PORTFOLIO_CONTEXT.name)}"}}'
+        return scraped(worker_port, consumed) >= BARS_EACH * PORTFOLIO_CONTEXT.partitions
 
     assert await wait_for(benchmark_in, timeout_s=180, check=processes.check_alive)
     for spec, message in stream:

@@ -356,7 +356,7 @@ def test_a_day_closes_with_the_first_update_of_the_next_once_the_benchmark_close
 
     def update(version: int, value: float, at: datetime, benchmark: dict | None = None):
         row = msgspec.structs.replace(position("AAPL", version, 1, value, 0.0), ts=at)
-        return book.on_position(state, row, limits, benchmark).performance
+        return book.on_position(state, row, limits, PortfolioState(benchmark=benchmark or {})).performance
 
     for n, (value, hour) in enumerate([(100.0, 0), (120.0, 1), (90.0, 2), (95.0, 3)]):  # Monday
         assert update(n + 1, value, start + timedelta(hours=hour)) == []
@@ -385,3 +385,28 @@ def test_the_benchmark_keeps_each_days_latest_close_and_a_month_of_days():
     assert state.benchmark == {MONDAY: 11.0}
     book.on_benchmark(state, midnight + 40 * 86_400_000_000 + 60_000_000, 12.0)
     assert state.benchmark == {MONDAY + 40: 12.0}
+
+
+def test_two_open_positions_correlated_past_the_limit_breach_until_one_closes():
+    book, state = PortfolioBook(), PortfolioState()
+    limits = PortfolioLimits(max_pair_correlation=0.8)
+    context = PortfolioState()
+    book.on_pairs(context, 10, [("MSFT", "AAPL", 0.85), ("AAPL", "XOM", -0.9), ("MSFT", "XOM", 0.7)])
+    book.on_pairs(context, 5, [])  # an older snapshot changes nothing
+    assert context.pairs == {"AAPL/MSFT": 0.85, "AAPL/XOM": -0.9, "MSFT/XOM": 0.7}
+    events = book.on_position(state, position("AAPL", 1, 10, 1.0, 0.0), limits, context).risks
+    assert events == []  # one position: no pair
+    events = book.on_position(state, position("MSFT", 1, 5, 1.0, 0.0, seconds=1), limits, context).risks
+    assert [(e.rule, e.subject, e.state, e.observed) for e in events] == [("max_pair_correlation", "AAPL/MSFT", "BREACH", 0.85)]
+    events = book.on_position(state, position("XOM", 1, -5, 1.0, 0.0, seconds=2), limits, context).risks
+    assert [(e.subject, e.state) for e in events] == [("AAPL/XOM", "BREACH")]  # |-0.9|; MSFT/XOM's 0.7 is within
+    events = book.on_position(state, position("AAPL", 2, 0, 1.0, 0.0, seconds=3), limits, context).risks
+    assert sorted((e.subject, e.state) for e in events) == [("AAPL/MSFT", "CLEARED"), ("AAPL/XOM", "CLEARED")]
+
+
+def test_a_pair_limit_below_the_published_threshold_is_refused(tmp_path):
+    path = tmp_path / "portfolios.json"
+    path.write_text(json.dumps({"P1": {"max_pair_correlation": 0.5}}))
+    with pytest.raises(ValueError, match="below TICKWIRE_CORRELATION_THRESHOLD"):
+        load_portfolios(path, default_cash=1.0, correlation_threshold=0.7)
+    assert load_portfolios(path, default_cash=1.0, correlation_threshold=0.5).limits("P1").max_pair_correlation == 0.5

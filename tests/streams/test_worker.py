@@ -795,8 +795,8 @@ async def test_each_input_partitions_lag_is_exported_and_dropped_when_it_goes():
 
 async def test_the_portfolio_stage_values_a_portfolio_against_its_partitions_benchmark():
     from tickwire.schemas.execution import BenchmarkClose, PositionRow
-    from tickwire.schemas.topics import BENCHMARK_CLOSES, PORTFOLIO_PERFORMANCE, POSITIONS
-    from tickwire.streams.stages.portfolios import BENCHMARK_KEYS, PortfolioStage
+    from tickwire.schemas.topics import PORTFOLIO_CONTEXT, PORTFOLIO_PERFORMANCE, POSITIONS
+    from tickwire.streams.stages.portfolios import CONTEXT_KEYS, PortfolioStage
 
     metrics = Metrics(CollectorRegistry())
     table = _Table()
@@ -806,7 +806,7 @@ async def test_the_portfolio_stage_values_a_portfolio_against_its_partitions_ben
     for day in range(4):  # the benchmark, into the portfolio's partition (2), closing each day at 16:00
         close = BenchmarkClose(int((monday + timedelta(days=day)).timestamp() * 1e6), 400.0 * (1.01, 0.99) [day % 2] ** day)
         stage.handle(SimpleNamespace(value=msgspec.msgpack.encode(close), message=SimpleNamespace(
-            topic=settings.topic(BENCHMARK_CLOSES.name), partition=2, offset=day, key=BENCHMARK_KEYS[2])), out)
+            topic=settings.topic(PORTFOLIO_CONTEXT.name), partition=2, offset=day, key=CONTEXT_KEYS[2])), out)
     for day, value in enumerate([100.0, 110.0, 99.0, 108.9]):
         row = PositionRow(
             portfolio_id="P1", symbol="AAPL", ts=monday + timedelta(days=day), cause="MARK", quantity=1, avg_cost=1.0,
@@ -821,4 +821,28 @@ async def test_the_portfolio_stage_values_a_portfolio_against_its_partitions_ben
     assert wednesday and wednesday[0]["beta"] is not None and wednesday[0]["benchmark_return"] is not None
     # After a restart the partition's benchmark is read back from the table.
     again = PortfolioStage(context(metrics), states(table, PortfolioStage.table.codec, metrics))
-    assert again.states.get(BENCHMARK_KEYS[2]).benchmark == stage.states.get(BENCHMARK_KEYS[2]).benchmark != {}
+    assert again.states.get(CONTEXT_KEYS[2]).benchmark == stage.states.get(CONTEXT_KEYS[2]).benchmark != {}
+
+
+def test_the_correlation_stage_sends_each_snapshots_correlated_pairs_to_every_portfolio_partition():
+    from tickwire.schemas.execution import CorrelatedPairs
+    from tickwire.schemas.topics import CONDITIONS_BY_TIMEFRAME, PORTFOLIO_CONTEXT
+    from tickwire.streams.stages.correlations import CorrelationsStage
+    from tickwire.streams.stages.portfolios import CONTEXT_KEYS
+
+    settings = Settings(correlation_timeframes="1m", correlation_windows="5", correlation_min_common=3,
+                        correlation_snapshot_every=1, correlation_threshold=0.5)
+    metrics = Metrics(CollectorRegistry())
+    stage = CorrelationsStage(
+        StageContext(settings, metrics, {t: settings.topic(t.name) for t in ALL}, msgspec.json.encode, lambda spec: None),
+        states(_Table(), CorrelationsStage.table.codec, metrics),
+    )
+    out = []
+    for minute in range(8):
+        stage.handle(_pack_of(["SPY", "A", "B", "C"], minute, settings.topic(CONDITIONS_BY_TIMEFRAME.name)), out)
+    sent = [(key, msgspec.msgpack.decode(v, type=CorrelatedPairs)) for t, key, v, _ in out if t == settings.topic(PORTFOLIO_CONTEXT.name)]
+    last = sent[-len(CONTEXT_KEYS):]
+    assert [key for key, _ in last] == CONTEXT_KEYS and all(snapshot == last[0][1] for _, snapshot in last)
+    snapshot = last[0][1]
+    assert (snapshot.timeframe, snapshot.window_bars) == ("1m", 5)
+    assert snapshot.pairs and all(abs(value) >= 0.5 for _, _, value in snapshot.pairs)
