@@ -98,6 +98,9 @@ def test_no_rows_written_pages_only_for_busy_tables_while_market_data_arrives(ru
     quiet, tables = set(excluded.group(1).split("|")), {table.name for _, table in SINKS}
     assert quiet <= tables, f"not tables of schemas/tables.py: {sorted(quiet - tables)}"
     assert "market_regime_history" in quiet and "market_conditions" not in quiet
+    # A deployment without an execution feed writes none of the execution tables: no page.
+    from tickwire.schemas.tables import EXECUTION_TABLES
+    assert {table.name for table in EXECUTION_TABLES} <= quiet
 
 
 def _github_anchors(markdown: str) -> set[str]:
