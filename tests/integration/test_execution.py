@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 
 from tickwire.schemas.signals import Fill
 from tickwire.schemas.topics import BARS, PORTFOLIO_CONTEXT, DLQ, FILLS, ORDERS
+from tickwire.streams.orders import OrderBook, OrderTracker
 from tickwire.streams.positions import PositionBook, PositionKeeper
 from tickwire.streams.simulator import SIGNAL_TOPICS, MarketSimulator, ToyStrategy
 from tickwire.streams.topics import ensure_topics
@@ -51,6 +52,16 @@ def messages():
 
 def is_tail(message) -> bool:
     return isinstance(message, Fill) and message.fill_id.startswith("friday-")
+
+
+def expected_orders(stream):
+    """order id -> the pure core's final order update (orders and fills per symbol, in order)."""
+    tracker, books, final = OrderTracker(), {}, {}
+    for spec, message in stream:
+        book = books.setdefault(message.symbol, OrderBook())
+        updates = tracker.on_order(book, message) if spec is ORDERS else [tracker.apply_fill(book, message)] if spec is FILLS else []
+        final.update((update.order_id, update) for update in updates if update is not None)
+    return final
 
 
 def expected_positions(stream):
@@ -170,7 +181,15 @@ async def test_the_execution_stream_fills_its_tables_as_the_cores_say(isolated, 
     assert await wait_for(portfolios_settled, timeout_s=60, check=processes.check_alive)
     # The order lifecycle: each PLACED and each FILL an event; the fill ratio and slippage joined.
     assert await conn.fetchval("SELECT count(*) FROM order_events") == 2 * len(orders)
-    assert await conn.fetchval("SELECT count(*) FROM orders WHERE fill_ratio <> 1 OR slippage IS NULL") == 0
+    got_orders = {r["order_id"]: r for r in await conn.fetch("SELECT * FROM orders")}
+    want_orders = expected_orders(stream)
+    assert set(got_orders) == set(want_orders)
+    for order_id, want_order in want_orders.items():
+        got = got_orders[order_id]
+        assert (got["status"], got["filled_quantity"], got["version"]) == (want_order.status, want_order.filled_quantity, want_order.version)
+        assert float(got["avg_fill_price"]) == pytest.approx(want_order.avg_fill_price, abs=1e-8), order_id
+        assert float(got["slippage"]) == pytest.approx(want_order.slippage, abs=1e-8), order_id
+        assert (got["fill_ratio"], got["time_to_fill_ms"]) == (1.0, want_order.time_to_fill_ms), order_id
     snapshots = await conn.fetchval("SELECT count(*) FROM position_snapshots")
     assert snapshots >= len(fills)
     # toy-a's limit of 2,000 a position is crossed by the simulator's trades; each breach is an event.
