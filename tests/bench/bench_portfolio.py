@@ -14,6 +14,11 @@ producer) minus the cause's send time; the warm-up is not counted.
 Baseline, the same run: the transport alone, the send of each bar to its receipt by a
 plain aiokafka consumer of ``md.bars.v1`` (one hop; the worker's path is two).
 
+To the committed row: a sink writes ``portfolio_snapshots`` (a fresh migrated database);
+its ``tickwire_publish_latency_seconds`` histogram (a batch's oldest record, from the
+worker's publish to the commit) gives that hop's p99 as a bucket bound, and the figure
+printed is the update's p99 plus that bound: an upper bound.
+
 Two workers are measured: every stage on (the default), and the execution path alone
 (correlations off: their step over 500 symbols holds the worker's event loop).
 
@@ -29,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -44,7 +50,8 @@ from tickwire.schemas.signals import Fill  # noqa: E402
 from tickwire.schemas.topics import BARS, FILLS, PORTFOLIOS, POSITIONS  # noqa: E402
 from tickwire.streams.simulator import default_symbols  # noqa: E402
 from tickwire.streams.topics import ensure_topics  # noqa: E402
-from tests.bench._services import ROOT, emit, local_settings  # noqa: E402
+from tests.bench._services import ROOT, emit, local_env, local_settings  # noqa: E402
+from tests.bench.bench_sink import drop_database, fresh_database  # noqa: E402
 
 PORTFOLIO_COUNT, SYMBOL_COUNT, BAR_RATE, FILL_RATE, TICK_S = 50, 500, 2000, 1000, 0.01
 START = datetime(2026, 1, 5, tzinfo=timezone.utc)
@@ -137,13 +144,27 @@ async def watch(settings, feed: Feed, stop: asyncio.Event, latencies: dict[str, 
                 latencies[mine[version - 1][0]].append(at - sent)
 
 
-async def measure(settings, seconds: float, **overrides: str) -> tuple[dict[str, list[float]], list[float]]:
-    env = dict(os.environ, TICKWIRE_TOPIC_PREFIX=settings.topic_prefix, TICKWIRE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+def commit_p99(metrics: str) -> float:
+    """The p99 bucket bound (seconds) of a sink's publish -> commit histogram."""
+    buckets = sorted(
+        (float(line.split('le="')[1].split('"')[0]), float(line.split()[-1]))
+        for line in metrics.splitlines()
+        if line.startswith("tickwire_publish_latency_seconds_bucket") and 'le="+Inf"' not in line
+    )
+    total = buckets[-1][1] if buckets else 0.0
+    return next((bound for bound, count in buckets if count >= 0.99 * total), float("inf")) if total else float("nan")
+
+
+async def measure(settings, seconds: float, **overrides: str) -> tuple[dict[str, list[float]], list[float], float]:
+    db, name = await fresh_database(settings)
+    env = dict(local_env(), TICKWIRE_TOPIC_PREFIX=settings.topic_prefix, TICKWIRE_PG_DSN=db.pg_dsn,
                TICKWIRE_LOG_LEVEL="WARNING", TICKWIRE_MAX_FUTURE_SKEW_S="1e9", TICKWIRE_PROCESSOR_GROUP=f"bench-{uuid.uuid4().hex[:6]}",
                **overrides)
     port = 19900 + os.getpid() % 90
     worker = subprocess.Popen([sys.executable, "-m", "tickwire.streams.cli", "worker", "--metrics-port", str(port)], env=env,
                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sink = subprocess.Popen([sys.executable, "-m", "tickwire.streams.cli", "sink", "--tables", "portfolio_snapshots",
+                             "--metrics-port", str(port + 90)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     feed, producer = Feed(), AIOKafkaProducer(**settings.kafka_options(), linger_ms=1, acks="all")
     await producer.start()
     latencies: dict[str, list[float]] = {"FILL": [], "MARK": []}
@@ -166,21 +187,27 @@ async def measure(settings, seconds: float, **overrides: str) -> tuple[dict[str,
             await asyncio.sleep(max(0.0, started + tick * TICK_S - time.monotonic()))
         await producer.flush()
         await asyncio.sleep(5)
+        sink_metrics = urllib.request.urlopen(f"http://127.0.0.1:{port + 90}/metrics", timeout=5).read().decode()
     finally:
         stop.set()
         await watcher
         await producer.stop()
-        worker.terminate()
-        worker.wait(timeout=30)
-    return latencies, transport
+        for child in (worker, sink):
+            child.terminate()
+            child.wait(timeout=30)
+        await drop_database(settings, name)
+    return latencies, transport, commit_p99(sink_metrics)
 
 
-def report(label: str, runs: list[tuple[dict[str, list[float]], list[float]]]) -> None:
+def report(label: str, runs: list[tuple[dict[str, list[float]], list[float], float]]) -> None:
     for cause, name in (("FILL", "fill"), ("MARK", "bar")):
         for q, tag in ((0.5, "p50"), (0.99, "p99")):
             value = statistics.median(percentile(r[0][cause], q) * 1000 for r in runs)
             base = statistics.median(percentile(r[1], q) * 1000 for r in runs)
             emit("portfolio", f"{name}_to_portfolio_update_{tag}_{label}", value, "ms", f"transport alone (bar send to receipt) {tag}", base)
+        committed = statistics.median((percentile(r[0][cause], 0.99) + r[2]) * 1000 for r in runs)
+        base = statistics.median(percentile(r[1], 0.99) * 1000 for r in runs)
+        emit("portfolio", f"{name}_to_committed_row_p99_upper_bound_{label}", committed, "ms", "transport alone (bar send to receipt) p99", base)
     matched = statistics.median(len(r[0]["FILL"]) + len(r[0]["MARK"]) for r in runs)
     print(f"# {label}: {matched:.0f} portfolio updates matched to their cause per run", file=sys.stderr)
 
