@@ -53,7 +53,7 @@ from tickwire.streams.topics import ensure_topics  # noqa: E402
 from tests.bench._services import ROOT, emit, local_env, local_settings  # noqa: E402
 from tests.bench.bench_sink import drop_database, fresh_database  # noqa: E402
 
-PORTFOLIO_COUNT, SYMBOL_COUNT, BAR_RATE, FILL_RATE, TICK_S = 50, 500, 2000, 1000, 0.01
+PORTFOLIO_COUNT, SYMBOL_COUNT, TICK_S = 50, 500, 0.01
 START = datetime(2026, 1, 5, tzinfo=timezone.utc)
 _encode = msgspec.json.Encoder().encode
 
@@ -155,7 +155,7 @@ def commit_p99(metrics: str) -> float:
     return next((bound for bound, count in buckets if count >= 0.99 * total), float("inf")) if total else float("nan")
 
 
-async def measure(settings, seconds: float, **overrides: str) -> tuple[dict[str, list[float]], list[float], float]:
+async def measure(settings, seconds: float, bar_rate: int, fill_rate: int, **overrides: str) -> tuple[dict[str, list[float]], list[float], float]:
     db, name = await fresh_database(settings)
     env = dict(local_env(), TICKWIRE_TOPIC_PREFIX=settings.topic_prefix, TICKWIRE_PG_DSN=db.pg_dsn,
                TICKWIRE_LOG_LEVEL="WARNING", TICKWIRE_MAX_FUTURE_SKEW_S="1e9", TICKWIRE_PROCESSOR_GROUP=f"bench-{uuid.uuid4().hex[:6]}",
@@ -179,11 +179,11 @@ async def measure(settings, seconds: float, **overrides: str) -> tuple[dict[str,
         feed.steady_from = time.time()
         started, tick = time.monotonic(), 0
         while time.monotonic() - started < seconds:
-            for _ in range(int(BAR_RATE * TICK_S)):
+            tick += 1  # each tick sends its share of both rates, fractions carried over
+            for _ in range(int(bar_rate * tick * TICK_S) - int(bar_rate * (tick - 1) * TICK_S)):
                 await send(producer, settings, feed, feed.bar())
-            for _ in range(int(FILL_RATE * TICK_S)):
+            for _ in range(int(fill_rate * tick * TICK_S) - int(fill_rate * (tick - 1) * TICK_S)):
                 await send(producer, settings, feed, feed.fill())
-            tick += 1
             await asyncio.sleep(max(0.0, started + tick * TICK_S - time.monotonic()))
         await producer.flush()
         await asyncio.sleep(5)
@@ -216,15 +216,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20 s of load, one run each")
     parser.add_argument("--seconds", type=float, default=None)
+    parser.add_argument("--bar-rate", type=int, default=2000, help="bars/s over the 500 symbols (default: the issue's 2,000)")
+    parser.add_argument("--fill-rate", type=int, default=1000, help="fills/s (default: the issue's 1,000)")
     args = parser.parse_args()
     seconds, repeats = (args.seconds or 20, 1) if args.quick else (args.seconds or 60, 3)
+    rates = f"{args.bar_rate}_bars_{args.fill_rate}_fills"
     for label, overrides in (("every_stage", {}), ("execution_only", {"TICKWIRE_CORRELATION_TIMEFRAMES": ""})):
         runs = []
         for _ in range(repeats):
             settings = local_settings(topic_prefix=f"bench{uuid.uuid4().hex[:8]}.")
             asyncio.run(ensure_topics(settings))
-            runs.append(asyncio.run(measure(settings, seconds, **overrides)))
-        report(label, runs)
+            runs.append(asyncio.run(measure(settings, seconds, args.bar_rate, args.fill_rate, **overrides)))
+        report(f"{label}_{rates}", runs)
 
 
 if __name__ == "__main__":
