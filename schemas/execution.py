@@ -29,7 +29,6 @@ ORDER_EVENTS = ("PLACED", "AMENDED", "CANCELLED", "REJECTED", "EXPIRED")
 ORDER_TYPES = ("MARKET", "LIMIT", "STOP", "STOP_LIMIT")
 TIME_IN_FORCE = ("DAY", "GTC", "IOC", "FOK")
 OPEN_STATUSES = ("OPEN", "PARTIALLY_FILLED")
-ORDER_STATUSES = (*OPEN_STATUSES, "FILLED", "CANCELLED", "REJECTED", "EXPIRED")
 # orders.quantity and positions.quantity are BIGINT, but a position summed from orders of
 # up to 2^31 - 1 units each must stay exact in float64 money arithmetic: 2^53 units at most.
 MAX_POSITION_UNITS = 2**53
