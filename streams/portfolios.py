@@ -35,8 +35,9 @@ Performance (``portfolio_performance``), from the total values the portfolio too
 updates, by UTC day. A day closes at the portfolio's first update of a later day (an
 update of a closed day arriving after that counts to the new one); the DAY, WEEK (ISO,
 from Monday) and MONTH rows holding it are computed at the first update after the
-benchmark's close of that day is known (its closes come on a topic of their own, which
-a backlog may read behind the positions), or a whole day later while no benchmark close
+benchmark's close of that day is known (the symbols stage sends a day's last close when
+the benchmark's next day begins, on a topic of its own, which a backlog may read behind
+the positions), or a whole day later while no benchmark close
 has come at all, or once the benchmark has been silent ``BENCHMARK_STALE_DAYS``. In a
 backlog whose fills run ahead of the benchmark's bars, a day may so go out without its
 beta; the WEEK and MONTH rows are computed again with each later day, and then have it:
@@ -211,9 +212,10 @@ class PortfolioBook:
 
     @staticmethod
     def _closed(state: PortfolioState, portfolio_id: str, benchmark: Mapping[int, float]) -> list[PortfolioPerformanceRow]:
-        """The rows of each closed day not reported yet: once the benchmark has a later day,
-        or, without any benchmark close, after a whole day's wait, or once the benchmark has
-        been silent for ``BENCHMARK_STALE_DAYS``."""
+        """The rows of each closed day not reported yet: once the benchmark's close of that
+        day has come (only a day's last close is sent), or, without any benchmark close,
+        after a whole day's wait, or once the benchmark has been silent for
+        ``BENCHMARK_STALE_DAYS``."""
         rows: list[PortfolioPerformanceRow] = []
         today, latest = state.days[-1].day, max(benchmark, default=None)
         for n, day in enumerate(state.days[:-1]):
@@ -222,7 +224,7 @@ class PortfolioBook:
             if latest is None:
                 due = today >= day.day + 2  # no benchmark (yet): a whole day's wait
             else:
-                due = latest > day.day or latest < today - BENCHMARK_STALE_DAYS
+                due = latest >= day.day or latest < today - BENCHMARK_STALE_DAYS
             if not due:
                 break
             rows += performance_rows(portfolio_id, state.days[: n + 1], benchmark)
@@ -231,7 +233,7 @@ class PortfolioBook:
 
     @staticmethod
     def on_benchmark(state: PortfolioState, close_us: int, close: float) -> None:
-        """The benchmark closed a bar at ``close_us``: its day's close, if it is the latest."""
+        """The benchmark's last bar of a day closed at ``close_us``: that day's close."""
         day = (close_us - 1) // _DAY_US  # a bar closing at midnight belongs to the day before
         if close_us >= state.benchmark_us:
             state.benchmark_us = close_us

@@ -38,6 +38,7 @@ from tickwire.streams.worker.stage import Stage, StageContext, StateTable, appli
 from tickwire.streams.worker.state import KeyedStates, StateCodec
 
 _US = timedelta(microseconds=1)
+_DAY_US = 86_400_000_000
 
 
 class SymbolRecord(msgspec.Struct, array_like=True):
@@ -54,6 +55,7 @@ class SymbolRecord(msgspec.Struct, array_like=True):
     # Fields added at the end with defaults read from records stored before them as they are.
     orders: OrderBook = msgspec.field(default_factory=OrderBook)
     positions: PositionBook = msgspec.field(default_factory=PositionBook)
+    last_close: tuple[int, float] | None = None  # the benchmark's only: (close µs, close) of its latest base bar
 
 
 class _SymbolRecordV1(msgspec.Struct, array_like=True):
@@ -197,9 +199,19 @@ class Symbols(Stage):
                 for position in self.positions.on_close(record.positions, bar.symbol, bar.close, close_us):
                     out.append((self.positions_topic, position.portfolio_id.encode(), self.context.encode(position), []))
             if bar.symbol == self.benchmark:
-                close = msgspec.msgpack.encode(BenchmarkClose(close_us, bar.close))
-                out += [(self.context_topic, partition_key, close, []) for partition_key in CONTEXT_KEYS]
+                self.close_benchmark_day(record, close_us, bar.close, out)
         self.done(key, record, message)
+
+    def close_benchmark_day(self, record: SymbolRecord, close_us: int, close: float, out: list[Message]) -> None:
+        """The benchmark's first bar of a UTC day sends the day before's last close to every
+        partition of the portfolios' stage (their beta): 6 messages a day, not 6 a bar."""
+        last = record.last_close
+        if last is not None and close_us <= last[0]:
+            return
+        if last is not None and (last[0] - 1) // _DAY_US != (close_us - 1) // _DAY_US:
+            day_close = msgspec.msgpack.encode(BenchmarkClose(*last))
+            out += [(self.context_topic, partition_key, day_close, []) for partition_key in CONTEXT_KEYS]
+        record.last_close = (close_us, close)
 
     def show_regimes(self, symbol: str, state: SymbolState) -> None:
         """Move the symbol between the regime counts of each timeframe whose regime changed."""

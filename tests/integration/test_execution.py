@@ -123,9 +123,10 @@ async def test_the_execution_stream_fills_its_tables_as_the_cores_say(isolated, 
     conn = await asyncpg.connect(**isolated.pg_options())
 
     async def benchmark_in():
-        # The portfolios' stage has every benchmark close: one per SPY bar, in each partition.
+        # The portfolios' stage has the benchmark's Monday, Tuesday and Wednesday closes, in each
+        # partition (a day's close goes out with the next day's first bar).
         consumed = f'tickwire_messages_consumed_total{{topic="{isolated.topic(PORTFOLIO_CONTEXT.name)}"}}'
-        return scraped(worker_port, consumed) >= BARS_EACH * PORTFOLIO_CONTEXT.partitions
+        return scraped(worker_port, consumed) >= 3 * PORTFOLIO_CONTEXT.partitions
 
     assert await wait_for(benchmark_in, timeout_s=180, check=processes.check_alive)
     for spec, message in stream:

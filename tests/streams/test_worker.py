@@ -846,3 +846,21 @@ def test_the_correlation_stage_sends_each_snapshots_correlated_pairs_to_every_po
     snapshot = last[0][1]
     assert (snapshot.timeframe, snapshot.window_bars) == ("1m", 5)
     assert snapshot.pairs and all(abs(value) >= 0.5 for _, _, value in snapshot.pairs)
+
+
+def test_the_benchmarks_day_close_goes_to_every_portfolio_partition_once_its_next_day_begins():
+    from tickwire.schemas.execution import BenchmarkClose
+    from tickwire.streams.stages.portfolios import CONTEXT_KEYS
+    from tickwire.streams.stages.symbols import SymbolRecord, Symbols
+
+    metrics = Metrics(CollectorRegistry())
+    stage = Symbols(context(metrics), states(_Table(), Symbols.table.codec, metrics))
+    record, out, minute, midnight = SymbolRecord(), [], 60_000_000, 20_000 * 86_400_000_000
+    for close_us, close in [(midnight - 2 * minute, 10.0), (midnight, 11.0), (midnight - minute, 99.0),
+                            (midnight + minute, 12.0), (midnight + 2 * minute, 13.0)]:
+        stage.close_benchmark_day(record, close_us, close, out)
+    # The bar closing at midnight is the day before's last; the one older than it changes nothing.
+    sent = [(key, msgspec.msgpack.decode(value, type=BenchmarkClose)) for _, key, value, _ in out]
+    assert [key for key, _ in sent] == CONTEXT_KEYS
+    assert {close for _, close in sent} == {BenchmarkClose(midnight, 11.0)}
+    assert record.last_close == (midnight + 2 * minute, 13.0)
