@@ -38,10 +38,12 @@ async def test_snapshots_and_context_match_pandas(isolated, processes):
 
     conn = await asyncpg.connect(**isolated.pg_options())
     # The last step stays open until a later bar closes it: STEPS - 1 steps get context.
+    # The conditions and the context come through two sink pipelines, either first: wait for both.
     async def done():
         n = await conn.fetchval("SELECT count(*) FROM market_conditions WHERE timeframe = '1m' AND spy_correlation IS NOT NULL")
         m = await conn.fetchval("SELECT count(*) FROM correlation_matrix WHERE timeframe = '1m'")
-        return n >= len(SYMBOLS) * (STEPS - 1 - 20) and m >= 2 * ((STEPS - 1) // 50)
+        e = await conn.fetchval("SELECT count(*) FROM market_conditions WHERE timeframe = '1m' AND ema_20 IS NOT NULL")
+        return n >= len(SYMBOLS) * (STEPS - 1 - 20) and m >= 2 * ((STEPS - 1) // 50) and e >= len(SYMBOLS) * (STEPS - 19)
 
     assert await wait_for(done, timeout_s=180, check=processes.check_alive)
 

@@ -23,12 +23,15 @@ pytestmark = pytest.mark.integration
 
 
 def test_run_refuses_a_taken_metrics_port_before_starting_anything(tmp_path):
+    # Four free ports below the ephemeral range (where no outgoing connection takes the
+    # worker's), the sink's then taken here.
+    first = free_port_run(4)
     with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
+        taken.bind(("127.0.0.1", first + 1))
         taken.listen()
-        sink_port = taken.getsockname()[1]
+        sink_port = first + 1
         env = {k: v for k, v in os.environ.items() if not k.startswith("TICKWIRE_")}
-        env |= {"TICKWIRE_VAR_DIR": str(tmp_path), "TICKWIRE_METRICS_PORT": str(sink_port - 1)}
+        env |= {"TICKWIRE_VAR_DIR": str(tmp_path), "TICKWIRE_METRICS_PORT": str(first)}
         run = subprocess.run([sys.executable, "-m", "tickwire.streams.cli", "run", "--no-services"], env=env, cwd=ROOT,
                              capture_output=True, text=True, timeout=120)
     assert run.returncode == 1, run.stderr

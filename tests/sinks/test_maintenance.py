@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 from tickwire.schemas.settings import Settings
-from tickwire.sinks.maintenance import MATERIALIZED_VIEWS, maintain
+from tickwire.sinks.maintenance import MATERIALIZED_VIEWS, RETENTION, maintain
 from tickwire.sinks.migrate import migrate
 from tests.schemas.test_migrations import HYPERTABLES, NO_TIMESCALEDB, TIME_TABLES, Databases, timescaledb_available
 
@@ -285,7 +285,7 @@ async def test_timescaledb_maintain_reports_the_policies_and_failed_jobs(databas
         for job in report["jobs"]:
             kinds.setdefault(job["proc_name"], set()).add(job["hypertable_name"])
         assert kinds["policy_compression"] == set(HYPERTABLES)
-        assert kinds["policy_retention"] == {"market_conditions_intraday", "trade_outcomes", "model_predictions"}
+        assert kinds["policy_retention"] == set(RETENTION)  # the same tables as maintain drops on PostgreSQL
         assert kinds["policy_refresh_continuous_aggregate"] == set(MATERIALIZED_VIEWS)
         failed = {j["job_id"]: j for j in report["failed_jobs"]}
         assert failed[failing]["last_error"] == "deliberate failure"
