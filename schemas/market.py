@@ -37,6 +37,15 @@ def epoch_us(ts: datetime) -> int:
 
 def from_epoch_us(us: int) -> datetime:
     return EPOCH + timedelta(microseconds=us)
+
+
+DAY_US = 86_400_000_000
+
+
+def closing_day(close_us: int) -> int:
+    """The UTC day (days since the epoch) of a bar that closes at ``close_us``: one closing
+    at midnight is the day before's last."""
+    return (close_us - 1) // DAY_US
 TIMEFRAME_SECONDS = {"m": 60, "h": 3600, "d": 86400}
 
 

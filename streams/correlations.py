@@ -103,7 +103,10 @@ class CorrelationState(msgspec.Struct, array_like=True):
 
 
 def load_sectors(path: str | Path) -> dict[str, str]:
-    """Symbol -> sector from a JSON object or a CSV with ``symbol`` and ``sector`` columns."""
+    """Symbol -> sector from a JSON object or a CSV with ``symbol`` and ``sector`` columns
+    (none without a path: the setting left empty)."""
+    if not path:
+        return {}
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

@@ -61,19 +61,18 @@ from __future__ import annotations
 
 import math
 from calendar import monthrange
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta, timezone
 from typing import Iterable, Sequence
 
 import msgspec
 
+from tickwire.schemas.market import DAY_US, epoch_us
 from tickwire.schemas.signals import ModelPerformanceRow, PredictionOutcome, StrategyPerformanceRow, TradeOutcomeRow
 
 ECE_BINS = 10
 WILSON_Z = 1.96
 REGIMES = ("trending_up", "trending_down", "ranging", "volatile")
 RATIO_LIMIT = 9999.9999
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_US = timedelta(microseconds=1)
 
 
 class PredictionSample(msgspec.Struct, array_like=True, frozen=True):
@@ -195,7 +194,7 @@ def drawdown(pnls: Sequence[float], times_us: Sequence[int], capital: float) -> 
             max_dd = max(max_dd, (peak - equity) / peak)
     if under_since is not None:
         longest_us = max(longest_us, times_us[-1] - under_since)
-    return max_dd, longest_us // 86_400_000_000
+    return max_dd, longest_us // DAY_US
 
 
 def strategy_stats(
@@ -338,7 +337,7 @@ class StrategyPerformance:
         horizon = state.latest_day - self.retention_days
         for key in [k for k in state.groups if date.fromisoformat(k.rsplit("\x1f", 1)[1]).toordinal() < horizon]:
             del state.groups[key]
-        sample = TradeSample(str(trade.trade_id), (exit_utc - _EPOCH) // _US, trade.net_pnl, trade.commission, trade.outcome_type, trade.slippage)
+        sample = TradeSample(str(trade.trade_id), epoch_us(exit_utc), trade.net_pnl, trade.commission, trade.outcome_type, trade.slippage)
         rows = []
         for period_type in ("DAY", "WEEK", "MONTH"):
             start = period_start(day, period_type)

@@ -71,11 +71,10 @@ from typing import Mapping, NamedTuple
 import msgspec
 
 from tickwire.schemas.execution import PortfolioPerformanceRow, PortfolioRow, PositionRow, RiskEvent
-from tickwire.schemas.market import epoch_us, from_epoch_us
+from tickwire.schemas.market import DAY_US, closing_day, epoch_us, from_epoch_us
 from tickwire.schemas.signals import PERIOD_TYPES
 from tickwire.streams.performance import clamp_ratio, period_start
 
-_DAY_US = 86_400_000_000
 _EPOCH_DAY = date(1970, 1, 1)
 PERFORMANCE_DAYS = 32
 BENCHMARK_STALE_DAYS = 5
@@ -200,7 +199,7 @@ class PortfolioBook:
         ts_us = epoch_us(row.ts)
         state.positions[row.symbol] = Held(
             row.version, row.quantity, row.market_value, row.exposure, row.realized_pnl, row.unrealized_pnl,
-            row.cash_flow, ts_us // _DAY_US, row.day_pnl, row.sector,
+            row.cash_flow, ts_us // DAY_US, row.day_pnl, row.sector,
         )
         state.latest_us = max(state.latest_us, ts_us)
         state.version += 1
@@ -234,7 +233,7 @@ class PortfolioBook:
     @staticmethod
     def on_benchmark(state: PortfolioState, close_us: int, close: float) -> None:
         """The benchmark's last bar of a day closed at ``close_us``: that day's close."""
-        day = (close_us - 1) // _DAY_US  # a bar closing at midnight belongs to the day before
+        day = closing_day(close_us)
         if close_us >= state.benchmark_us:
             state.benchmark_us = close_us
             state.benchmark[day] = close
@@ -251,7 +250,7 @@ class PortfolioBook:
     @staticmethod
     def _track(state: PortfolioState, value: float) -> None:
         """Add ``value`` to its day."""
-        today = state.latest_us // _DAY_US
+        today = state.latest_us // DAY_US
         days = state.days
         if days and days[-1].day >= today:
             last = days[-1]
@@ -264,7 +263,7 @@ class PortfolioBook:
         del days[:-PERFORMANCE_DAYS - 1]
 
     def row(self, state: PortfolioState, portfolio_id: str, limits: PortfolioLimits) -> PortfolioRow:
-        today = state.latest_us // _DAY_US
+        today = state.latest_us // DAY_US
         market_value = gross = realized = unrealized = cash_flow = day_pnl = 0.0
         sectors: dict[str, float] = {}
         largest: tuple[float, str, float] | None = None

@@ -32,11 +32,10 @@ from typing import Mapping
 import msgspec
 
 from tickwire.schemas.errors import InvalidMessage
-from tickwire.schemas.market import epoch_us, from_epoch_us
+from tickwire.schemas.market import DAY_US, epoch_us, from_epoch_us
 from tickwire.schemas.execution import MAX_POSITION_UNITS, PositionRow
 from tickwire.schemas.signals import Fill
 
-_DAY_US = 86_400_000_000
 _NEVER = -(2**62)
 
 
@@ -127,7 +126,7 @@ class PositionKeeper:
         mark = book.mark
         market_value = state.quantity * mark
         total = market_value + state.cash_flow
-        day = ts_us // _DAY_US
+        day = ts_us // DAY_US
         if day != state.day:
             state.day, state.day_start_pnl = day, state.total_pnl
         state.total_pnl = total

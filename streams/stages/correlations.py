@@ -145,7 +145,7 @@ class CorrelationsStage(Stage):
         super().__init__(context, states)
         settings = context.settings
         self.correlated = set(settings.correlated)
-        self.sectors = load_sectors(settings.correlation_sectors_file) if settings.correlation_sectors_file else {}
+        self.sectors = load_sectors(settings.correlation_sectors_file)
         self.configs = {
             tf: CorrelationConfig(
                 timeframe=tf,

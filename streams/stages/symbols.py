@@ -9,7 +9,6 @@ one record.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import faust
@@ -17,12 +16,12 @@ import msgspec
 
 from tickwire.schemas.codec import Codec
 from tickwire.schemas.errors import InvalidMessage
-from tickwire.schemas.market import EPOCH, Bar, timeframe_seconds
 from tickwire.schemas.execution import AuditRow, BenchmarkClose, Order
+from tickwire.schemas.market import Bar, closing_day, epoch_us, from_epoch_us, timeframe_seconds
 from tickwire.schemas.signals import Fill, Prediction
 from tickwire.schemas.topics import (
-    AUDIT, BARS, PORTFOLIO_CONTEXT, CONDITIONS, CONDITIONS_BY_TIMEFRAME, EXPIRY_TICKS, FILLS, ORDER_UPDATES, ORDERS, OUTCOMES, POSITIONS, PREDICTIONS,
-    REGIMES, TRADE_OUTCOMES,
+    AUDIT, BARS, CONDITIONS, CONDITIONS_BY_TIMEFRAME, EXPIRY_TICKS, FILLS, ORDER_UPDATES, ORDERS, OUTCOMES, PORTFOLIO_CONTEXT,
+    POSITIONS, PREDICTIONS, REGIMES, TRADE_OUTCOMES,
 )
 from tickwire.streams.correlations import load_sectors
 from tickwire.streams.fills import TradeBook, TradeBuilder, TradeConfig
@@ -36,9 +35,6 @@ from tickwire.streams.stages.portfolios import CONTEXT_KEYS
 from tickwire.streams.worker.outbox import Message, pack
 from tickwire.streams.worker.stage import Stage, StageContext, StateTable, applied, keyed, redelivered
 from tickwire.streams.worker.state import KeyedStates, StateCodec
-
-_US = timedelta(microseconds=1)
-_DAY_US = 86_400_000_000
 
 
 class SymbolRecord(msgspec.Struct, array_like=True):
@@ -107,7 +103,7 @@ class Symbols(Stage):
         )
         self.builder = TradeBuilder(TradeConfig(timeframe=settings.base_timeframe, breakeven_band=settings.trade_breakeven_band))
         self.orders = OrderTracker(OrderConfig(required=settings.orders_required))
-        self.positions = PositionKeeper(load_sectors(settings.correlation_sectors_file) if settings.correlation_sectors_file else {})
+        self.positions = PositionKeeper(load_sectors(settings.correlation_sectors_file))
         self.portfolios = load_portfolios(settings.portfolios_file, settings.performance_capital, settings.correlation_threshold)
         self.base_timeframe = settings.base_timeframe
         self.base_period_us = timeframe_seconds(settings.base_timeframe) * 1_000_000
@@ -187,7 +183,7 @@ class Symbols(Stage):
                 if timeframe in self.correlated:
                     out.append((self.by_timeframe_topic, timeframe.encode(), value, []))
         if bar.timeframe == self.base_timeframe:
-            close_us = (bar.ts - EPOCH) // _US + self.base_period_us
+            close_us = epoch_us(bar.ts) + self.base_period_us
             partition = message.partition
             self.latest_close_us[partition] = max(self.latest_close_us.get(partition, 0), close_us)
             regime = record.bars.frames[bar.timeframe].regime.regime
@@ -208,7 +204,7 @@ class Symbols(Stage):
         last = record.last_close
         if last is not None and close_us <= last[0]:
             return
-        if last is not None and (last[0] - 1) // _DAY_US != (close_us - 1) // _DAY_US:
+        if last is not None and closing_day(last[0]) != closing_day(close_us):
             day_close = msgspec.msgpack.encode(BenchmarkClose(*last))
             out += [(self.context_topic, partition_key, day_close, []) for partition_key in CONTEXT_KEYS]
         record.last_close = (close_us, close)
@@ -297,7 +293,7 @@ class Symbols(Stage):
     def on_tick(self, event: faust.EventT, out: list[Message]) -> None:
         message = event.message
         try:
-            watermark = EPOCH + int(event.value) * _US
+            watermark = from_epoch_us(int(event.value))
         except (TypeError, ValueError, OverflowError):
             raise InvalidMessage("schema", "an expiry tick is a decimal epoch-microseconds watermark") from None
         record = self.record(message.key, message)

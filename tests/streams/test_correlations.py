@@ -268,6 +268,7 @@ def test_sector_file_loader(tmp_path):
     good_csv = tmp_path / "s.csv"
     good_csv.write_text("symbol,sector\nAAPL,tech\n MSFT , tech\n")
     assert load_sectors(good_csv) == {"AAPL": "tech", "MSFT": "tech"}
+    assert load_sectors("") == {}  # the setting left empty: no sectors
     good_json = tmp_path / "s.json"
     good_json.write_text('{"XOM": "energy"}')
     assert load_sectors(good_json) == {"XOM": "energy"}
