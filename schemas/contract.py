@@ -23,11 +23,14 @@ from tickwire.schemas.execution import (
     AuditRow, Order, OrderUpdate, PortfolioPerformanceRow, PortfolioRow, PositionRow, RiskEvent,
 )
 from tickwire.schemas.market import Bar, Condition, CorrelationContext, RegimeChange
-from tickwire.schemas.signals import Fill, ModelPerformanceRow, Prediction, PredictionOutcome, StrategyPerformanceRow, TradeOutcomeRow
+from tickwire.schemas.signals import (
+    Fill, ModelPerformanceRow, Prediction, PredictionOutcome, RegimePerformanceRow, StrategyPerformanceRow, StrategyScoreRow,
+    TradeOutcomeRow,
+)
 from tickwire.schemas.topics import (
     AUDIT, BARS, CONDITIONS, CORRELATION_CONTEXT, CORRELATIONS, DLQ, FILLS, MODEL_PERFORMANCE, ORDER_UPDATES, ORDERS, OUTCOMES,
-    PORTFOLIO_PERFORMANCE, PORTFOLIOS, POSITIONS, PREDICTIONS, REGIMES, RISK_EVENTS, STRATEGY_PERFORMANCE, TRADE_OUTCOMES,
-    TRADES, Topic,
+    PORTFOLIO_PERFORMANCE, PORTFOLIOS, POSITIONS, PREDICTIONS, REGIME_PERFORMANCE, REGIMES, RISK_EVENTS, STRATEGY_PERFORMANCE,
+    STRATEGY_SCORES, TRADE_OUTCOMES, TRADES, Topic,
 )
 from tickwire.schemas.trades import Trade
 
@@ -36,7 +39,8 @@ INPUTS: dict[Topic, Any] = {BARS: Bar, TRADES: Trade, PREDICTIONS: Prediction, F
 OUTPUTS: dict[Topic, Any] = {
     CONDITIONS: Condition, REGIMES: RegimeChange, CORRELATIONS: CorrelationRecord, CORRELATION_CONTEXT: CorrelationContext,
     OUTCOMES: PredictionOutcome, TRADE_OUTCOMES: TradeOutcomeRow, MODEL_PERFORMANCE: ModelPerformanceRow,
-    STRATEGY_PERFORMANCE: StrategyPerformanceRow, ORDER_UPDATES: OrderUpdate, POSITIONS: PositionRow,
+    STRATEGY_PERFORMANCE: StrategyPerformanceRow, STRATEGY_SCORES: StrategyScoreRow, REGIME_PERFORMANCE: RegimePerformanceRow,
+    ORDER_UPDATES: OrderUpdate, POSITIONS: PositionRow,
     PORTFOLIOS: PortfolioRow, RISK_EVENTS: RiskEvent, AUDIT: AuditRow, PORTFOLIO_PERFORMANCE: PortfolioPerformanceRow,
 }
 _DLQ_HEADERS = {

@@ -230,6 +230,8 @@ class TradeOutcomeRow(msgspec.Struct, kw_only=True, omit_defaults=False):
     max_favorable_excursion: float | None
     max_adverse_excursion: float | None
     outcome_type: str
+    # The symbol's regime on each timeframe when the trade opened ({} before its first regime).
+    entry_regimes: dict[str, str] | None = None
 
 
 class ModelPerformanceRow(msgspec.Struct, kw_only=True, omit_defaults=False):
@@ -284,3 +286,46 @@ class StrategyPerformanceRow(msgspec.Struct, kw_only=True, omit_defaults=False):
     sortino_ratio: float | None
     calmar_ratio: float | None
     avg_slippage: float | None
+
+
+class RegimePerformanceRow(msgspec.Struct, kw_only=True, omit_defaults=False):
+    """A ``regime_performance_stats`` row: one strategy's closed trades, all time, by the
+    regime their symbol was in on ``timeframe`` when they opened (``streams.performance``)."""
+
+    strategy_id: str
+    regime: str
+    timeframe: str
+    total_trades: int
+    winning_trades: int
+    losing_trades: int
+    breakeven_trades: int
+    gross_profit: float
+    gross_loss: float
+    net_pnl: float
+    win_rate: float | None
+    wilson_lower_bound: float | None
+    profit_factor: float | None
+    expectancy: float | None
+    avg_win: float | None
+    avg_loss: float | None
+    avg_trade: float | None
+    max_drawdown: float | None
+    sharpe_ratio: float | None
+    first_trade_at: datetime
+    last_trade_at: datetime
+
+
+class StrategyScoreRow(msgspec.Struct, kw_only=True, omit_defaults=False):
+    """A ``strategy_scores`` row: a closed period's composite score (``streams.performance``)."""
+
+    strategy_id: str
+    model_version: str
+    period_type: str
+    period_start: date
+    scored_at: datetime  # the period's end: the score holds from then on
+    total_trades: int
+    risk_adjusted_score: float
+    win_rate_score: float
+    drawdown_score: float
+    consistency_score: float | None
+    score: float

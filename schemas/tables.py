@@ -20,10 +20,12 @@ from tickwire.schemas.execution import (
     AuditRow, OrderEventRow, OrderRow, PortfolioPerformanceRow, PortfolioRow, PositionRow, RiskEvent,
 )
 from tickwire.schemas.market import Condition, CorrelationContext, RegimeChange
-from tickwire.schemas.signals import ModelPerformanceRow, ModelPredictionRow, StrategyPerformanceRow, TradeOutcomeRow
+from tickwire.schemas.signals import (
+    ModelPerformanceRow, ModelPredictionRow, RegimePerformanceRow, StrategyPerformanceRow, StrategyScoreRow, TradeOutcomeRow,
+)
 from tickwire.schemas.topics import (
     AUDIT, CONDITIONS, CORRELATION_CONTEXT, CORRELATIONS, MODEL_PERFORMANCE, ORDER_UPDATES, OUTCOMES, PORTFOLIO_PERFORMANCE,
-    PORTFOLIOS, POSITIONS, REGIMES, RISK_EVENTS, STRATEGY_PERFORMANCE, TRADE_OUTCOMES, Topic,
+    PORTFOLIOS, POSITIONS, REGIME_PERFORMANCE, REGIMES, RISK_EVENTS, STRATEGY_PERFORMANCE, STRATEGY_SCORES, TRADE_OUTCOMES, Topic,
 )
 
 _STAGING_TYPES = {float: "float8", int: "int8", str: "text", bool: "bool", datetime: "timestamptz", date: "date", dict: "jsonb", uuid.UUID: "uuid"}
@@ -106,6 +108,12 @@ MODEL_PERFORMANCE_TABLE = Table(
 STRATEGY_PERFORMANCE_TABLE = Table(
     "strategy_performance", StrategyPerformanceRow, ("strategy_id", "model_version", "period_type", "period_start"), "update"
 )
+STRATEGY_SCORES_TABLE = Table(
+    "strategy_scores", StrategyScoreRow, ("strategy_id", "model_version", "period_type", "period_start"), "update", "scored_at"
+)
+REGIME_PERFORMANCE_STATS = Table(
+    "regime_performance_stats", RegimePerformanceRow, ("strategy_id", "regime", "timeframe"), "update", "last_trade_at"
+)
 
 _SNAPSHOT = ("timeframe", "window_bars", "timestamp")
 CORRELATION_TABLES = tuple(
@@ -147,7 +155,7 @@ EXECUTION_TABLES = (
 
 ALL = (
     MARKET_CONDITIONS, MARKET_CONTEXT, MARKET_REGIME_HISTORY, MODEL_PREDICTIONS, TRADE_OUTCOMES_TABLE,
-    MODEL_PERFORMANCE_TABLE, STRATEGY_PERFORMANCE_TABLE, *CORRELATION_TABLES, *EXECUTION_TABLES,
+    MODEL_PERFORMANCE_TABLE, STRATEGY_PERFORMANCE_TABLE, STRATEGY_SCORES_TABLE, REGIME_PERFORMANCE_STATS, *CORRELATION_TABLES, *EXECUTION_TABLES,
 )
 
 # Which topic fills which table: one sink pipeline (and consumer group, ``sink_group_name``) per pair.
@@ -160,6 +168,8 @@ SINKS = (
     (TRADE_OUTCOMES, TRADE_OUTCOMES_TABLE),
     (MODEL_PERFORMANCE, MODEL_PERFORMANCE_TABLE),
     (STRATEGY_PERFORMANCE, STRATEGY_PERFORMANCE_TABLE),
+    (STRATEGY_SCORES, STRATEGY_SCORES_TABLE),
+    (REGIME_PERFORMANCE, REGIME_PERFORMANCE_STATS),
     (ORDER_UPDATES, ORDERS_TABLE),
     (ORDER_UPDATES, ORDER_EVENTS),
     (POSITIONS, POSITIONS_TABLE),

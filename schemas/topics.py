@@ -33,6 +33,8 @@ OUTCOMES = Topic("signals.outcomes.v1", "model_version", 6, "delete", 30 * DAY_M
 TRADE_OUTCOMES = Topic("exec.trades.v1", "strategy_id", 6, "delete", 30 * DAY_MS)
 MODEL_PERFORMANCE = Topic("signals.model_performance.v1", "model_version", 6, "delete", 30 * DAY_MS)
 STRATEGY_PERFORMANCE = Topic("exec.strategy_performance.v1", "strategy_id", 6, "delete", 30 * DAY_MS)
+STRATEGY_SCORES = Topic("exec.strategy_scores.v1", "strategy_id", 6, "delete", 30 * DAY_MS)
+REGIME_PERFORMANCE = Topic("exec.regime_performance.v1", "strategy_id", 6, "delete", 30 * DAY_MS)
 # Keyed by portfolio: one partition holds a portfolio's every position update, in order.
 ORDER_UPDATES = Topic("exec.order_updates.v1", "portfolio_id", 6, "delete", 30 * DAY_MS)
 POSITIONS = Topic("exec.positions.v1", "portfolio_id", 6, "delete", 7 * DAY_MS)
@@ -49,6 +51,6 @@ DLQ = Topic("tickwire.dlq.v1", "source key", 3, "delete", 30 * DAY_MS)
 
 ALL = (
     BARS, TRADES, PREDICTIONS, FILLS, ORDERS, CONDITIONS, REGIMES, CORRELATIONS, CORRELATION_CONTEXT, OUTCOMES,
-    TRADE_OUTCOMES, MODEL_PERFORMANCE, STRATEGY_PERFORMANCE, ORDER_UPDATES, POSITIONS, PORTFOLIOS, RISK_EVENTS, AUDIT,
+    TRADE_OUTCOMES, MODEL_PERFORMANCE, STRATEGY_PERFORMANCE, STRATEGY_SCORES, REGIME_PERFORMANCE, ORDER_UPDATES, POSITIONS, PORTFOLIOS, RISK_EVENTS, AUDIT,
     PORTFOLIO_PERFORMANCE, CONDITIONS_BY_TIMEFRAME, EXPIRY_TICKS, PORTFOLIO_CONTEXT, DLQ,
 )

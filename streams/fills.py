@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import uuid
 from bisect import bisect_right
-from typing import Iterable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 import msgspec
 
@@ -88,6 +88,7 @@ class TradeState(msgspec.Struct, array_like=True):
     fill_ids: list[str] = []
     # After each fill: (ts µs, opened_qty, open_qty, entry_notional, closed_qty, exit_notional)
     positions: list[tuple[int, int, int, float, int, float]] = []
+    regimes: dict[str, str] | None = None  # timeframe -> the symbol's regime when the trade opened; None: not known yet
 
 
 class TradeBook(msgspec.Struct):
@@ -161,6 +162,17 @@ class TradeBuilder:
         trade.positions.append(_position(trade, ts_us))
         self._advance(book, ts_us)
         return FillResult(self._row(trade), False)
+
+    def place_regimes(self, book: TradeBook, regimes_at: Callable[[int], dict[str, str] | None]) -> list[TradeOutcomeRow]:
+        """Give each trade whose entry regimes are not known yet ``regimes_at(entry time)``,
+        once that is known (``symbol.RegimeHistory.at``); the rows of the trades it changed."""
+        rows = []
+        for trade in book.trades.values():
+            if trade.regimes is None:
+                trade.regimes = regimes_at(trade.entry_us)
+                if trade.regimes is not None:
+                    rows.append(self._row(trade))
+        return rows
 
     @staticmethod
     def known(book: TradeBook, fill: Fill) -> bool:
@@ -268,6 +280,7 @@ class TradeBuilder:
             max_favorable_excursion=mfe,
             max_adverse_excursion=mae,
             outcome_type=outcome,
+            entry_regimes=trade.regimes or None,
         )
 
 

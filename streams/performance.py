@@ -55,24 +55,61 @@ that holds the trade's UTC ``exit_time``; trades in (exit_time, trade_id) order:
 - ``avg_slippage``: mean of the trades' ``slippage`` (those that have one).
 - The DECIMAL(8, 4) ratios (profit factor, drawdown, Sharpe, Sortino, Calmar) are
   clamped to ±9999.9999 so an extreme value cannot make the row unwritable.
+
+Strategies by regime (``regime_performance_stats``), over every closed trade of a
+strategy (all model versions, all time), grouped by the regime its symbol was in on
+each timeframe when it opened (the trade's ``entry_regimes``; a trade counts once per
+timeframe that had a regime):
+
+- counts, gross profit and loss, net P&L, win rate, Wilson lower bound, profit factor,
+  expectancy, average win, loss and trade: as for ``strategy_performance``.
+- ``max_drawdown``: as for ``strategy_performance``, over the group's trades in
+  (exit_time, trade_id) order since its first.
+- ``sharpe_ratio = mean(r) / stdev(r) * sqrt(N)``, r as above, N = n * days_per_year /
+  the days from the first exit to the last (at least 1).
+- Bounded state: a trade's row can still change while the trade builder remembers it
+  (7 days after its exit), so trades stay apart, by trade_id, until ``settle_days``
+  (8) after their exit day, then fold into running totals (Welford's mean and
+  variance, the equity's peak and drawdown) and are forgotten; a trade older than that
+  is ignored.
+
+Strategy scores (``strategy_scores``), one per strategy_id, model_version and DAY, WEEK
+or MONTH, computed when the period closes (the strategy's first trade exiting on a
+later day) and again when a late trade changes a closed period; each part is in [0, 1]:
+
+- ``risk_adjusted_score = clamp(sharpe_ratio / 3, 0, 1)``: a Sharpe of 3 scores full
+  marks; no Sharpe (fewer than two trades) scores 0.
+- ``win_rate_score = wilson_lower_bound``: the win rate the evidence supports.
+- ``drawdown_score = 1 - min(max_drawdown / 0.25, 1)``: a quarter of the capital lost
+  from a peak scores 0.
+- ``consistency_score``: the share of the regimes the period's trades opened in (on
+  the base timeframe) whose trades made money (net P&L > 0); ``None`` when no trade
+  had a regime.
+- ``score = 100 * sum(w * part) / sum(w)`` over the parts present, weights 0.35 risk
+  adjusted, 0.25 win rate, 0.2 drawdown, 0.2 consistency.
 """
 
 from __future__ import annotations
 
 import math
 from calendar import monthrange
-from datetime import date, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Iterable, Sequence
 
 import msgspec
 
-from tickwire.schemas.market import DAY_US, epoch_us
-from tickwire.schemas.signals import ModelPerformanceRow, PredictionOutcome, StrategyPerformanceRow, TradeOutcomeRow
+from tickwire.schemas.market import DAY_US, epoch_us, from_epoch_us
+from tickwire.schemas.signals import (
+    ModelPerformanceRow, PredictionOutcome, RegimePerformanceRow, StrategyPerformanceRow, StrategyScoreRow, TradeOutcomeRow,
+)
 
 ECE_BINS = 10
 WILSON_Z = 1.96
 REGIMES = ("trending_up", "trending_down", "ranging", "volatile")
 RATIO_LIMIT = 9999.9999
+SCORE_WEIGHTS = {"risk_adjusted": 0.35, "win_rate": 0.25, "drawdown": 0.2, "consistency": 0.2}
+FULL_SHARPE = 3.0
+ZERO_DRAWDOWN = 0.25
 
 
 class PredictionSample(msgspec.Struct, array_like=True, frozen=True):
@@ -89,6 +126,7 @@ class TradeSample(msgspec.Struct, array_like=True, frozen=True):
     commission: float
     outcome: str
     slippage: float | None = None
+    regime: str | None = None  # on the base timeframe, when the trade opened
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -307,38 +345,106 @@ def model_performance_row(model_version: str, model_type: str, day: date, sample
     )
 
 
+class RegimeTotals(msgspec.Struct, array_like=True):
+    """Running totals of a group's settled trades, folded in (exit_time, trade_id) order."""
+
+    n: int = 0
+    wins: int = 0
+    losses: int = 0
+    breakevens: int = 0
+    gross_profit: float = 0.0
+    gross_loss: float = 0.0
+    win_sum: float = 0.0
+    loss_sum: float = 0.0
+    mean_r: float = 0.0
+    m2_r: float = 0.0  # Welford: sum of squared deviations of r from its mean
+    cum_pnl: float = 0.0
+    peak_pnl: float = 0.0
+    max_drawdown: float = 0.0
+    first_us: int = 0
+    last_us: int = 0
+
+    def fold(self, trade: TradeSample, capital: float) -> None:
+        self.n += 1
+        if trade.outcome == "WIN":
+            self.wins, self.win_sum = self.wins + 1, self.win_sum + trade.net_pnl
+        elif trade.outcome == "LOSS":
+            self.losses, self.loss_sum = self.losses + 1, self.loss_sum + trade.net_pnl
+        else:
+            self.breakevens += 1
+        if trade.net_pnl > 0:
+            self.gross_profit += trade.net_pnl
+        else:
+            self.gross_loss -= trade.net_pnl
+        r = trade.net_pnl / capital
+        delta = r - self.mean_r
+        self.mean_r += delta / self.n
+        self.m2_r += delta * (r - self.mean_r)
+        self.cum_pnl += trade.net_pnl
+        self.peak_pnl = max(self.peak_pnl, self.cum_pnl)
+        self.max_drawdown = max(self.max_drawdown, (self.peak_pnl - self.cum_pnl) / (capital + self.peak_pnl))
+        self.first_us = trade.exit_us if self.n == 1 else self.first_us
+        self.last_us = trade.exit_us
+
+
+class RegimeGroup(msgspec.Struct, array_like=True):
+    settled: RegimeTotals = msgspec.field(default_factory=RegimeTotals)
+    recent: dict[str, TradeSample] = {}
+
+
 class StrategyPerformanceState(msgspec.Struct):
-    """Closed trades per (strategy_id, model_version, period type, period start), keyed by trade_id."""
+    """Closed trades per (strategy_id, model_version, period type, period start), keyed by
+    trade_id; and per (regime, timeframe), settled totals and recent trades."""
 
     groups: dict[str, dict[str, TradeSample]] = {}
     latest_day: int = 0
+    regimes: dict[str, RegimeGroup] = {}
+
+
+StrategyRow = StrategyPerformanceRow | StrategyScoreRow | RegimePerformanceRow
 
 
 class StrategyPerformance:
-    """Keeps each period's closed trades and recomputes its DAY, WEEK and MONTH rows per trade.
+    """Keeps each period's closed trades and recomputes its DAY, WEEK and MONTH rows per
+    trade, scores the periods a trade closes, and keeps the strategy's figures by regime.
 
     Periods whose start is more than ``retention_days`` before the latest exit day are
     dropped and late trades for them ignored, as in ``ModelPerformance``.
     """
 
-    def __init__(self, *, capital: float = 100_000.0, days_per_year: float = 365.0, retention_days: int = 62) -> None:
+    def __init__(
+        self, *, capital: float = 100_000.0, days_per_year: float = 365.0, retention_days: int = 62, timeframe: str = "1m",
+        settle_days: int = 8,
+    ) -> None:
         if capital <= 0 or days_per_year <= 0:
             raise ValueError("capital and days_per_year must be positive")
         self.capital = capital
         self.days_per_year = days_per_year
         self.retention_days = retention_days
+        self.timeframe = timeframe  # the base timeframe: the regime a score's consistency is over
+        self.settle_days = settle_days
 
-    def add(self, state: StrategyPerformanceState, trade: TradeOutcomeRow) -> list[StrategyPerformanceRow]:
+    def add(self, state: StrategyPerformanceState, trade: TradeOutcomeRow) -> list[StrategyRow]:
         if trade.outcome_type == "OPEN" or trade.exit_time is None:
             return []
         exit_utc = trade.exit_time.astimezone(timezone.utc)
         day = exit_utc.date()
+        rows: list[StrategyRow] = []
+        if day.toordinal() > state.latest_day:  # the periods this trade closes, before any is dropped
+            for key, trades in state.groups.items():
+                _, _, period_type, start_text = key.split("\x1f")
+                start = date.fromisoformat(start_text)
+                if state.latest_day < start.toordinal() + period_days(start, period_type) <= day.toordinal():
+                    rows.append(strategy_score(self._performance_row(key, trades), trades.values()))
         state.latest_day = max(state.latest_day, day.toordinal())
         horizon = state.latest_day - self.retention_days
         for key in [k for k in state.groups if date.fromisoformat(k.rsplit("\x1f", 1)[1]).toordinal() < horizon]:
             del state.groups[key]
-        sample = TradeSample(str(trade.trade_id), epoch_us(exit_utc), trade.net_pnl, trade.commission, trade.outcome_type, trade.slippage)
-        rows = []
+        regimes = trade.entry_regimes or {}
+        sample = TradeSample(
+            str(trade.trade_id), epoch_us(exit_utc), trade.net_pnl, trade.commission, trade.outcome_type, trade.slippage,
+            regimes.get(self.timeframe),
+        )
         for period_type in ("DAY", "WEEK", "MONTH"):
             start = period_start(day, period_type)
             if start.toordinal() < horizon:
@@ -346,12 +452,84 @@ class StrategyPerformance:
             key = "\x1f".join((trade.strategy_id, trade.model_version, period_type, start.isoformat()))
             trades = state.groups.setdefault(key, {})
             trades[sample.trade_id] = sample
-            stats = strategy_stats(
-                list(trades.values()), period_days=period_days(start, period_type), capital=self.capital, days_per_year=self.days_per_year
-            )
-            rows.append(
-                StrategyPerformanceRow(
-                    strategy_id=trade.strategy_id, model_version=trade.model_version, period_type=period_type, period_start=start, **stats
-                )
-            )
+            row = self._performance_row(key, trades)
+            rows.append(row)
+            if start.toordinal() + period_days(start, period_type) <= state.latest_day:  # a late trade: re-score
+                rows.append(strategy_score(row, trades.values()))
+        rows += self._by_regime(state, trade.strategy_id, sample, regimes)
         return rows
+
+    def _performance_row(self, key: str, trades: dict[str, TradeSample]) -> StrategyPerformanceRow:
+        strategy_id, model_version, period_type, start_text = key.split("\x1f")
+        start = date.fromisoformat(start_text)
+        stats = strategy_stats(
+            list(trades.values()), period_days=period_days(start, period_type), capital=self.capital, days_per_year=self.days_per_year
+        )
+        return StrategyPerformanceRow(
+            strategy_id=strategy_id, model_version=model_version, period_type=period_type, period_start=start, **stats
+        )
+
+    def _by_regime(
+        self, state: StrategyPerformanceState, strategy_id: str, sample: TradeSample, regimes: dict[str, str]
+    ) -> list[RegimePerformanceRow]:
+        settle_before = (state.latest_day - self.settle_days + 1 - _EPOCH_ORDINAL) * DAY_US  # exit days before this settle
+        rows = []
+        for key, group in state.regimes.items():
+            due = sorted((t for t in group.recent.values() if t.exit_us < settle_before), key=lambda t: (t.exit_us, t.trade_id))
+            for settled in due:
+                group.settled.fold(settled, self.capital)
+                del group.recent[settled.trade_id]
+        if sample.exit_us < settle_before:
+            return []
+        for timeframe, regime in sorted(regimes.items()):
+            group = state.regimes.setdefault(f"{regime}\x1f{timeframe}", RegimeGroup())
+            group.recent[sample.trade_id] = sample
+            rows.append(self._regime_row(strategy_id, regime, timeframe, group))
+        return rows
+
+    def _regime_row(self, strategy_id: str, regime: str, timeframe: str, group: RegimeGroup) -> RegimePerformanceRow:
+        totals = msgspec.structs.replace(group.settled)
+        for trade in sorted(group.recent.values(), key=lambda t: (t.exit_us, t.trade_id)):
+            totals.fold(trade, self.capital)
+        n = totals.n
+        avg_win, avg_loss = _div(totals.win_sum, totals.wins), _div(totals.loss_sum, totals.losses)
+        sharpe = None
+        if n >= 2:
+            sd = math.sqrt(totals.m2_r / (n - 1))
+            per_year = n * self.days_per_year / max(1.0, (totals.last_us - totals.first_us) / DAY_US)
+            sharpe = totals.mean_r / sd * math.sqrt(per_year) if sd > 1e-12 else None
+        return RegimePerformanceRow(
+            strategy_id=strategy_id, regime=regime, timeframe=timeframe, total_trades=n, winning_trades=totals.wins,
+            losing_trades=totals.losses, breakeven_trades=totals.breakevens, gross_profit=totals.gross_profit,
+            gross_loss=totals.gross_loss, net_pnl=totals.cum_pnl, win_rate=totals.wins / n,
+            wilson_lower_bound=wilson_lower_bound(totals.wins, n), profit_factor=clamp_ratio(_div(totals.gross_profit, totals.gross_loss)),
+            expectancy=totals.wins / n * (avg_win or 0.0) + totals.losses / n * (avg_loss or 0.0), avg_win=avg_win, avg_loss=avg_loss,
+            avg_trade=totals.cum_pnl / n, max_drawdown=clamp_ratio(totals.max_drawdown), sharpe_ratio=clamp_ratio(sharpe),
+            first_trade_at=from_epoch_us(totals.first_us), last_trade_at=from_epoch_us(totals.last_us),
+        )
+
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+def strategy_score(row: StrategyPerformanceRow, trades: Iterable[TradeSample]) -> StrategyScoreRow:
+    """A closed period's score from its performance row and its trades (the module docstring)."""
+    by_regime: dict[str, float] = {}
+    for trade in trades:
+        if trade.regime is not None:
+            by_regime[trade.regime] = by_regime.get(trade.regime, 0.0) + trade.net_pnl
+    parts = {
+        "risk_adjusted": min(1.0, max(0.0, (row.sharpe_ratio or 0.0) / FULL_SHARPE)),
+        "win_rate": row.wilson_lower_bound or 0.0,
+        "drawdown": 1.0 - min((row.max_drawdown or 0.0) / ZERO_DRAWDOWN, 1.0),
+        "consistency": sum(pnl > 0 for pnl in by_regime.values()) / len(by_regime) if by_regime else None,
+    }
+    present = {name: part for name, part in parts.items() if part is not None}
+    score = 100 * sum(SCORE_WEIGHTS[name] * part for name, part in present.items()) / sum(SCORE_WEIGHTS[name] for name in present)
+    end = row.period_start + timedelta(days=period_days(row.period_start, row.period_type))
+    return StrategyScoreRow(
+        strategy_id=row.strategy_id, model_version=row.model_version, period_type=row.period_type, period_start=row.period_start,
+        scored_at=datetime(end.year, end.month, end.day, tzinfo=timezone.utc), total_trades=row.total_trades,
+        risk_adjusted_score=parts["risk_adjusted"], win_rate_score=parts["win_rate"], drawdown_score=parts["drawdown"],
+        consistency_score=parts["consistency"], score=score,
+    )

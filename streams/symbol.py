@@ -23,7 +23,7 @@ from typing import Literal
 import msgspec
 
 from tickwire.schemas.errors import InvalidMessage
-from tickwire.schemas.market import Bar, Condition, RegimeChange
+from tickwire.schemas.market import Bar, Condition, RegimeChange, timeframe_seconds
 from tickwire.streams.candles import Resampler, ResamplerState
 from tickwire.streams.frame import FrameCore
 from tickwire.streams.indicators import KEYS, IndicatorState
@@ -56,9 +56,35 @@ class _FrameStateV1(msgspec.Struct, array_like=True):
     outputs: list[tuple[str, bytes]] = []
 
 
+class RegimeHistory(msgspec.Struct, array_like=True):
+    """Each timeframe's last ``REGIME_CHANGES_KEPT`` regimes, with the bar close that made
+    them known: the regimes in force at a recent time, whichever came first, a trade's fill
+    or the bars before it (they come on two topics)."""
+
+    changes: list[tuple[int, str, str]] = []  # (known at µs, timeframe, regime), oldest first
+    until_us: int = -(2**62)  # the latest bar close seen
+
+    def at(self, ts_us: int) -> dict[str, str] | None:
+        """timeframe -> regime in force at ``ts_us``; None while the bars are still behind it.
+        A timeframe whose kept changes are all later has none."""
+        if ts_us > self.until_us:
+            return None
+        return {timeframe: regime for known_us, timeframe, regime in self.changes if known_us <= ts_us}
+
+    def record(self, known_us: int, timeframe: str, regime: str) -> None:
+        self.changes.append((known_us, timeframe, regime))
+        mine = [change for change in self.changes if change[1] == timeframe]
+        if len(mine) > REGIME_CHANGES_KEPT:
+            self.changes.remove(mine[0])
+
+
+REGIME_CHANGES_KEPT = 8
+
+
 class SymbolState(msgspec.Struct, array_like=True):
     frames: dict[str, FrameState] = {}
     resampler: ResamplerState | None = None
+    regimes: RegimeHistory = msgspec.field(default_factory=RegimeHistory)
 
 
 class SymbolStateV1(msgspec.Struct, array_like=True):
@@ -127,8 +153,13 @@ class SymbolProcessor:
             frame = state.frames[bar.timeframe] = FrameState(
                 ts_us, IndicatorState(vwap_anchor_s=self.vwap_anchor_s), RegimeState(), fed=fed
             )
+        before = frame.regime.regime
         values, regime, confidence, change = FrameCore(self.regime, frame.indicators, frame.regime).update(bar)
         frame.last_ts_us = ts_us
+        close_us = ts_us + timeframe_seconds(bar.timeframe) * 1_000_000
+        state.regimes.until_us = max(state.regimes.until_us, close_us)
+        if frame.regime.regime is not None and frame.regime.regime != before:
+            state.regimes.record(close_us, bar.timeframe, frame.regime.regime)
         condition = Condition(
             symbol=bar.symbol,
             timeframe=bar.timeframe,

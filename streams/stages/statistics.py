@@ -10,8 +10,8 @@ from __future__ import annotations
 import faust
 import msgspec
 
-from tickwire.schemas.signals import PredictionOutcome, TradeOutcomeRow
-from tickwire.schemas.topics import MODEL_PERFORMANCE, OUTCOMES, STRATEGY_PERFORMANCE, TRADE_OUTCOMES
+from tickwire.schemas.signals import PredictionOutcome, RegimePerformanceRow, StrategyScoreRow, TradeOutcomeRow
+from tickwire.schemas.topics import MODEL_PERFORMANCE, OUTCOMES, REGIME_PERFORMANCE, STRATEGY_PERFORMANCE, STRATEGY_SCORES, TRADE_OUTCOMES
 from tickwire.streams.performance import ModelPerformance, ModelPerformanceState, StrategyPerformance, StrategyPerformanceState
 from tickwire.streams.worker.outbox import Message
 from tickwire.streams.worker.stage import Stage, StageContext, StateTable, decode
@@ -23,6 +23,7 @@ class _Statistics(Stage):
 
     _decoder: msgspec.json.Decoder
     topic: str
+    topics: dict[type, str] = {}  # rows of these types go to their own topic, not ``topic``
 
     def rows(self, state, record) -> list:
         raise NotImplementedError
@@ -34,7 +35,7 @@ class _Statistics(Stage):
         if rows:
             self.states.changed(key, event.message.partition)
         for row in rows:
-            out.append((self.topic, key, self.context.encode(row), []))
+            out.append((self.topics.get(type(row), self.topic), key, self.context.encode(row), []))
 
 
 class ModelStatistics(_Statistics):
@@ -56,7 +57,8 @@ class ModelStatistics(_Statistics):
 
 
 class StrategyStatistics(_Statistics):
-    """Per strategy: DAY, WEEK and MONTH performance, recomputed on every closed trade."""
+    """Per strategy: DAY, WEEK and MONTH performance, recomputed on every closed trade; the
+    scores of the periods it closes; the strategy's figures by regime."""
 
     name = "strategy_statistics"
     inputs = (TRADE_OUTCOMES,)
@@ -66,8 +68,11 @@ class StrategyStatistics(_Statistics):
     def __init__(self, context: StageContext, states: KeyedStates) -> None:
         super().__init__(context, states)
         settings = context.settings
-        self.core = StrategyPerformance(capital=settings.performance_capital, retention_days=settings.strategy_performance_days)
+        self.core = StrategyPerformance(
+            capital=settings.performance_capital, retention_days=settings.strategy_performance_days, timeframe=settings.base_timeframe
+        )
         self.topic = context.names[STRATEGY_PERFORMANCE]
+        self.topics = {StrategyScoreRow: context.names[STRATEGY_SCORES], RegimePerformanceRow: context.names[REGIME_PERFORMANCE]}
 
     def rows(self, state: StrategyPerformanceState, trade: TradeOutcomeRow) -> list:
         return self.core.add(state, trade)

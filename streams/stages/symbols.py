@@ -189,7 +189,8 @@ class Symbols(Stage):
             regime = record.bars.frames[bar.timeframe].regime.regime
             self.queue_outcomes(key, record.predictions, self.validator.on_close(record.predictions, close_us, bar.close, regime), out)
             if record.book.trades:
-                for row in self.builder.on_bar(record.book, bar):
+                rows = self.builder.on_bar(record.book, bar) + self.builder.place_regimes(record.book, record.bars.regimes.at)
+                for row in rows:
                     out.append((self.trade_outcomes_topic, row.strategy_id.encode(), self.context.encode(row), []))
             if record.positions.positions:
                 for position in self.positions.on_close(record.positions, bar.symbol, bar.close, close_us):
@@ -260,7 +261,10 @@ class Symbols(Stage):
             out.append((self.positions_topic, position.portfolio_id.encode(), self.context.encode(position), []))
             self.audit(out, message, "FILL", fill.fill_id, fill)
             self.audit(out, message, "POSITION", fill.portfolio_id, position)
-        out.append((self.trade_outcomes_topic, result.row.strategy_id.encode(), self.context.encode(result.row), []))
+        placed = self.builder.place_regimes(record.book, record.bars.regimes.at)
+        rows = placed + [result.row] * all(row.trade_id != result.row.trade_id for row in placed)
+        for row in rows:
+            out.append((self.trade_outcomes_topic, row.strategy_id.encode(), self.context.encode(row), []))
         self.done(key, record, message)
 
     def on_order(self, event: faust.EventT, out: list[Message]) -> None:

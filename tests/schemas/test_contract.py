@@ -5,7 +5,8 @@ document whose references all resolve."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+import uuid
+from datetime import datetime, timedelta, timezone
 
 import jsonschema
 import msgspec
@@ -14,11 +15,12 @@ import pytest
 from tickwire.schemas.contract import INPUTS, OUTPUTS, schema_version, write
 from tickwire.schemas.execution import AuditRow, Order
 from tickwire.schemas.market import CorrelationContext
-from tickwire.schemas.signals import Prediction
+from tickwire.schemas.signals import Prediction, RegimePerformanceRow, StrategyPerformanceRow, StrategyScoreRow
 from tickwire.schemas.topics import (
-    ALL, AUDIT, BARS, CONDITIONS, CONDITIONS_BY_TIMEFRAME, CORRELATION_CONTEXT, CORRELATIONS, DLQ, EXPIRY_TICKS, FILLS,
-    MODEL_PERFORMANCE, ORDER_UPDATES, ORDERS, OUTCOMES, PORTFOLIO_CONTEXT, PORTFOLIO_PERFORMANCE, PORTFOLIOS, POSITIONS, PREDICTIONS, REGIMES, RISK_EVENTS,
-    STRATEGY_PERFORMANCE, TRADE_OUTCOMES, TRADES,
+    ALL, AUDIT, BARS, CONDITIONS, CONDITIONS_BY_TIMEFRAME, CORRELATIONS, CORRELATION_CONTEXT, DLQ, EXPIRY_TICKS,
+    FILLS, MODEL_PERFORMANCE, ORDERS, ORDER_UPDATES, OUTCOMES, PORTFOLIOS, PORTFOLIO_CONTEXT, PORTFOLIO_PERFORMANCE,
+    POSITIONS, PREDICTIONS, REGIMES, REGIME_PERFORMANCE, RISK_EVENTS, STRATEGY_PERFORMANCE, STRATEGY_SCORES, TRADES,
+    TRADE_OUTCOMES,
 )
 from tickwire.schemas.trades import Trade
 from tickwire.streams.correlations import Context, CorrelationConfig, Correlations
@@ -66,6 +68,7 @@ def examples() -> dict:
     orders, order_books, keeper, positions = OrderTracker(), {}, PositionKeeper(), {}
     portfolio_book, portfolio_states, limits = PortfolioBook(), {}, PortfolioLimits(max_position_value=1.0)
     found: dict = {topic: [] for topic in {**INPUTS, **OUTPUTS}}
+    strategy_rows: list = []
     found[TRADES].append(Trade(symbol="AAPL", ts=start, price=10.5, size=3, trade_id="t-1"))
     for bar in bars:
         found[BARS].append(bar)
@@ -82,9 +85,11 @@ def examples() -> dict:
                 found[ORDER_UPDATES] += orders.on_order(order_books.setdefault(message.symbol, OrderBook()), message)
             else:
                 found[FILLS].append(message)
-                trade = builder.on_fill(books.setdefault(message.symbol, TradeBook()), message).row
+                book = books.setdefault(message.symbol, TradeBook())
+                trade = builder.on_fill(book, message).row
+                trade = next(iter(builder.place_regimes(book, states[message.symbol].regimes.at)), trade)
                 found[TRADE_OUTCOMES].append(trade)
-                found[STRATEGY_PERFORMANCE] += strategies[0].add(strategies[1], trade)
+                strategy_rows += strategies[0].add(strategies[1], trade)
                 found[ORDER_UPDATES] += [u for u in [orders.apply_fill(order_books[message.symbol], message)] if u]
                 position = keeper.apply_fill(positions.setdefault(message.symbol, PositionBook()), message)
                 found[POSITIONS].append(position)
@@ -107,6 +112,14 @@ def examples() -> dict:
                     symbol=symbol, timeframe="1m", timestamp=bar.ts, open=bar.open, high=bar.high, low=bar.low, close=bar.close,
                     volume=bar.volume, spy_correlation=spy, sector_correlation=sector,
                 ))
+    # A trade the next day closes the first day's periods: their scores.
+    last = max((t for t in found[TRADE_OUTCOMES] if t.exit_time), key=lambda t: t.exit_time)
+    next_day = last.exit_time + timedelta(days=1)
+    strategy_rows += strategies[0].add(strategies[1], msgspec.structs.replace(
+        last, trade_id=uuid.UUID(int=1), entry_time=next_day - timedelta(minutes=5), exit_time=next_day
+    ))
+    for row_type, topic in ((StrategyPerformanceRow, STRATEGY_PERFORMANCE), (StrategyScoreRow, STRATEGY_SCORES), (RegimePerformanceRow, REGIME_PERFORMANCE)):
+        found[topic] += [row for row in strategy_rows if isinstance(row, row_type)]
     # A month of a portfolio's days, the benchmark's beside them.
     days = [Day(20_000 + n, 1e5 + n, 1e5 + 50 * (n % 3), 1e5 + 60 * (n % 3), 0.001 * (n % 2)) for n in range(31)]
     found[PORTFOLIO_PERFORMANCE] += performance_rows("toy-a", days, {20_000 + n: 400.0 + (n % 4) for n in range(31)})

@@ -522,6 +522,28 @@ COLUMNS["portfolio_performance"] = [
 COLUMNS["position_snapshots"] = COLUMNS["positions"]
 COLUMNS["portfolio_snapshots"] = COLUMNS["portfolios"]
 
+# Strategy scores and performance by regime (0012).
+COLUMNS["trade_outcomes"].append("entry_regimes jsonb")
+_UNBOUNDED = ("gross_profit", "gross_loss", "net_pnl", "expectancy", "avg_win", "avg_loss", "avg_trade")
+COLUMNS["regime_performance_stats"] = [
+    f"{c.split()[0]} numeric" if c.split()[0] in _UNBOUNDED else c for c in COLUMNS["regime_performance_stats"]
+]
+COLUMNS["strategy_scores"] = [
+    "strategy_id varchar(50) not null",
+    "model_version varchar(20) not null",
+    "period_type varchar(10) not null",
+    "period_start date not null",
+    "scored_at timestamptz not null",
+    "total_trades integer not null",
+    "risk_adjusted_score double precision not null",
+    "win_rate_score double precision not null",
+    "drawdown_score double precision not null",
+    "consistency_score double precision",
+    "score double precision not null",
+    "created_at timestamptz",
+]
+COLUMNS["strategy_latest_scores"] = [c.removesuffix(" not null") for c in COLUMNS["strategy_scores"]]
+
 # market_conditions is the view over the intraday and the daily table (0010): same columns.
 COLUMNS["market_conditions_daily"] = COLUMNS["market_conditions_intraday"]
 COLUMNS["market_conditions"] = [c.removesuffix(" not null") for c in COLUMNS["market_conditions_intraday"]]
@@ -555,6 +577,7 @@ UNIQUE_KEYS = {
     "strategy_performance": {("id",), ("strategy_id", "model_version", "period_type", "period_start")},
     "model_performance": {("id",), ("model_version", "model_type", "evaluation_date")},
     "regime_performance_stats": {("id",), ("strategy_id", "regime", "timeframe")},
+    "strategy_scores": {("strategy_id", "model_version", "period_type", "period_start")},
     "improvement_events": {("id",)},
     "ab_tests": {("id",), ("test_id",)},
     "optimization_queue": {("id",)},
@@ -655,6 +678,8 @@ SAMPLE_ROWS = {
     "strategy_performance": dict(strategy_id="s1", model_version="v1", period_type="DAY", period_start=T0.date(), total_trades=3),
     "model_performance": dict(model_version="v1", model_type="direction", evaluation_date=T0.date(), accuracy=0.55),
     "regime_performance_stats": dict(strategy_id="s1", regime="ranging", timeframe="1h", total_trades=2),
+    "strategy_scores": dict(strategy_id="s1", model_version="v1", period_type="WEEK", period_start=T0.date(), scored_at=T0,
+                            total_trades=4, risk_adjusted_score=0.5, win_rate_score=0.2, drawdown_score=1.0, score=52.5),
     "market_regime_history": dict(symbol="AAA", timeframe="1h", timestamp=T0, regime="trending_up", confidence=0.8,
                                   ema_slope_per_bar=0.0012),
     "correlation_matrix": dict(timeframe="1h", window_bars=60, timestamp=T0, symbol_count=3, pair_count=3, mean_correlation=0.25),

@@ -265,3 +265,59 @@ def test_restarts_change_nothing() -> None:
     finals = [r for r in plain if r.outcome_type != "OPEN"]
     assert [r.trade_id for r in finals] == trades  # 4 buys of 5, 5 sells of 4: closed at the 5th sell
     assert msgspec.json.decode(msgspec.json.encode(finals[0]), type=TradeOutcomeRow) == finals[0]
+
+
+def test_entry_regimes_are_those_in_force_at_entry_whichever_topic_came_first() -> None:
+    """Fills before their bars or after them: every trade gets the regimes in force at its
+    entry, so a replay that interleaves the two topics otherwise writes the same rows."""
+    from tickwire.streams.simulator import MarketSimulator
+    from tickwire.streams.symbol import SymbolProcessor, SymbolState
+
+    bars = list(MarketSimulator(["AAPL"], seed=3, start=T0).bars(240))
+    fills = [fill("BUY" if n % 2 == 0 else "SELL", 5, bars[10 * n].close, 600 * n + 30, trade=uuid.UUID(int=n // 2 + 1)) for n in range(24)]
+
+    def run(fills_first: bool) -> tuple[dict, SymbolState]:
+        processor, state, builder, book, rows = SymbolProcessor(), SymbolState(), TradeBuilder(), TradeBook(), {}
+        # Fills an hour ahead of the bars, or 20 minutes behind them (the history keeps the
+        # latest REGIME_CHANGES_KEPT changes of each timeframe: a fill later than that gets none).
+        events = [(f.ts - timedelta(hours=1) if fills_first else f.ts + timedelta(minutes=20), 1, f) for f in fills]
+        events += [(b.ts, 0, b) for b in bars]
+        for _, kind, event in sorted(events, key=lambda e: (e[0], e[1])):
+            if kind == 0:
+                processor.process(state, event)
+                placed = builder.on_bar(book, event) + builder.place_regimes(book, state.regimes.at)
+            else:
+                placed = [builder.on_fill(book, event).row] + builder.place_regimes(book, state.regimes.at)
+            rows.update((row.trade_id, row) for row in placed)
+        return rows, state
+
+    early, state = run(fills_first=True)
+    late, _ = run(fills_first=False)
+    assert {t: r.entry_regimes for t, r in early.items()} == {t: r.entry_regimes for t, r in late.items()}
+    regimes = [r.entry_regimes for r in early.values() if r.entry_time >= T0 + timedelta(hours=1)]  # past the warm-up
+    assert len(regimes) > 6 and all(regimes) and len({json.dumps(r, sort_keys=True) for r in regimes}) > 1
+    # A trade after the oldest change still kept has the last change known at its entry.
+    oldest_kept = min(known_us for known_us, timeframe, _ in state.regimes.changes if timeframe == "1m")
+    checked = 0
+    for row in early.values():
+        entry_us = int((row.entry_time - datetime(1970, 1, 1, tzinfo=timezone.utc)).total_seconds() * 1e6)
+        if entry_us >= oldest_kept:
+            want = [regime for known_us, timeframe, regime in state.regimes.changes if timeframe == "1m" and known_us <= entry_us][-1]
+            assert row.entry_regimes["1m"] == want
+            checked += 1
+    assert checked >= 2
+
+
+def test_regime_history_keeps_a_few_changes_per_timeframe() -> None:
+    from tickwire.streams.symbol import REGIME_CHANGES_KEPT, RegimeHistory
+
+    history = RegimeHistory()
+    assert history.at(0) is None  # no bar yet: not known
+    for n in range(10):
+        history.record(n * 100, "1m", "ranging" if n % 2 else "volatile")
+    history.record(450, "1h", "trending_up")
+    history.until_us = 1000
+    assert len([c for c in history.changes if c[1] == "1m"]) == REGIME_CHANGES_KEPT
+    assert history.at(650) == {"1m": "volatile", "1h": "trending_up"}  # 1m changed at 600 to volatile
+    assert history.at(100) == {}  # older than everything kept
+    assert history.at(1001) is None

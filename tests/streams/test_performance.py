@@ -10,7 +10,9 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from tickwire.schemas.signals import PredictionOutcome, TradeOutcomeRow, feature_hash
+from tickwire.schemas.signals import (
+    PredictionOutcome, RegimePerformanceRow, StrategyPerformanceRow, StrategyScoreRow, TradeOutcomeRow, feature_hash,
+)
 from tickwire.streams.performance import (
     ModelPerformance,
     ModelPerformanceState,
@@ -157,7 +159,9 @@ def test_periods() -> None:
         period_start(wed, "YEAR")
 
 
-def trade_row(tid: int, exit_at: datetime | None, net: float, outcome: str, strategy: str = "s1") -> TradeOutcomeRow:
+def trade_row(
+    tid: int, exit_at: datetime | None, net: float, outcome: str, strategy: str = "s1", regimes: dict[str, str] | None = None
+) -> TradeOutcomeRow:
     return TradeOutcomeRow(
         trade_id=uuid.UUID(int=tid),
         strategy_id=strategy,
@@ -177,7 +181,12 @@ def trade_row(tid: int, exit_at: datetime | None, net: float, outcome: str, stra
         max_favorable_excursion=None,
         max_adverse_excursion=None,
         outcome_type=outcome,
+        entry_regimes=regimes,
     )
+
+
+def of(rows: list, kind: type) -> list:
+    return [row for row in rows if isinstance(row, kind)]
 
 
 def test_strategy_aggregation_by_period() -> None:
@@ -185,6 +194,14 @@ def test_strategy_aggregation_by_period() -> None:
     assert agg.add(state, trade_row(1, None, 0.0, "OPEN")) == []
     agg.add(state, trade_row(1, datetime(2026, 3, 2, 15, tzinfo=timezone.utc), 10.0, "WIN"))  # Monday
     rows = agg.add(state, trade_row(2, datetime(2026, 3, 4, 15, tzinfo=timezone.utc), -4.0, "LOSS"))  # Wednesday
+    # Wednesday's trade closes Monday: its score, from one win and no regime (the module docstring):
+    # no Sharpe 0, Wilson(1 of 1) = 1 / (1 + 1.96²) = 0.206541, no drawdown 1, weights 0.35 + 0.25 + 0.2.
+    (score,) = of(rows, StrategyScoreRow)
+    assert (score.period_type, score.period_start, score.scored_at) == ("DAY", date(2026, 3, 2), datetime(2026, 3, 3, tzinfo=timezone.utc))
+    assert score.consistency_score is None and score.risk_adjusted_score == 0.0 and score.drawdown_score == 1.0
+    assert score.score == pytest.approx(100 * (0.25 * 0.206541 + 0.2) / 0.8, abs=1e-4)
+    assert of(rows, RegimePerformanceRow) == []  # the trades carry no regime
+    rows = of(rows, StrategyPerformanceRow)
     assert [(r.period_type, r.period_start, r.total_trades, r.net_pnl) for r in rows] == [
         ("DAY", date(2026, 3, 4), 1, -4.0),
         ("WEEK", date(2026, 3, 2), 2, 6.0),
@@ -192,13 +209,91 @@ def test_strategy_aggregation_by_period() -> None:
     ]
     # A re-sent trade replaces itself; another strategy is its own group.
     again = agg.add(state, trade_row(2, datetime(2026, 3, 4, 15, tzinfo=timezone.utc), -4.0, "LOSS"))
-    assert again == rows
+    assert again == rows  # nothing closed: no score
     other = agg.add(state, trade_row(3, datetime(2026, 3, 4, 16, tzinfo=timezone.utc), 1.0, "WIN", strategy="s2"))
     assert [r.total_trades for r in other] == [1, 1, 1]
     # Old periods are dropped; a trade for one of them no longer writes rows.
-    agg.add(state, trade_row(4, datetime(2026, 6, 1, tzinfo=timezone.utc), 1.0, "WIN"))
+    closed = agg.add(state, trade_row(4, datetime(2026, 6, 1, tzinfo=timezone.utc), 1.0, "WIN"))
+    # June closes Wednesday's day, the week and the month of both strategies (this state holds
+    # both; the stage keeps one per strategy), before they are dropped; Monday was scored already.
+    assert sorted((r.strategy_id, r.period_type, r.period_start) for r in of(closed, StrategyScoreRow)) == [
+        (strategy, period, start) for strategy in ("s1", "s2")
+        for period, start in (("DAY", date(2026, 3, 4)), ("MONTH", date(2026, 3, 1)), ("WEEK", date(2026, 3, 2)))
+    ]
     assert agg.add(state, trade_row(5, datetime(2026, 3, 5, tzinfo=timezone.utc), 1.0, "WIN")) == []
     assert all("2026-03" not in key for key in state.groups)
+
+
+def test_strategy_score_by_hand() -> None:
+    """Monday: +10 ranging, -4 volatile; Tuesday's trade closes Monday and scores it."""
+    agg, state = StrategyPerformance(capital=1000.0, timeframe="1m"), StrategyPerformanceState()
+    monday = datetime(2026, 3, 2, 15, tzinfo=timezone.utc)
+    agg.add(state, trade_row(1, monday, 10.0, "WIN", regimes={"1m": "ranging", "1h": "trending_up"}))
+    agg.add(state, trade_row(2, monday + timedelta(hours=1), -4.0, "LOSS", regimes={"1m": "volatile", "1h": "trending_up"}))
+    rows = agg.add(state, trade_row(3, monday + timedelta(days=1), 6.0, "WIN", regimes={"1m": "ranging"}))
+    (score,) = of(rows, StrategyScoreRow)
+    # r = 0.01, -0.004: mean 0.003, sd 0.0098995, Sharpe 0.30305 * sqrt(730) = 8.19: full marks.
+    # Wilson(1 of 2) = (0.5 + 0.9604 - 1.96 * sqrt(0.125 + 0.2401)) / 2.9208 = 0.094529.
+    # Drawdown 4 / 1010 = 0.0039604: 1 - 0.0039604 / 0.25 = 0.984158. Ranging made money, volatile lost: 0.5.
+    assert score.risk_adjusted_score == 1.0
+    assert score.win_rate_score == pytest.approx(0.094529, abs=1e-6)
+    assert score.drawdown_score == pytest.approx(0.984158, abs=1e-6)
+    assert score.consistency_score == 0.5
+    assert score.score == pytest.approx(100 * (0.35 + 0.25 * 0.094529 + 0.2 * 0.984158 + 0.2 * 0.5), abs=1e-4)
+    # A late trade for the closed Monday scores it again.
+    late = agg.add(state, trade_row(4, monday + timedelta(hours=2), 5.0, "WIN", regimes={"1m": "volatile"}))
+    (again,) = of(late, StrategyScoreRow)
+    assert again.period_start == date(2026, 3, 2) and again.total_trades == 3 and again.consistency_score == 1.0
+
+
+def test_regime_stats_by_hand() -> None:
+    agg, state = StrategyPerformance(capital=1000.0), StrategyPerformanceState()
+    monday = datetime(2026, 3, 2, 15, tzinfo=timezone.utc)
+    agg.add(state, trade_row(1, monday, 10.0, "WIN", regimes={"1m": "ranging", "1h": "trending_up"}))
+    agg.add(state, trade_row(2, monday + timedelta(hours=1), -4.0, "LOSS", regimes={"1m": "volatile", "1h": "trending_up"}))
+    rows = of(agg.add(state, trade_row(3, monday + timedelta(days=1), 6.0, "WIN", regimes={"1m": "ranging"})), RegimePerformanceRow)
+    (ranging,) = rows
+    assert (ranging.regime, ranging.timeframe, ranging.total_trades, ranging.winning_trades, ranging.net_pnl) == ("ranging", "1m", 2, 2, 16.0)
+    assert ranging.profit_factor is None and ranging.max_drawdown == 0.0 and ranging.expectancy == 8.0
+    # r = 0.01, 0.006 a day apart: mean 0.008, sd 0.0028284, N = 2 * 365 / 1.
+    assert ranging.sharpe_ratio == pytest.approx(0.008 / 0.0028284271 * math.sqrt(730), rel=1e-6)
+    assert (ranging.first_trade_at, ranging.last_trade_at) == (monday, monday + timedelta(days=1))
+    trending = of(agg.add(state, trade_row(2, monday + timedelta(hours=1), -4.0, "LOSS", regimes={"1m": "volatile", "1h": "trending_up"})), RegimePerformanceRow)
+    up = next(r for r in trending if r.regime == "trending_up")
+    # Re-sent: counted once. +10 then -4: drawdown 4 / 1010, profit factor 10 / 4.
+    assert (up.timeframe, up.total_trades, up.net_pnl, up.profit_factor) == ("1h", 2, 6.0, 2.5)
+    assert up.max_drawdown == pytest.approx(4 / 1010) and up.expectancy == pytest.approx(0.5 * 10 + 0.5 * -4)
+
+
+def test_regime_stats_settle_into_totals_without_changing_them() -> None:
+    """Weeks of trades: the rows equal the same figures computed over every trade at once,
+    though only the last days' trades are still kept one by one."""
+    rng = random.Random(7)
+    agg, state = StrategyPerformance(capital=1000.0), StrategyPerformanceState()
+    start = datetime(2026, 1, 5, 10, tzinfo=timezone.utc)
+    trades = []
+    for i in range(300):
+        exit_at = start + timedelta(hours=4 * i + rng.randint(0, 2))
+        net = round(rng.uniform(-20, 25), 2)
+        trades.append(trade_row(i + 1, exit_at, net, "WIN" if net > 0 else "LOSS", regimes={"1m": "ranging"}))
+    for trade in trades:
+        (row,) = of(agg.add(state, trade), RegimePerformanceRow)
+    group = state.regimes["ranging\x1f1m"]
+    assert group.settled.n > 200 and len(group.recent) < 60  # bounded: 8 days of trades at 6 a day
+    returns = [t.net_pnl / 1000.0 for t in trades]
+    equity, peak, worst = 1000.0, 1000.0, 0.0
+    for t in trades:
+        equity += t.net_pnl
+        peak = max(peak, equity)
+        worst = max(worst, (peak - equity) / peak)
+    days = (trades[-1].exit_time - trades[0].exit_time).total_seconds() / 86400
+    assert row.total_trades == 300 and row.net_pnl == pytest.approx(sum(t.net_pnl for t in trades))
+    assert row.max_drawdown == pytest.approx(worst, rel=1e-9)
+    sharpe = statistics.mean(returns) / statistics.stdev(returns) * math.sqrt(300 * 365 / days)
+    assert row.sharpe_ratio == pytest.approx(sharpe, rel=1e-9)
+    assert row.wilson_lower_bound == pytest.approx(wilson_lower_bound(sum(t.net_pnl > 0 for t in trades), 300))
+    # A trade settled long ago comes again: ignored.
+    assert of(agg.add(state, trades[0]), RegimePerformanceRow) == []
 
 
 def outcome(pid: int, predicted_at: datetime, predicted: str, actual: str | None, confidence: float, regime: str | None = None) -> PredictionOutcome:

@@ -10,7 +10,7 @@ import pytest
 from tickwire.schemas.errors import InvalidMessage
 from tickwire.schemas.market import Bar, Condition, RegimeChange
 from tickwire.streams.simulator import MarketSimulator
-from tickwire.streams.symbol import SymbolProcessor, SymbolState, SymbolStateV1, _FrameStateV1
+from tickwire.streams.symbol import RegimeHistory, SymbolProcessor, SymbolState, SymbolStateV1, _FrameStateV1
 
 START = datetime(2026, 3, 2, 0, 0, tzinfo=timezone.utc)
 
@@ -93,6 +93,8 @@ def test_a_state_of_the_first_layout_is_read_with_its_frames_resampled(bars):
     restored = msgspec.msgpack.decode(msgspec.msgpack.encode(old), type=SymbolStateV1).upgraded()
     for frame in state.frames.values():
         frame.last_bar = None  # layout 1 did not keep it: a repeat of its last bar counts as a duplicate
+    assert state.regimes.changes
+    state.regimes = RegimeHistory()  # nor the regimes' history: it starts with the next change
     assert msgspec.msgpack.encode(restored) == msgspec.msgpack.encode(state)
 
 
