@@ -22,13 +22,13 @@ from tickwire.schemas.correlations import CorrelationRecord
 from tickwire.schemas.execution import (
     AuditRow, Order, OrderUpdate, PortfolioPerformanceRow, PortfolioRow, PositionRow, RiskEvent,
 )
-from tickwire.schemas.market import Bar, Condition, CorrelationContext, RegimeChange
+from tickwire.schemas.market import Bar, Condition, CorrelationContext, MultiTimeframeAnalysis, RegimeChange
 from tickwire.schemas.signals import (
     Fill, ModelPerformanceRow, Prediction, PredictionOutcome, RegimePerformanceRow, StrategyPerformanceRow, StrategyScoreRow,
     TradeOutcomeRow,
 )
 from tickwire.schemas.topics import (
-    AUDIT, BARS, CONDITIONS, CORRELATION_CONTEXT, CORRELATIONS, DLQ, FILLS, MODEL_PERFORMANCE, ORDER_UPDATES, ORDERS, OUTCOMES,
+    AUDIT, BARS, CONDITIONS, CORRELATION_CONTEXT, CORRELATIONS, DLQ, FILLS, MODEL_PERFORMANCE, MTF, ORDER_UPDATES, ORDERS, OUTCOMES,
     PORTFOLIO_PERFORMANCE, PORTFOLIOS, POSITIONS, PREDICTIONS, REGIME_PERFORMANCE, REGIMES, RISK_EVENTS, STRATEGY_PERFORMANCE,
     STRATEGY_SCORES, TRADE_OUTCOMES, TRADES, Topic,
 )
@@ -37,11 +37,11 @@ from tickwire.schemas.trades import Trade
 # What producers publish to Tickwire, and what Tickwire publishes (JSON, one message per record).
 INPUTS: dict[Topic, Any] = {BARS: Bar, TRADES: Trade, PREDICTIONS: Prediction, FILLS: Fill, ORDERS: Order}
 OUTPUTS: dict[Topic, Any] = {
-    CONDITIONS: Condition, REGIMES: RegimeChange, CORRELATIONS: CorrelationRecord, CORRELATION_CONTEXT: CorrelationContext,
-    OUTCOMES: PredictionOutcome, TRADE_OUTCOMES: TradeOutcomeRow, MODEL_PERFORMANCE: ModelPerformanceRow,
-    STRATEGY_PERFORMANCE: StrategyPerformanceRow, STRATEGY_SCORES: StrategyScoreRow, REGIME_PERFORMANCE: RegimePerformanceRow,
-    ORDER_UPDATES: OrderUpdate, POSITIONS: PositionRow,
-    PORTFOLIOS: PortfolioRow, RISK_EVENTS: RiskEvent, AUDIT: AuditRow, PORTFOLIO_PERFORMANCE: PortfolioPerformanceRow,
+    CONDITIONS: Condition, REGIMES: RegimeChange, MTF: MultiTimeframeAnalysis, CORRELATIONS: CorrelationRecord,
+    CORRELATION_CONTEXT: CorrelationContext, OUTCOMES: PredictionOutcome, TRADE_OUTCOMES: TradeOutcomeRow,
+    MODEL_PERFORMANCE: ModelPerformanceRow, STRATEGY_PERFORMANCE: StrategyPerformanceRow, STRATEGY_SCORES: StrategyScoreRow,
+    REGIME_PERFORMANCE: RegimePerformanceRow, ORDER_UPDATES: OrderUpdate, POSITIONS: PositionRow, PORTFOLIOS: PortfolioRow,
+    RISK_EVENTS: RiskEvent, AUDIT: AuditRow, PORTFOLIO_PERFORMANCE: PortfolioPerformanceRow,
 }
 _DLQ_HEADERS = {
     "tickwire.reason": "why it was refused, from the fixed vocabulary of schemas/errors.py",

@@ -181,3 +181,26 @@ class CorrelationContext(msgspec.Struct, frozen=True, kw_only=True):
     volume: int
     spy_correlation: float | None
     sector_correlation: float | None
+
+
+class TimeframeTrend(msgspec.Struct, frozen=True, kw_only=True):
+    """One timeframe's part of a ``MultiTimeframeAnalysis`` (``streams.mtf`` defines it)."""
+
+    direction: str  # up, down or flat
+    strength: float  # 0..1
+    regime: str | None
+
+
+class MultiTimeframeAnalysis(msgspec.Struct, frozen=True, kw_only=True):
+    """A symbol's trend on every timeframe at once (``md.mtf.v1``, ``multi_timeframe_analysis``),
+    each time a bar above the base timeframe closes; ``timestamp`` is that close: the analysis
+    holds from then on (``streams.mtf`` has the definitions)."""
+
+    symbol: str
+    timestamp: datetime
+    trigger_timeframe: str  # the highest timeframe whose bar closed then
+    timeframes: dict[str, TimeframeTrend]
+    alignment_score: float  # -1 (every timeframe down) .. +1 (every timeframe up)
+    dominant_direction: str  # up, down or flat
+    agreeing_timeframes: int  # timeframes whose direction is the dominant one
+    timeframe_count: int

@@ -19,12 +19,12 @@ from tickwire.schemas.correlations import (
 from tickwire.schemas.execution import (
     AuditRow, OrderEventRow, OrderRow, PortfolioPerformanceRow, PortfolioRow, PositionRow, RiskEvent,
 )
-from tickwire.schemas.market import Condition, CorrelationContext, RegimeChange
+from tickwire.schemas.market import Condition, CorrelationContext, MultiTimeframeAnalysis, RegimeChange
 from tickwire.schemas.signals import (
     ModelPerformanceRow, ModelPredictionRow, RegimePerformanceRow, StrategyPerformanceRow, StrategyScoreRow, TradeOutcomeRow,
 )
 from tickwire.schemas.topics import (
-    AUDIT, CONDITIONS, CORRELATION_CONTEXT, CORRELATIONS, MODEL_PERFORMANCE, ORDER_UPDATES, OUTCOMES, PORTFOLIO_PERFORMANCE,
+    AUDIT, CONDITIONS, CORRELATION_CONTEXT, CORRELATIONS, MODEL_PERFORMANCE, MTF, ORDER_UPDATES, OUTCOMES, PORTFOLIO_PERFORMANCE,
     PORTFOLIOS, POSITIONS, REGIME_PERFORMANCE, REGIMES, RISK_EVENTS, STRATEGY_PERFORMANCE, STRATEGY_SCORES, TRADE_OUTCOMES, Topic,
 )
 
@@ -92,6 +92,9 @@ MARKET_CONTEXT = Table(
 MARKET_REGIME_HISTORY = Table(
     "market_regime_history", RegimeChange, ("symbol", "timeframe", "timestamp"), "nothing", "timestamp"
 )
+MULTI_TIMEFRAME_ANALYSIS = Table(
+    "multi_timeframe_analysis", MultiTimeframeAnalysis, ("symbol", "timestamp"), "nothing", "timestamp"
+)
 
 MODEL_PREDICTIONS = Table(
     "model_predictions", ModelPredictionRow, ("prediction_id", "predicted_at"), "update", "predicted_at",
@@ -154,7 +157,7 @@ EXECUTION_TABLES = (
 )
 
 ALL = (
-    MARKET_CONDITIONS, MARKET_CONTEXT, MARKET_REGIME_HISTORY, MODEL_PREDICTIONS, TRADE_OUTCOMES_TABLE,
+    MARKET_CONDITIONS, MARKET_CONTEXT, MARKET_REGIME_HISTORY, MULTI_TIMEFRAME_ANALYSIS, MODEL_PREDICTIONS, TRADE_OUTCOMES_TABLE,
     MODEL_PERFORMANCE_TABLE, STRATEGY_PERFORMANCE_TABLE, STRATEGY_SCORES_TABLE, REGIME_PERFORMANCE_STATS, *CORRELATION_TABLES, *EXECUTION_TABLES,
 )
 
@@ -164,6 +167,7 @@ SINKS = (
     (CORRELATION_CONTEXT, MARKET_CONTEXT),
     *((CORRELATIONS, table) for table in CORRELATION_TABLES),
     (REGIMES, MARKET_REGIME_HISTORY),
+    (MTF, MULTI_TIMEFRAME_ANALYSIS),
     (OUTCOMES, MODEL_PREDICTIONS),
     (TRADE_OUTCOMES, TRADE_OUTCOMES_TABLE),
     (MODEL_PERFORMANCE, MODEL_PERFORMANCE_TABLE),

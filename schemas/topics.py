@@ -22,6 +22,7 @@ FILLS = Topic("exec.fills.v1", "symbol", 6, "delete", 30 * DAY_MS)
 ORDERS = Topic("exec.orders.v1", "symbol", 6, "delete", 30 * DAY_MS)
 CONDITIONS = Topic("md.conditions.v1", "symbol", 6, "delete", 7 * DAY_MS)
 REGIMES = Topic("md.regimes.v1", "symbol", 6, "delete", 30 * DAY_MS)
+MTF = Topic("md.mtf.v1", "symbol", 6, "delete", 7 * DAY_MS)
 CORRELATIONS = Topic("md.correlations.v1", "timeframe", 1, "delete", 7 * DAY_MS)
 CORRELATION_CONTEXT = Topic("md.correlation_context.v1", "symbol", 6, "delete", 7 * DAY_MS)
 # Internal: conditions re-keyed by timeframe, so one partition sees every symbol of a timeframe;
@@ -50,7 +51,7 @@ EXPIRY_TICKS = Topic("tickwire.expiry_ticks.v1", "symbol", 6, "delete", DAY_MS)
 DLQ = Topic("tickwire.dlq.v1", "source key", 3, "delete", 30 * DAY_MS)
 
 ALL = (
-    BARS, TRADES, PREDICTIONS, FILLS, ORDERS, CONDITIONS, REGIMES, CORRELATIONS, CORRELATION_CONTEXT, OUTCOMES,
+    BARS, TRADES, PREDICTIONS, FILLS, ORDERS, CONDITIONS, REGIMES, MTF, CORRELATIONS, CORRELATION_CONTEXT, OUTCOMES,
     TRADE_OUTCOMES, MODEL_PERFORMANCE, STRATEGY_PERFORMANCE, STRATEGY_SCORES, REGIME_PERFORMANCE, ORDER_UPDATES, POSITIONS, PORTFOLIOS, RISK_EVENTS, AUDIT,
     PORTFOLIO_PERFORMANCE, CONDITIONS_BY_TIMEFRAME, EXPIRY_TICKS, PORTFOLIO_CONTEXT, DLQ,
 )

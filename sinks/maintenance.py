@@ -34,7 +34,7 @@ MATERIALIZED_VIEWS = ("candles_1h", "candles_1d", "mv_daily_trading_stats")
 # on TimescaleDB the same intervals are retention policies (0002, 0003).
 RETENTION = {
     "market_conditions_intraday": "2 years", "trade_outcomes": "5 years", "model_predictions": "3 years",
-    "position_snapshots": "1 year", "portfolio_snapshots": "5 years",
+    "position_snapshots": "1 year", "portfolio_snapshots": "5 years", "multi_timeframe_analysis": "1 year",
 }
 
 _PARTITIONED = """

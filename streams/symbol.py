@@ -1,4 +1,5 @@
-"""One symbol's bars in; its conditions (every timeframe) and regime changes out.
+"""One symbol's bars in; its conditions (every timeframe), regime changes and
+multi-timeframe analyses (``streams.mtf``) out.
 
 The per-symbol core the worker runs for each bar, with no faust in it. A base-timeframe
 bar also feeds the resampler; each higher-timeframe bar it closes is processed like a
@@ -23,16 +24,17 @@ from typing import Literal
 import msgspec
 
 from tickwire.schemas.errors import InvalidMessage
-from tickwire.schemas.market import Bar, Condition, RegimeChange, timeframe_seconds
+from tickwire.schemas.market import Bar, Condition, MultiTimeframeAnalysis, RegimeChange, timeframe_seconds
 from tickwire.streams.candles import Resampler, ResamplerState
 from tickwire.streams.frame import FrameCore
 from tickwire.streams.indicators import KEYS, IndicatorState
+from tickwire.streams.mtf import analysis, trend
 from tickwire.streams.regimes import RegimeConfig, RegimeState
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)
 
-Output = tuple[Literal["condition", "regime"], bytes]
+Output = tuple[Literal["condition", "regime", "mtf"], bytes]
 
 
 class FrameState(msgspec.Struct, array_like=True):
@@ -45,6 +47,7 @@ class FrameState(msgspec.Struct, array_like=True):
     # The last input bar's (open, high, low, close, volume): tells a feed's exact repeat from
     # a conflicting bar of the same time. None for a resampled frame (or one stored before).
     last_bar: tuple[float, float, float, float, int] | None = None
+    trend: tuple[int, float] | None = None  # the last bar's (direction, strength), ``streams.mtf``
 
 
 class _FrameStateV1(msgspec.Struct, array_like=True):
@@ -136,6 +139,7 @@ class SymbolProcessor:
                 raise InvalidMessage("late_bar", f"{bar.timeframe} bar at {bar.ts.isoformat()} is older than the last one seen")
         outputs = self._bar(state, bar, fed=bar.timeframe in self.resample_to)
         state.frames[bar.timeframe].last_bar = (bar.open, bar.high, bar.low, bar.close, bar.volume)
+        closed = [] if bar.timeframe == self.base else [bar]
         if bar.timeframe == self.base and self._resampler is not None:
             resampler = self._resampler
             resampler.state = state.resampler or ResamplerState()
@@ -143,8 +147,19 @@ class SymbolProcessor:
                 frame = state.frames.get(resampled.timeframe)
                 if frame is None or not frame.fed:
                     outputs += self._bar(state, resampled, fed=False)
+                    closed.append(resampled)
             state.resampler = resampler.state
+        if closed:
+            outputs.append(("mtf", self._encode(self._analysis(state, bar.symbol, closed))))
         return outputs, False
+
+    def _analysis(self, state: SymbolState, symbol: str, closed: list[Bar]) -> MultiTimeframeAnalysis:
+        """Every timeframe's trend, as the highest of the ``closed`` bars closes."""
+        top = max(closed, key=lambda b: timeframe_seconds(b.timeframe))
+        by_length = sorted(state.frames.items(), key=lambda item: timeframe_seconds(item[0]))
+        trends = {tf: (*frame.trend, frame.regime.regime) for tf, frame in by_length if frame.trend is not None}
+        closes_at = top.ts + timedelta(seconds=timeframe_seconds(top.timeframe))
+        return analysis(symbol, closes_at, top.timeframe, self.base, trends)
 
     def _bar(self, state: SymbolState, bar: Bar, *, fed: bool) -> list[Output]:
         ts_us = (bar.ts - _EPOCH) // _US
@@ -156,6 +171,7 @@ class SymbolProcessor:
         before = frame.regime.regime
         values, regime, confidence, change = FrameCore(self.regime, frame.indicators, frame.regime).update(bar)
         frame.last_ts_us = ts_us
+        frame.trend = trend(values)
         close_us = ts_us + timeframe_seconds(bar.timeframe) * 1_000_000
         state.regimes.until_us = max(state.regimes.until_us, close_us)
         if frame.regime.regime is not None and frame.regime.regime != before:

@@ -1,4 +1,4 @@
-"""Everything keyed by symbol: bars into conditions and regimes, predictions validated
+"""Everything keyed by symbol: bars into conditions, regimes and multi-timeframe analyses, predictions validated
 against the bars that follow, fills into trade outcomes, orders into their lifecycles,
 fills and bars into positions, and the expiry clock.
 
@@ -20,7 +20,7 @@ from tickwire.schemas.execution import AuditRow, BenchmarkClose, Order
 from tickwire.schemas.market import Bar, closing_day, epoch_us, from_epoch_us, timeframe_seconds
 from tickwire.schemas.signals import Fill, Prediction
 from tickwire.schemas.topics import (
-    AUDIT, BARS, CONDITIONS, CONDITIONS_BY_TIMEFRAME, EXPIRY_TICKS, FILLS, ORDER_UPDATES, ORDERS, OUTCOMES, PORTFOLIO_CONTEXT,
+    AUDIT, BARS, CONDITIONS, CONDITIONS_BY_TIMEFRAME, EXPIRY_TICKS, FILLS, MTF, ORDER_UPDATES, ORDERS, OUTCOMES, PORTFOLIO_CONTEXT,
     POSITIONS, PREDICTIONS, REGIMES, TRADE_OUTCOMES,
 )
 from tickwire.streams.correlations import load_sectors
@@ -108,7 +108,7 @@ class Symbols(Stage):
         self.base_timeframe = settings.base_timeframe
         self.base_period_us = timeframe_seconds(settings.base_timeframe) * 1_000_000
         self.correlated = set(settings.correlated)
-        self.conditions_topic, self.regimes_topic = names[CONDITIONS], names[REGIMES]
+        self.conditions_topic, self.regimes_topic, self.mtf_topic = names[CONDITIONS], names[REGIMES], names[MTF]
         self.by_timeframe_topic = names[CONDITIONS_BY_TIMEFRAME]
         self.outcomes_topic, self.trade_outcomes_topic = names[OUTCOMES], names[TRADE_OUTCOMES]
         self.order_updates_topic, self.positions_topic, self.audit_topic = names[ORDER_UPDATES], names[POSITIONS], names[AUDIT]
@@ -174,8 +174,8 @@ class Symbols(Stage):
             return
         self.show_regimes(bar.symbol, record.bars)
         for kind, value in outputs:
-            if kind == "regime":
-                out.append((self.regimes_topic, key, value, []))
+            if kind != "condition":
+                out.append((self.regimes_topic if kind == "regime" else self.mtf_topic, key, value, []))
                 continue
             out.append((self.conditions_topic, key, value, []))
             if self.correlated:

@@ -14,10 +14,12 @@ import talib
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
+from tickwire.schemas.market import MultiTimeframeAnalysis
 from tickwire.schemas.settings import Settings
 from tickwire.schemas.topics import BARS, CONDITIONS, DLQ
 from tickwire.streams.topics import ensure_topics
 from tickwire.streams.simulator import MarketSimulator
+from tickwire.streams.symbol import SymbolProcessor, SymbolState
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -106,6 +108,26 @@ async def test_10000_bars_become_10000_rows_with_talib_ema_and_replay_changes_no
         assert r["previous_regime"] == previous.get((r["symbol"], r["timeframe"]))
         assert r["detected_regime"] == r["regime"]
         previous[(r["symbol"], r["timeframe"])] = r["regime"]
+
+    # Every 5m close of every symbol has its multi-timeframe analysis, the core's.
+    want = {}
+    processor, states = SymbolProcessor(), {}
+    for bar in bars:
+        for kind, value in processor.process(states.setdefault(bar.symbol, SymbolState()), bar)[0]:
+            if kind == "mtf":
+                row = msgspec.json.decode(value, type=MultiTimeframeAnalysis)
+                want[row.symbol, row.timestamp] = row
+
+    async def analysed():
+        return await conn.fetchval("SELECT count(*) FROM multi_timeframe_analysis WHERE symbol = ANY($1)", SYMBOLS) >= len(want)
+
+    assert len(want) == 20 * 100 and await wait_for(analysed, timeout_s=60, check=processes.check_alive)
+    for got in await conn.fetch("SELECT * FROM multi_timeframe_analysis WHERE symbol = ANY($1)", SYMBOLS):
+        row = want[got["symbol"], got["timestamp"]]
+        assert (got["trigger_timeframe"], got["dominant_direction"], got["agreeing_timeframes"]) == (
+            row.trigger_timeframe, row.dominant_direction, row.agreeing_timeframes)
+        assert got["alignment_score"] == pytest.approx(row.alignment_score)
+        assert msgspec.json.decode(got["timeframes"]) == msgspec.to_builtins(row.timeframes)
 
     # The same 10,000 bars again: nothing new may appear.
     before = scrape(worker_port)

@@ -18,9 +18,9 @@ from tickwire.schemas.market import CorrelationContext
 from tickwire.schemas.signals import Prediction, RegimePerformanceRow, StrategyPerformanceRow, StrategyScoreRow
 from tickwire.schemas.topics import (
     ALL, AUDIT, BARS, CONDITIONS, CONDITIONS_BY_TIMEFRAME, CORRELATIONS, CORRELATION_CONTEXT, DLQ, EXPIRY_TICKS,
-    FILLS, MODEL_PERFORMANCE, ORDERS, ORDER_UPDATES, OUTCOMES, PORTFOLIOS, PORTFOLIO_CONTEXT, PORTFOLIO_PERFORMANCE,
-    POSITIONS, PREDICTIONS, REGIMES, REGIME_PERFORMANCE, RISK_EVENTS, STRATEGY_PERFORMANCE, STRATEGY_SCORES, TRADES,
-    TRADE_OUTCOMES,
+    FILLS, MODEL_PERFORMANCE, MTF, ORDERS, ORDER_UPDATES, OUTCOMES, PORTFOLIOS, PORTFOLIO_CONTEXT,
+    PORTFOLIO_PERFORMANCE, POSITIONS, PREDICTIONS, REGIMES, REGIME_PERFORMANCE, RISK_EVENTS, STRATEGY_PERFORMANCE,
+    STRATEGY_SCORES, TRADES, TRADE_OUTCOMES,
 )
 from tickwire.schemas.trades import Trade
 from tickwire.streams.correlations import Context, CorrelationConfig, Correlations
@@ -74,7 +74,7 @@ def examples() -> dict:
         found[BARS].append(bar)
         outputs, _ = processor.process(states.setdefault(bar.symbol, SymbolState()), bar)
         for kind, value in outputs:
-            found[CONDITIONS if kind == "condition" else REGIMES].append(json.loads(value))
+            found[{"condition": CONDITIONS, "regime": REGIMES, "mtf": MTF}[kind]].append(json.loads(value))
         outcomes = validator.on_bar(predictions.setdefault(bar.symbol, PredictionState()), bar)
         for message in strategy.on_bar(bar):
             if isinstance(message, Prediction):

@@ -544,6 +544,19 @@ COLUMNS["strategy_scores"] = [
 ]
 COLUMNS["strategy_latest_scores"] = [c.removesuffix(" not null") for c in COLUMNS["strategy_scores"]]
 
+# Multi-timeframe analysis (0015).
+COLUMNS["multi_timeframe_analysis"] = [
+    "symbol varchar(10) not null",
+    "timestamp timestamptz not null",
+    "trigger_timeframe varchar(5) not null",
+    "timeframes jsonb not null",
+    "alignment_score double precision not null",
+    "dominant_direction varchar(4) not null",
+    "agreeing_timeframes integer not null",
+    "timeframe_count integer not null",
+    "created_at timestamptz",
+]
+
 # market_conditions is the view over the intraday and the daily table (0010): same columns.
 COLUMNS["market_conditions_daily"] = COLUMNS["market_conditions_intraday"]
 COLUMNS["market_conditions"] = [c.removesuffix(" not null") for c in COLUMNS["market_conditions_intraday"]]
@@ -563,6 +576,7 @@ TIME_TABLES = {  # time-partitioned table -> its time column (hypertable / range
     "portfolio_snapshots": "ts",
     "risk_events": "ts",
     "execution_audit": "ts",
+    "multi_timeframe_analysis": "timestamp",
 }
 # On TimescaleDB the daily bars' table too; on PostgreSQL it is not partitioned (0010).
 HYPERTABLES = TIME_TABLES | {"market_conditions_daily": "timestamp"}
@@ -578,6 +592,7 @@ UNIQUE_KEYS = {
     "model_performance": {("id",), ("model_version", "model_type", "evaluation_date")},
     "regime_performance_stats": {("id",), ("strategy_id", "regime", "timeframe")},
     "strategy_scores": {("strategy_id", "model_version", "period_type", "period_start")},
+    "multi_timeframe_analysis": {("symbol", "timestamp")},
     "improvement_events": {("id",)},
     "ab_tests": {("id",), ("test_id",)},
     "optimization_queue": {("id",)},
@@ -680,6 +695,8 @@ SAMPLE_ROWS = {
     "regime_performance_stats": dict(strategy_id="s1", regime="ranging", timeframe="1h", total_trades=2),
     "strategy_scores": dict(strategy_id="s1", model_version="v1", period_type="WEEK", period_start=T0.date(), scored_at=T0,
                             total_trades=4, risk_adjusted_score=0.5, win_rate_score=0.2, drawdown_score=1.0, score=52.5),
+    "multi_timeframe_analysis": dict(symbol="AAA", timestamp=T0, trigger_timeframe="1h", timeframes=json.dumps({"1h": {}}),
+                                     alignment_score=0.5, dominant_direction="up", agreeing_timeframes=1, timeframe_count=2),
     "market_regime_history": dict(symbol="AAA", timeframe="1h", timestamp=T0, regime="trending_up", confidence=0.8,
                                   ema_slope_per_bar=0.0012),
     "correlation_matrix": dict(timeframe="1h", window_bars=60, timestamp=T0, symbol_count=3, pair_count=3, mean_correlation=0.25),
@@ -1117,10 +1134,11 @@ CHUNK_INTERVALS = {
     "portfolio_snapshots": timedelta(days=1),
     "risk_events": timedelta(weeks=1),
     "execution_audit": timedelta(weeks=1),
+    "multi_timeframe_analysis": timedelta(days=1),
 }
 RETENTION = {
     "market_conditions_intraday": "2 years", "trade_outcomes": "5 years", "model_predictions": "3 years",
-    "position_snapshots": "1 year", "portfolio_snapshots": "5 years",
+    "position_snapshots": "1 year", "portfolio_snapshots": "5 years", "multi_timeframe_analysis": "1 year",
 }
 SEGMENT_BY = {
     "market_conditions_intraday": "symbol, timeframe",
@@ -1138,6 +1156,7 @@ SEGMENT_BY = {
     "portfolio_snapshots": "portfolio_id",
     "risk_events": "portfolio_id",
     "execution_audit": "portfolio_id",
+    "multi_timeframe_analysis": "symbol",
 }
 
 

@@ -172,8 +172,9 @@ async def test_retention_drops_whole_months_older_than_the_seed_retention(pg_db)
     assert await conn.fetchval("SELECT to_regclass('market_conditions_intraday_p202001')")  # made by 0001
     report = await maintain(conn)
     dropped = report["partitions_dropped"]
-    assert set(dropped) == {
+    assert set(dropped) == set(RETENTION) == {
         "market_conditions_intraday", "trade_outcomes", "model_predictions", "position_snapshots", "portfolio_snapshots",
+        "multi_timeframe_analysis",
     }
     assert dropped["trade_outcomes"] == [f"trade_outcomes_p{six_years:%Y%m}"]
     assert [r["symbol"] for r in await conn.fetch("SELECT symbol FROM trade_outcomes")] == ["OLD4"]
