@@ -697,10 +697,10 @@ def _summary(values: np.ndarray, symbols: int, threshold: float, common: dict) -
 def analysis(names: list[str], ia: np.ndarray, ib: np.ndarray, values: np.ndarray, group_count: int, threshold: float,
              regime: str | None, common: dict) -> CorrelationAnalysis:
     """A snapshot's summary for one window of the symbols ``names``: over the pairs
-    ``(names[ia[k]], names[ib[k]])``
-    with a value (``values[k]`` not NaN, clipped to [-1, 1]), the mean, the population
-    standard deviation ``sqrt(mean((v - mean)^2))``, and the pairs of the highest and the
-    lowest value (the first in the given order on a tie)."""
+    ``(names[ia[k]], names[ib[k]])`` with a value (``values[k]`` not NaN, clipped to
+    [-1, 1]), the mean, the population standard deviation ``sqrt(mean((v - mean)^2))``,
+    and the pairs of the highest and the lowest value (the first in the given order on a
+    tie)."""
     valid = np.flatnonzero(~np.isnan(values))
     head = dict(common, symbol_count=len(names), pair_count=len(valid), group_count=group_count, threshold=threshold, regime=regime)
     if not len(valid):
