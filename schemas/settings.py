@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Mapping
 
 from tickwire.schemas.errors import TickwireError
-from tickwire.schemas.market import MAX_BARS_PER_PERIOD, timeframe_seconds
+from tickwire.schemas.market import MAX_BARS_PER_PERIOD, REGIMES, timeframe_seconds
 
 PREFIX = "TICKWIRE_"
 # The pairwise correlations' ceiling: a step costs about 0.9 s at 1,000 symbols on one core,
@@ -84,6 +84,8 @@ class Settings:
     correlation_min_common: int = 10  # fewer common returns than this: null
     correlation_benchmark: str = "SPY"
     correlation_threshold: float = 0.7  # |corr| at or above: grouped, and crossings are events
+    # regime=threshold,... : the threshold instead while the benchmark is in that regime; empty = correlation_threshold always
+    correlation_thresholds: str = ""
     correlation_snapshot_every: int = 10  # publish a snapshot every N bar closes
     correlation_sectors_file: str = ""  # CSV (symbol,sector) or JSON {symbol: sector}
     correlation_quiet_bars: int = 1000  # a symbol silent this long no longer holds the others' bars back
@@ -223,6 +225,7 @@ class Settings:
             raise SettingsError("TICKWIRE_CORRELATION_WINDOWS / _MIN_COMMON: need distinct windows and 2 <= min_common <= the smallest")
         if not 0 < self.correlation_threshold <= 1 or self.correlation_snapshot_every < 1:
             raise SettingsError("TICKWIRE_CORRELATION_THRESHOLD must be in (0, 1] and _SNAPSHOT_EVERY at least 1")
+        self.correlation_regime_thresholds  # raises SettingsError naming what is wrong
         if not 2 <= self.correlation_max_symbols <= MAX_CORRELATED_SYMBOLS:
             raise SettingsError(
                 f"TICKWIRE_CORRELATION_MAX_SYMBOLS: must be 2..{MAX_CORRELATED_SYMBOLS} (a step costs the square of it)"
@@ -236,6 +239,29 @@ class Settings:
     @property
     def correlation_window_bars(self) -> tuple[int, ...]:
         return tuple(int(w) for w in self.correlation_windows.split(",") if w.strip())
+
+    @property
+    def correlation_regime_thresholds(self) -> tuple[tuple[str, float], ...]:
+        """``TICKWIRE_CORRELATION_THRESHOLDS`` as (regime, threshold) pairs, in the order given."""
+        var, pairs = "TICKWIRE_CORRELATION_THRESHOLDS", []
+        for item in (part.strip() for part in self.correlation_thresholds.split(",")):
+            if not item:
+                continue
+            regime, equals, value = (x.strip() for x in item.partition("="))
+            if not equals:
+                raise SettingsError(f"{var}: {item!r} is not regime=threshold")
+            if regime not in REGIMES:
+                raise SettingsError(f"{var}: {regime!r} is not a regime ({', '.join(REGIMES)})")
+            if regime in dict(pairs):
+                raise SettingsError(f"{var}: {regime!r} is given twice")
+            try:
+                threshold = float(value)
+            except ValueError:
+                raise SettingsError(f"{var}: {regime}'s threshold {value!r} is not a number") from None
+            if not 0 < threshold <= 1:
+                raise SettingsError(f"{var}: {regime}'s threshold {threshold:g} is not in (0, 1]")
+            pairs.append((regime, threshold))
+        return tuple(pairs)
 
     @property
     def correlation_symbols(self) -> frozenset[str]:

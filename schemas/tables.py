@@ -14,7 +14,8 @@ from typing import Literal, NamedTuple, Union, get_args, get_origin
 import msgspec
 
 from tickwire.schemas.correlations import (
-    CorrelationConflict, CorrelationEntry, CorrelationGroup, CorrelationGroupMember, CorrelationMatrix, CorrelationRecord,
+    CorrelationAnalysis, CorrelationConflict, CorrelationEntry, CorrelationGroup, CorrelationGroupMember, CorrelationHistory,
+    CorrelationMatrix, CorrelationRecord, CorrelationThreshold,
 )
 from tickwire.schemas.execution import (
     AuditRow, OrderEventRow, OrderRow, PortfolioPerformanceRow, PortfolioRow, PositionRow, RiskEvent,
@@ -127,6 +128,10 @@ CORRELATION_TABLES = tuple(
         ("correlation_groups", CorrelationGroup, (*_SNAPSHOT, "group_no")),
         ("correlation_group_members", CorrelationGroupMember, (*_SNAPSHOT, "symbol")),
         ("correlation_conflicts", CorrelationConflict, (*_SNAPSHOT, "symbol_a", "symbol_b")),
+        # migration 0013: the daily history, the thresholds in force, each snapshot's summary
+        ("historical_correlations", CorrelationHistory, (*_SNAPSHOT, "symbol_a", "symbol_b")),
+        ("correlation_thresholds", CorrelationThreshold, ("timeframe", "timestamp")),
+        ("correlation_analysis_results", CorrelationAnalysis, _SNAPSHOT),
     )
 )
 

@@ -20,6 +20,18 @@ Definitions:
   A~B~C is one group even when A and C are not related). Components of one symbol are
   not reported. Threshold events: a pair entering or leaving that edge set between two
   snapshots.
+- Threshold by regime: the threshold of groups and threshold events is
+  ``thresholds[regime]`` for the benchmark's regime on this timeframe (the last one its
+  bars carried, kept while a step has none), else ``threshold``
+  (:func:`threshold_in_force`); a change of it is a ``CorrelationThreshold`` record at the
+  step it takes effect, and it applies from the next snapshot on.
+- Daily history: a UTC day's close is its last step (the day of a step is its bar's,
+  ``ts // DAY_US``); the first step of a later day publishes, before it moves the window,
+  every active pair's value of every window at that close (``CorrelationHistory``, one
+  record per window), then read off the state as it stands: no state of its own.
+- Analysis: per snapshot and window, the mean and population standard deviation of the
+  pairs' values, the group count, and the pairs of the highest and lowest value
+  (``CorrelationAnalysis``).
 
 Speed: per window, ``G = W * sum(z z^T) - sum(z) sum(z)^T`` over the window (``z`` the
 return minus a per-symbol shift, zero where missing) and ``sum(z)`` are the only things a
@@ -43,7 +55,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from itertools import repeat
 from typing import Mapping
@@ -52,15 +64,20 @@ import msgspec
 import numpy as np
 
 from tickwire.schemas.correlations import (
+    CorrelationAnalysis,
     CorrelationConflict,
     CorrelationEntry,
     CorrelationGroup,
     CorrelationGroupMember,
+    CorrelationHistory,
     CorrelationMatrix,
     CorrelationRecord,
+    CorrelationThreshold,
 )
+from tickwire.schemas.market import DAY_US, REGIMES
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH_ORDINAL = EPOCH.toordinal()
 # A series whose centred sum of squares is below this share of its raw sum of squares
 # is constant up to rounding (std/|mean| below about 1e-6).
 _FLAT = 1e-12
@@ -69,13 +86,15 @@ _BLOCK = 64  # rows per block of G's upper triangle (a scratch block of 64 x S s
 
 
 class CorrelationConfig(msgspec.Struct, frozen=True, kw_only=True):
-    """``snapshot_every``: publish every N steps (1 = every bar close)."""
+    """``snapshot_every``: publish every N steps (1 = every bar close). ``thresholds``:
+    (regime, threshold) pairs overriding ``threshold`` in those regimes of the benchmark."""
 
     timeframe: str = "1d"
     windows: tuple[int, ...] = (20, 60)
     min_common: int = 10
     benchmark: str = "SPY"
     threshold: float = 0.7
+    thresholds: tuple[tuple[str, float], ...] = ()
     snapshot_every: int = 1
     recompute_every: int = 32
 
@@ -86,6 +105,11 @@ class CorrelationConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("need 2 <= min_common <= the smallest window")
         if not 0 < self.threshold <= 1:
             raise ValueError("threshold must be in (0, 1]")
+        regimes = [regime for regime, _ in self.thresholds]
+        if len(set(regimes)) != len(regimes) or not set(regimes) <= set(REGIMES):
+            raise ValueError(f"thresholds must name distinct regimes of {', '.join(REGIMES)}")
+        if not all(0 < t <= 1 for _, t in self.thresholds):
+            raise ValueError("every regime's threshold must be in (0, 1]")
         if self.snapshot_every < 1 or self.recompute_every < 1:
             raise ValueError("snapshot_every and recompute_every must be at least 1")
 
@@ -100,6 +124,13 @@ class CorrelationState(msgspec.Struct, array_like=True):
     anchor: int = 0  # step of the last exact recompute
     last_close: dict[str, float] = {}  # symbol -> last close; complete after snapshot_state()
     above: dict[int, dict[str, float]] = {}  # window -> "a\tb" -> value, pairs above threshold at the last snapshot
+    regime: str | None = None  # the benchmark's last regime (None: none seen)
+    threshold: float | None = None  # the threshold in force, as last recorded (None: none yet)
+
+
+def threshold_in_force(regime: str | None, thresholds: Mapping[str, float], default: float) -> float:
+    """``thresholds[regime]`` when the regime has one, else ``default`` (no regime known included)."""
+    return thresholds.get(regime, default) if regime is not None else default
 
 
 def load_sectors(path: str | Path) -> dict[str, str]:
@@ -147,6 +178,7 @@ class Correlations:
         self.config = config or CorrelationConfig()
         self.state = state or CorrelationState()
         cfg, s = self.config, self.state
+        self._by_regime = dict(cfg.thresholds)
         self._rows = max(cfg.windows) + cfg.recompute_every
         n = len(s.symbols)
         self._ring = np.frombuffer(s.returns, dtype=np.float64).reshape(self._rows, n).copy() if s.returns else np.full((self._rows, 0), np.nan)
@@ -189,11 +221,28 @@ class Correlations:
 
     # ---- input -------------------------------------------------------------------
 
-    def step(self, ts: int, closes: Mapping[str, float]) -> list[CorrelationRecord]:
-        """Close timestamp ``ts`` (epoch µs, after the last step) with every bar it has."""
+    @property
+    def threshold(self) -> float:
+        """The group and conflict threshold in force (see the module docstring)."""
+        return threshold_in_force(self.state.regime, self._by_regime, self.config.threshold)
+
+    def step(self, ts: int, closes: Mapping[str, float], regime: str | None = None) -> list[CorrelationRecord]:
+        """Close timestamp ``ts`` (epoch µs, after the last step) with every bar it has;
+        ``regime`` is the benchmark's at this step (None: no bar or no regime, the last kept)."""
         s, cfg = self.state, self.config
         if s.timestamps and ts <= s.timestamps[-1]:
             raise ValueError(f"step {ts} is not after the last step {s.timestamps[-1]}")
+        head: list[CorrelationRecord] = []
+        if s.timestamps and ts // DAY_US > s.timestamps[-1] // DAY_US:
+            head = self.day_close()
+        if regime is not None:
+            s.regime = regime
+        if (threshold := self.threshold) != s.threshold:
+            head.append(CorrelationThreshold(
+                timeframe=cfg.timeframe, timestamp=EPOCH + timedelta(microseconds=ts), regime=s.regime,
+                threshold=threshold, previous_threshold=s.threshold,
+            ))
+            s.threshold = threshold
         k = len(closes)
         now = np.fromiter(closes.values(), np.float64, k)
         idx = self._slots_of(closes)
@@ -241,8 +290,8 @@ class Correlations:
             self._roll(s.steps)
         s.returns = b""  # rebuilt by snapshot_state(); avoids a copy per step
         if s.steps % cfg.snapshot_every == 0:
-            return self.snapshot()
-        return []
+            return head + self.snapshot()
+        return head
 
     def snapshot_state(self) -> CorrelationState:
         """The state with its returns ring and slotted symbols' last closes filled in,
@@ -417,42 +466,70 @@ class Correlations:
 
     # ---- snapshots ---------------------------------------------------------------
 
+    def _pairs(self, window: int) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The active symbols in name order, their correlation matrix, and per pair (upper
+        triangle, row-major): row, column, value (NaN for None), common count, has a value."""
+        s = self.state
+        corr, counts, active = self._matrix(window)
+        order = active[np.argsort([s.symbols[i] for i in active], kind="stable")]
+        names = [s.symbols[i] for i in order]
+        c, n = _take(corr, order), _take_counts(counts, order, window)
+        ia, ib = np.triu_indices(len(order), 1)
+        values = c[ia, ib]
+        return names, c, ia, ib, values, n[ia, ib], ~np.isnan(values)
+
     def snapshot(self) -> list[CorrelationRecord]:
-        """Matrix, entries, groups, members and threshold events of every window, now."""
+        """Matrix, entries, groups, members, threshold events and analysis of every window, now."""
         s, cfg = self.state, self.config
         ts = EPOCH + timedelta(microseconds=s.timestamps[-1])
+        threshold = self.threshold
         out: list[CorrelationRecord] = []
         for w in cfg.windows:
-            corr, counts, active = self._matrix(w)
-            order = active[np.argsort([s.symbols[i] for i in active], kind="stable")]
-            names = [s.symbols[i] for i in order]
-            c, n = _take(corr, order), _take_counts(counts, order, w)
-            ia, ib = np.triu_indices(len(order), 1)
-            values = c[ia, ib]
-            valid = ~np.isnan(values)
+            names, c, ia, ib, values, counts, valid = self._pairs(w)
             common = dict(timeframe=cfg.timeframe, window_bars=w, timestamp=ts)
-            out.append(_summary(values[valid], len(order), cfg.threshold, common))
+            out.append(_summary(values[valid], len(names), threshold, common))
             vals = np.clip(values, -1.0, 1.0).tolist()
-            for a, b, v, k, ok in zip(ia.tolist(), ib.tolist(), vals, n[ia, ib].tolist(), valid.tolist()):
+            for a, b, v, k, ok in zip(ia.tolist(), ib.tolist(), vals, counts.tolist(), valid.tolist()):
                 out.append(CorrelationEntry(**common, symbol_a=names[a], symbol_b=names[b], value=v if ok else None, common_bars=k))
-            strong = valid & (np.abs(values) >= cfg.threshold)
-            out += _groups(names, c, strong, ia, ib, cfg.threshold, common)
+            strong = valid & (np.abs(values) >= threshold)
+            groups = _groups(names, c, strong, ia, ib, threshold, common)
+            out += groups
+            group_count = sum(isinstance(g, CorrelationGroup) for g in groups)
+            out.append(analysis(names, ia, ib, values, group_count, threshold, s.regime, common))
             now = {f"{names[a]}\t{names[b]}": v for a, b, v in zip(ia[strong].tolist(), ib[strong].tolist(), np.clip(values[strong], -1, 1).tolist())}
-            out += self._events(w, now, names, c, common)
+            out += self._events(w, now, names, c, common, threshold)
         return out
 
-    def _events(self, window: int, now: dict[str, float], names: list[str], corr: np.ndarray, common: dict) -> list[CorrelationRecord]:
+    def day_close(self) -> list[CorrelationRecord]:
+        """Every active pair's value of every window at the last step, as the close of its
+        UTC day (called by ``step`` on a later day's first step, before it moves the window)."""
+        s, cfg = self.state, self.config
+        last = s.timestamps[-1]
+        ts, day = EPOCH + timedelta(microseconds=last), date.fromordinal(_EPOCH_ORDINAL + last // DAY_US)
+        out: list[CorrelationRecord] = []
+        for w in cfg.windows:
+            names, _, ia, ib, values, counts, valid = self._pairs(w)
+            vals = np.clip(values, -1.0, 1.0).tolist()
+            for a, b, v, k, ok in zip(ia.tolist(), ib.tolist(), vals, counts.tolist(), valid.tolist()):
+                out.append(CorrelationHistory(
+                    timeframe=cfg.timeframe, window_bars=w, day=day, timestamp=ts,
+                    symbol_a=names[a], symbol_b=names[b], value=v if ok else None, common_bars=k,
+                ))
+        return out
+
+    def _events(self, window: int, now: dict[str, float], names: list[str], corr: np.ndarray, common: dict,
+                threshold: float) -> list[CorrelationRecord]:
         before = self.state.above.get(window, {})
         where = {sym: i for i, sym in enumerate(names)}
         out: list[CorrelationRecord] = []
         for key in sorted(now.keys() - before.keys()):
             a, b = key.split("\t")
-            out.append(CorrelationConflict(**common, symbol_a=a, symbol_b=b, crossing="above", threshold=self.config.threshold, value=now[key]))
+            out.append(CorrelationConflict(**common, symbol_a=a, symbol_b=b, crossing="above", threshold=threshold, value=now[key]))
         for key in sorted(before.keys() - now.keys()):
             a, b = key.split("\t")
             value = corr[where[a], where[b]] if a in where and b in where else np.nan
             out.append(CorrelationConflict(
-                **common, symbol_a=a, symbol_b=b, crossing="below", threshold=self.config.threshold,
+                **common, symbol_a=a, symbol_b=b, crossing="below", threshold=threshold,
                 value=_value(max(-1.0, min(1.0, value))), previous_value=before[key],
             ))
         self.state.above[window] = now
@@ -614,6 +691,26 @@ def _summary(values: np.ndarray, symbols: int, threshold: float, common: dict) -
         mean_correlation=float(v.mean()), median_correlation=float(np.median(v)), stddev_correlation=float(v.std()),
         min_correlation=float(v.min()), max_correlation=float(v.max()), mean_abs_correlation=float(np.abs(v).mean()),
         threshold=threshold, pairs_above_threshold=int((np.abs(v) >= threshold).sum()),
+    )
+
+
+def analysis(names: list[str], ia: np.ndarray, ib: np.ndarray, values: np.ndarray, group_count: int, threshold: float,
+             regime: str | None, common: dict) -> CorrelationAnalysis:
+    """A snapshot's summary for one window of the symbols ``names``: over the pairs
+    ``(names[ia[k]], names[ib[k]])`` with a value (``values[k]`` not NaN, clipped to
+    [-1, 1]), the mean, the population standard deviation ``sqrt(mean((v - mean)^2))``,
+    and the pairs of the highest and the lowest value (the first in the given order on a
+    tie)."""
+    valid = np.flatnonzero(~np.isnan(values))
+    head = dict(common, symbol_count=len(names), pair_count=len(valid), group_count=group_count, threshold=threshold, regime=regime)
+    if not len(valid):
+        return CorrelationAnalysis(**head)
+    v = np.clip(values[valid], -1.0, 1.0)
+    hi, lo = valid[int(np.argmax(v))], valid[int(np.argmin(v))]
+    return CorrelationAnalysis(
+        **head, mean_correlation=float(v.mean()), stddev_correlation=float(v.std()),
+        most_correlated_a=names[ia[hi]], most_correlated_b=names[ib[hi]], most_correlated_value=float(v.max()),
+        least_correlated_a=names[ia[lo]], least_correlated_b=names[ib[lo]], least_correlated_value=float(v.min()),
     )
 
 

@@ -44,7 +44,7 @@ import msgspec
 import numpy as np
 from numba import njit, types
 
-REGIMES = ("trending_up", "trending_down", "ranging", "volatile")
+from tickwire.schemas.market import REGIMES
 # Indicator values a change of regime carries, for market_regime_history.
 DECIDING = ("adx_14", "plus_di_14", "minus_di_14", "ema_20", "ema_50", "atr_14", "rsi_14", "volatility_20d")
 CODES = {None: -1, **{name: code for code, name in enumerate(REGIMES)}}

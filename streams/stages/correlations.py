@@ -17,6 +17,11 @@ silent for ``correlation_quiet_bars`` giving its place up to the next newcomer (
 once per timeframe when it fills). Which symbols come first depends on arrival order, so
 a universe beyond the maximum should be listed. A symbol silent that long also leaves the
 watermark's reckoning and the stored latest-bar times.
+
+The groups' and conflicts' threshold follows the benchmark's regime on the timeframe
+(``correlation_thresholds``): the regime its bar of an open timestamp carries waits with
+that timestamp (one small map per timeframe, of open timestamps only) and goes to the core
+when the timestamp closes.
 """
 
 from __future__ import annotations
@@ -64,13 +69,14 @@ def _core_from_v1(old: _CorrelationStateV1) -> CorrelationState:
     return CorrelationState(old.symbols, old.returns, old.timestamps, old.steps, old.anchor, old.last_close, old.above)
 
 
-# One table, five kinds of key per timeframe: "<tf>/core" (the pairs), "<tf>/context",
-# "<tf>/latest", "<tf>/universe" and "<tf>/<open timestamp>".
+# One table, six kinds of key per timeframe: "<tf>/core" (the pairs), "<tf>/context",
+# "<tf>/latest", "<tf>/universe", "<tf>/regimes" and "<tf>/<open timestamp>".
 _PARTS = {
     "core": StateCodec(CorrelationState, lambda: None, version=2, upgrades={1: (_CorrelationStateV1, _core_from_v1)}),
     "context": StateCodec(ContextState, lambda: None),
     "latest": StateCodec(dict[str, int], dict),  # symbol -> its latest bar's timestamp
     "universe": StateCodec(list[str], lambda: None),  # the pairs' members, the benchmark aside
+    "regimes": StateCodec(dict[int, str], dict),  # open timestamp -> the benchmark's regime in its bar
     "open": StateCodec(OpenBars, dict),
 }
 
@@ -92,9 +98,9 @@ class _Window:
     """A timeframe's cores plus the bars waiting for the watermark, as stored in the table."""
 
     def __init__(self, timeframe: str, core: Correlations, context: Context, open_bars: dict[int, OpenBars],
-                 latest: dict[str, int], universe: set[str]) -> None:
-        self.timeframe, self.core, self.context, self.open, self.latest, self.universe = (
-            timeframe, core, context, open_bars, latest, universe
+                 latest: dict[str, int], universe: set[str], regimes: dict[int, str]) -> None:
+        self.timeframe, self.core, self.context, self.open, self.latest, self.universe, self.regimes = (
+            timeframe, core, context, open_bars, latest, universe, regimes
         )
 
     def key(self, part: int | str) -> bytes:
@@ -131,7 +137,8 @@ def restore_window(states: KeyedStates, config: CorrelationConfig, sectors: dict
     universe = decoded(b"universe", _PARTS["universe"])
     universe = set(latest if universe is None else universe) - {config.benchmark}
     open_bars = {int(ts): decoded(ts, _PARTS["open"]) for ts in stored if ts.isdigit()}
-    return _Window(timeframe, core, context, {ts: bars for ts, bars in open_bars.items() if bars}, latest, universe)
+    regimes = decoded(b"regimes", _PARTS["regimes"])
+    return _Window(timeframe, core, context, {ts: bars for ts, bars in open_bars.items() if bars}, latest, universe, regimes)
 
 
 class CorrelationsStage(Stage):
@@ -153,6 +160,7 @@ class CorrelationsStage(Stage):
                 min_common=settings.correlation_min_common,
                 benchmark=settings.correlation_benchmark,
                 threshold=settings.correlation_threshold,
+                thresholds=settings.correlation_regime_thresholds,
                 snapshot_every=settings.correlation_snapshot_every,
             )
             for tf in self.correlated
@@ -204,6 +212,9 @@ class CorrelationsStage(Stage):
             bars = window.open.setdefault(ts_us, {})
             bars[condition.symbol] = (condition.open, condition.high, condition.low, condition.close, condition.volume)
             self.states.changed(window.key(ts_us), partition, bars)
+            if condition.symbol == self.benchmark and condition.detected_regime is not None:
+                window.regimes[ts_us] = condition.detected_regime
+                self.states.changed(window.key("regimes"), partition, window.regimes)
             if window.latest.get(condition.symbol, -1) < ts_us:
                 window.latest[condition.symbol] = ts_us
                 self.states.changed(window.key("latest"), partition, window.latest)
@@ -245,7 +256,10 @@ class CorrelationsStage(Stage):
         bars = window.open.pop(stepped)
         closes = {symbol: bar[3] for symbol, bar in bars.items()}
         members = {symbol: close for symbol, close in closes.items() if symbol in window.universe or symbol == self.benchmark}
-        records = window.core.step(stepped, members)
+        regime = window.regimes.pop(stepped, None)
+        if regime is not None:
+            self.states.changed(window.key("regimes"), partition, window.regimes)
+        records = window.core.step(stepped, members, regime)
         for record in records:
             out.append((self.correlations_topic, timeframe.encode(), encode(record), []))
         if timeframe == self.risk_timeframe and records:

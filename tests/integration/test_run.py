@@ -75,6 +75,11 @@ async def test_a_second_stack_runs_from_its_own_directory_and_ports_and_stops_cl
         execution = ("SELECT least((SELECT count(*) FROM orders), (SELECT count(*) FROM positions),"
                      " (SELECT count(*) FROM portfolios), (SELECT count(*) FROM execution_audit))")
         assert await wait_for(lambda: rows(execution), timeout_s=120, interval_s=2) > 0
+        # The correlation stage's summaries and thresholds, and its daily history once the
+        # simulated day (from 14:30 UTC, about a minute of 1m bars at this rate) has closed.
+        correlations = ("SELECT least((SELECT count(*) FROM correlation_analysis_results), (SELECT count(*) FROM correlation_thresholds),"
+                        " (SELECT count(*) FROM historical_correlations))")
+        assert await wait_for(lambda: rows(correlations), timeout_s=240, interval_s=2) > 0
         conn = await asyncpg.connect(host="127.0.0.1", port=ports["PG"], user="tickwire", database="tickwire",
                                      password=password.read_text().strip())
         try:  # the sink writes as the least-privilege role, not as the tables' owner

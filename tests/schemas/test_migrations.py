@@ -84,6 +84,41 @@ COLUMNS = {
         "previous_value numeric(7,6)",
         "created_at timestamptz",
     ],
+    "historical_correlations": [
+        "timeframe varchar(5) not null",
+        "window_bars integer not null",
+        "day date not null",
+        "timestamp timestamptz not null",
+        "symbol_a varchar(10) not null",
+        "symbol_b varchar(10) not null",
+        "value numeric(7,6)",
+        "common_bars integer not null",
+    ],
+    "correlation_thresholds": [
+        "timeframe varchar(5) not null",
+        "timestamp timestamptz not null",
+        "regime varchar(20)",
+        "threshold numeric(4,3) not null",
+        "previous_threshold numeric(4,3)",
+    ],
+    "correlation_analysis_results": [
+        "timeframe varchar(5) not null",
+        "window_bars integer not null",
+        "timestamp timestamptz not null",
+        "symbol_count integer not null",
+        "pair_count integer not null",
+        "group_count integer not null",
+        "threshold numeric(4,3) not null",
+        "regime varchar(20)",
+        "mean_correlation numeric(7,6)",
+        "stddev_correlation numeric(7,6)",
+        "most_correlated_a varchar(10)",
+        "most_correlated_b varchar(10)",
+        "most_correlated_value numeric(7,6)",
+        "least_correlated_a varchar(10)",
+        "least_correlated_b varchar(10)",
+        "least_correlated_value numeric(7,6)",
+    ],
     "correlation_entries": [
         "timeframe varchar(5) not null",
         "window_bars integer not null",
@@ -571,6 +606,9 @@ TIME_TABLES = {  # time-partitioned table -> its time column (hypertable / range
     "correlation_groups": "timestamp",
     "correlation_group_members": "timestamp",
     "correlation_conflicts": "timestamp",
+    "historical_correlations": "timestamp",
+    "correlation_thresholds": "timestamp",
+    "correlation_analysis_results": "timestamp",
     "order_events": "ts",
     "position_snapshots": "ts",
     "portfolio_snapshots": "ts",
@@ -602,6 +640,9 @@ UNIQUE_KEYS = {
     "correlation_groups": {("timeframe", "window_bars", "timestamp", "group_no")},
     "correlation_group_members": {("timeframe", "window_bars", "timestamp", "symbol")},
     "correlation_conflicts": {("timeframe", "window_bars", "timestamp", "symbol_a", "symbol_b")},
+    "historical_correlations": {("timeframe", "window_bars", "timestamp", "symbol_a", "symbol_b")},
+    "correlation_thresholds": {("timeframe", "timestamp")},
+    "correlation_analysis_results": {("timeframe", "window_bars", "timestamp")},
     "orders": {("order_id",)},
     "order_events": {("order_id", "version", "ts")},
     "positions": {("portfolio_id", "symbol")},
@@ -639,6 +680,7 @@ SEED_INDEXES = {
     "idx_market_regime_history_regime": ("market_regime_history", '(regime, "timestamp" DESC)'),
     "idx_correlation_entries_pair": ("correlation_entries", '(symbol_a, symbol_b, "timestamp" DESC)'),
     "idx_correlation_entries_symbol_b": ("correlation_entries", '(symbol_b, "timestamp" DESC)'),
+    "idx_historical_correlations_pair": ("historical_correlations", "(symbol_a, symbol_b, day DESC)"),
 }
 
 # The seeds' defaults: (table, column) -> pg_get_expr of the default.
@@ -677,6 +719,9 @@ SEED_CHECKS = {
     "optimization_queue": ("status",),
     "market_regime_history": ("regime",),
     "correlation_entries": ("value", "symbol_a"),
+    "historical_correlations": ("value", "symbol_a", "day"),
+    "correlation_thresholds": ("regime", "threshold"),
+    "correlation_analysis_results": ("regime", "threshold", "most_correlated_value"),
 }
 
 T0 = datetime(2026, 3, 2, tzinfo=timezone.utc)
@@ -705,6 +750,14 @@ SAMPLE_ROWS = {
     "correlation_group_members": dict(timeframe="1h", window_bars=60, timestamp=T0, group_no=0, symbol="AAA"),
     "correlation_conflicts": dict(timeframe="1h", window_bars=60, timestamp=T0, symbol_a="AAA", symbol_b="BBB",
                                   crossing="above", threshold=0.7, value=0.75, previous_value=0.65),
+    "historical_correlations": dict(timeframe="1h", window_bars=20, day=T0.date(), timestamp=T0 + timedelta(hours=23),
+                                    symbol_a="AAA", symbol_b="BBB", value=0.5, common_bars=20),
+    "correlation_thresholds": dict(timeframe="1h", timestamp=T0, regime="volatile", threshold=0.6, previous_threshold=0.7),
+    "correlation_analysis_results": dict(timeframe="1h", window_bars=60, timestamp=T0, symbol_count=3, pair_count=3,
+                                         group_count=1, threshold=0.6, regime="volatile", mean_correlation=0.25,
+                                         stddev_correlation=0.1, most_correlated_a="AAA", most_correlated_b="BBB",
+                                         most_correlated_value=0.9, least_correlated_a="AAA", least_correlated_b="CCC",
+                                         least_correlated_value=-0.2),
 }
 STREAM_KEYS = {t: sorted(k, key=len)[-1] for t, k in UNIQUE_KEYS.items() if t in SAMPLE_ROWS}
 
@@ -941,6 +994,12 @@ async def test_seed_defaults_and_checks(db):
     row = dict(SAMPLE_ROWS["correlation_entries"], symbol_a="BBB", symbol_b="AAA")  # pairs are stored a < b
     with pytest.raises(asyncpg.CheckViolationError):
         await db.execute(*_insert("correlation_entries", row, update=False))
+    row = dict(SAMPLE_ROWS["historical_correlations"], day=T0.date() + timedelta(days=1))  # a day is its close's UTC date
+    with pytest.raises(asyncpg.CheckViolationError):
+        await db.execute(*_insert("historical_correlations", row, update=False))
+    row = dict(SAMPLE_ROWS["correlation_thresholds"], regime="sideways")
+    with pytest.raises(asyncpg.CheckViolationError):
+        await db.execute(*_insert("correlation_thresholds", row, update=False))
     with pytest.raises(asyncpg.CheckViolationError):
         await db.execute(
             "INSERT INTO ab_tests (test_id, test_name, control_version, treatment_version, test_type,"
@@ -1129,6 +1188,9 @@ CHUNK_INTERVALS = {
     "correlation_groups": timedelta(weeks=1),
     "correlation_group_members": timedelta(weeks=1),
     "correlation_conflicts": timedelta(days=30),
+    "historical_correlations": timedelta(days=30),
+    "correlation_thresholds": timedelta(days=365),
+    "correlation_analysis_results": timedelta(days=30),
     "order_events": timedelta(weeks=1),
     "position_snapshots": timedelta(days=1),
     "portfolio_snapshots": timedelta(days=1),
@@ -1151,6 +1213,9 @@ SEGMENT_BY = {
     "correlation_groups": "timeframe, window_bars",
     "correlation_group_members": "symbol, timeframe, window_bars",
     "correlation_conflicts": "symbol_a, timeframe, window_bars",
+    "historical_correlations": "symbol_a, timeframe, window_bars",
+    "correlation_thresholds": "timeframe",
+    "correlation_analysis_results": "timeframe, window_bars",
     "order_events": "portfolio_id",
     "position_snapshots": "portfolio_id, symbol",
     "portfolio_snapshots": "portfolio_id",

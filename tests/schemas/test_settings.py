@@ -25,6 +25,12 @@ def test_reads_typed_values_from_the_environment():
         ({"TICKWIRE_TOPIC_REPLICATION_FACTOR": "3", "TICKWIRE_TOPIC_MIN_INSYNC_REPLICAS": "4"}, "TICKWIRE_TOPIC_MIN_INSYNC_REPLICAS"),
         ({"TICKWIRE_CORRELATION_MAX_SYMBOLS": "10000"}, "TICKWIRE_CORRELATION_MAX_SYMBOLS"),
         ({"TICKWIRE_CORRELATION_MAX_SYMBOLS": "2", "TICKWIRE_CORRELATION_UNIVERSE": "A,B,C"}, "TICKWIRE_CORRELATION_UNIVERSE"),
+        ({"TICKWIRE_CORRELATION_THRESHOLDS": "volatile:0.6"}, "TICKWIRE_CORRELATION_THRESHOLDS: 'volatile:0.6' is not regime=threshold"),
+        ({"TICKWIRE_CORRELATION_THRESHOLDS": "bull=0.6"}, r"TICKWIRE_CORRELATION_THRESHOLDS: 'bull' is not a regime \(trending_up, "),
+        ({"TICKWIRE_CORRELATION_THRESHOLDS": "volatile=0.6,volatile=0.5"}, "TICKWIRE_CORRELATION_THRESHOLDS: 'volatile' is given twice"),
+        ({"TICKWIRE_CORRELATION_THRESHOLDS": "volatile=low"}, "TICKWIRE_CORRELATION_THRESHOLDS: volatile's threshold 'low' is not a number"),
+        ({"TICKWIRE_CORRELATION_THRESHOLDS": "ranging=1.2"}, r"TICKWIRE_CORRELATION_THRESHOLDS: ranging's threshold 1.2 is not in \(0, 1\]"),
+        ({"TICKWIRE_CORRELATION_THRESHOLDS": "ranging=nan"}, "ranging's threshold nan is not in"),
         ({"TICKWIRE_LOG_LEVEL": "LOUD"}, "TICKWIRE_LOG_LEVEL: 'LOUD' is not one of DEBUG, INFO"),
         ({"TICKWIRE_KAFKA_SASL_MECHANISM": "SCRAM"}, "TICKWIRE_KAFKA_SASL_MECHANISM: 'SCRAM' is not one of PLAIN"),
         ({"TICKWIRE_PG_DSN": "mysql://tickwire@db/tickwire"}, "TICKWIRE_PG_DSN 'mysql://tickwire@db/tickwire': not a postgresql://"),
@@ -36,6 +42,12 @@ def test_reads_typed_values_from_the_environment():
 def test_bad_values_name_the_variable(env, names):
     with pytest.raises(SettingsError, match=names):
         Settings.from_env(env)
+
+
+def test_correlation_thresholds_by_regime_are_read_in_order_and_empty_by_default():
+    s = Settings.from_env({"TICKWIRE_CORRELATION_THRESHOLDS": " volatile = 0.6, trending_up=0.75 ,"})
+    assert s.correlation_regime_thresholds == (("volatile", 0.6), ("trending_up", 0.75))
+    assert Settings.from_env({}).correlation_regime_thresholds == ()
 
 
 def test_secrets_come_from_files_and_never_show_in_repr(tmp_path):

@@ -8,8 +8,15 @@ import pandas as pd
 import pytest
 import talib
 
-from tickwire.schemas.correlations import CorrelationConflict, CorrelationEntry, CorrelationGroup, CorrelationGroupMember, CorrelationMatrix, CorrelationRecord
-from tickwire.streams.correlations import Context, ContextState, CorrelationConfig, Correlations, CorrelationState, load_sectors
+from datetime import date, datetime, timezone
+
+from tickwire.schemas.correlations import (
+    CorrelationAnalysis, CorrelationConflict, CorrelationEntry, CorrelationGroup, CorrelationGroupMember, CorrelationHistory,
+    CorrelationMatrix, CorrelationRecord, CorrelationThreshold,
+)
+from tickwire.streams.correlations import (
+    Context, ContextState, CorrelationConfig, Correlations, CorrelationState, analysis, load_sectors, threshold_in_force,
+)
 
 DAY_US = 86_400_000_000
 SECTORS = {
@@ -173,7 +180,8 @@ def test_groups_and_threshold_events():
     records = feed(core, closes)
     by_ts: dict = {}
     for r in records:
-        by_ts.setdefault(r.timestamp, []).append(r)
+        if not isinstance(r, (CorrelationThreshold, CorrelationHistory)):  # a step's, not a snapshot's
+            by_ts.setdefault(r.timestamp, []).append(r)
     first = by_ts[min(by_ts)]  # after 10 steps: 9 returns, below min_common: no values yet
     assert [type(r) for r in first].count(CorrelationEntry) == 10 and not any(isinstance(r, CorrelationGroup) for r in first)
     early = by_ts[sorted(by_ts)[2]]
@@ -189,6 +197,12 @@ def test_groups_and_threshold_events():
     assert [r.symbol for r in last if isinstance(r, CorrelationGroupMember)] == ["A", "B"]
     matrix = next(r for r in last if isinstance(r, CorrelationMatrix))
     assert matrix.symbol_count == 5 and matrix.pair_count == 10 and matrix.pairs_above_threshold == 1
+    summary = next(r for r in last if isinstance(r, CorrelationAnalysis))
+    values = {(r.symbol_a, r.symbol_b): r.value for r in last if isinstance(r, CorrelationEntry)}
+    assert (summary.symbol_count, summary.pair_count, summary.group_count, summary.threshold) == (5, 10, 1, 0.8)
+    assert (summary.mean_correlation, summary.stddev_correlation) == (matrix.mean_correlation, matrix.stddev_correlation)
+    assert (summary.most_correlated_a, summary.most_correlated_b) == ("A", "B") == max(values, key=values.get)
+    assert summary.least_correlated_value == min(values.values())
 
 
 def test_context_restarts_from_its_serialized_state_to_identical_values():
@@ -259,7 +273,7 @@ def test_records_decode_as_the_topic_union():
     records = feed(core, correlated_walks(6, 0.9, 3, seed=1))
     raw = msgspec.json.encode(records)
     assert msgspec.json.decode(raw, type=list[CorrelationRecord]) == records
-    assert json.loads(raw)[0]["record"] == "matrix"
+    assert [r["record"] for r in json.loads(raw)][:2] == ["threshold", "matrix"]  # the first step's threshold in force
     entry = next(r for r in records if isinstance(r, CorrelationEntry))
     assert [f.name for f in msgspec.structs.fields(entry)] == ["timeframe", "window_bars", "timestamp", "symbol_a", "symbol_b", "value", "common_bars"]
 
@@ -290,6 +304,111 @@ def test_sector_file_loader(tmp_path):
 
 
 def test_config_is_checked():
-    for bad in ({"windows": (1,)}, {"windows": (20,), "min_common": 21}, {"threshold": 0.0}, {"snapshot_every": 0}):
+    for bad in ({"windows": (1,)}, {"windows": (20,), "min_common": 21}, {"threshold": 0.0}, {"snapshot_every": 0},
+                {"thresholds": (("sideways", 0.5),)}, {"thresholds": (("volatile", 0.5), ("volatile", 0.6))},
+                {"thresholds": (("volatile", 1.5),)}):
         with pytest.raises(ValueError):
             CorrelationConfig(**bad)
+
+
+def test_threshold_in_force_is_the_regimes_else_the_single_one():
+    by_regime = {"volatile": 0.6, "trending_up": 0.75}
+    assert threshold_in_force("volatile", by_regime, 0.7) == 0.6
+    assert threshold_in_force("trending_up", by_regime, 0.7) == 0.75
+    assert threshold_in_force("ranging", by_regime, 0.7) == 0.7  # no threshold of its own
+    assert threshold_in_force(None, by_regime, 0.7) == 0.7  # no regime known
+    assert threshold_in_force("volatile", {}, 0.7) == 0.7  # the setting left empty
+
+
+def test_analysis_of_a_snapshot_by_hand():
+    names = ["A", "B", "C"]
+    ia, ib = np.array([0, 0, 1]), np.array([1, 2, 2])
+    common = dict(timeframe="1h", window_bars=20, timestamp=datetime(2026, 1, 5, tzinfo=timezone.utc))
+    # pairs AB 0.9, AC none, BC -0.3: mean 0.3, population std sqrt((0.6^2 + 0.6^2) / 2) = 0.6
+    got = analysis(names, ia, ib, np.array([0.9, np.nan, -0.3]), 1, 0.6, "volatile", common)
+    assert (got.symbol_count, got.pair_count, got.group_count, got.threshold, got.regime) == (3, 2, 1, 0.6, "volatile")
+    assert got.mean_correlation == pytest.approx(0.3) and got.stddev_correlation == pytest.approx(0.6)
+    assert (got.most_correlated_a, got.most_correlated_b, got.most_correlated_value) == ("A", "B", 0.9)
+    assert (got.least_correlated_a, got.least_correlated_b, got.least_correlated_value) == ("B", "C", -0.3)
+    tie = analysis(names, ia, ib, np.array([0.5, 0.5, 0.5]), 0, 0.7, None, common)  # the first pair in name order
+    assert (tie.most_correlated_a, tie.most_correlated_b, tie.least_correlated_a, tie.least_correlated_b) == ("A", "B", "A", "B")
+    assert tie.stddev_correlation == 0.0
+    none = analysis(names, ia, ib, np.full(3, np.nan), 0, 0.7, None, common)
+    assert none.pair_count == 0 and none.mean_correlation is None and none.most_correlated_a is None
+
+
+HOUR_US = 3_600_000_000
+DAY0 = 20_458 * DAY_US  # 2026-01-05, UTC midnight
+
+
+def _closes(returns: dict[str, list[float]]) -> list[dict[str, float]]:
+    """Closes whose log returns are ``returns``, from 100 at the first bar."""
+    out = [{s: 100.0 for s in returns}]
+    for i in range(len(next(iter(returns.values())))):
+        out.append({s: out[-1][s] * float(np.exp(r[i])) for s, r in returns.items()})
+    return out
+
+
+def test_a_days_close_is_published_by_the_next_days_first_step_with_the_close_values():
+    # Returns of the day's last 3 steps: A 1,2,3 %, B = 2 A (correlation 1), C 3,1,2 %:
+    # centred A -1,0,1 and C 1,-1,0: cov -1, variances 2 and 2: correlation -0.5; B and C the same.
+    # The next day's first return (A +5 %, B -5 %, C +5 %) would change every value: not in the close.
+    bars = _closes({"A": [0.01, 0.02, 0.03, 0.05], "B": [0.02, 0.04, 0.06, -0.05], "C": [0.03, 0.01, 0.02, 0.05]})
+    core = Correlations(CorrelationConfig(timeframe="1h", windows=(3,), min_common=2, snapshot_every=100))
+    times = [DAY0 + h * HOUR_US for h in (20, 21, 22, 23)] + [DAY0 + 24 * HOUR_US]
+    records = [core.step(t, bar) for t, bar in zip(times, bars)]
+    assert not any(isinstance(r, CorrelationHistory) for rs in records[:4] for r in rs)  # nothing within the day
+    history = [r for r in records[4] if isinstance(r, CorrelationHistory)]
+    assert [(r.symbol_a, r.symbol_b) for r in history] == [("A", "B"), ("A", "C"), ("B", "C")]
+    assert [r.value for r in history] == pytest.approx([1.0, -0.5, -0.5])
+    assert {(r.day, r.timestamp, r.window_bars, r.common_bars, r.timeframe) for r in history} == {
+        (date(2026, 1, 5), datetime(2026, 1, 5, 23, tzinfo=timezone.utc), 3, 3, "1h")
+    }
+    assert core.step(times[-1] + HOUR_US, bars[-1]) == []  # the same day again: nothing
+
+
+def test_a_days_close_survives_a_restart_and_keeps_no_state_of_its_own():
+    bars = _closes({"A": [0.01, 0.02, 0.03, 0.05], "B": [0.02, 0.04, 0.06, -0.05], "C": [0.03, 0.01, 0.02, 0.05]})
+    cfg = CorrelationConfig(timeframe="1h", windows=(3,), min_common=2, snapshot_every=100)
+    times = [DAY0 + h * HOUR_US for h in (20, 21, 22, 23, 24)]
+    whole, head = Correlations(cfg), Correlations(cfg)
+    expected = [whole.step(t, bar) for t, bar in zip(times, bars)][-1]
+    for t, bar in zip(times[:4], bars[:4]):
+        head.step(t, bar)
+    blob = msgspec.msgpack.encode(head.snapshot_state())
+    tail = Correlations(cfg, msgspec.msgpack.decode(blob, type=CorrelationState))
+    assert tail.step(times[4], bars[4]) == expected and any(isinstance(r, CorrelationHistory) for r in expected)
+    assert set(msgspec.structs.asdict(CorrelationState())) == set(msgspec.structs.asdict(head.state))
+
+
+def test_the_threshold_follows_the_benchmarks_regime_and_each_change_is_recorded_once():
+    rng = np.random.default_rng(3)
+    n = 60
+    base = rng.normal(0, 0.01, n)
+    rets = {"SPY": base, "A": base + rng.normal(0, 0.01, n), "B": rng.normal(0, 0.01, n)}
+    closes = pd.DataFrame({k: 100 * np.exp(np.cumsum(v)) for k, v in rets.items()})
+    cfg = CorrelationConfig(windows=(40,), min_common=10, threshold=0.9, thresholds=(("volatile", 0.5),), snapshot_every=5)
+    core = Correlations(cfg)
+    regimes = {0: "ranging", 44: "volatile", 47: "volatile", 52: "trending_up"}  # the benchmark's, on the steps that carry one
+    out: dict[int, list] = {}
+    for t, row in enumerate(closes.itertuples(index=False)):
+        out[t] = core.step(t * HOUR_US, dict(zip(closes.columns, row)), regimes.get(t))
+    changes = {t: r for t, rs in out.items() for r in rs if isinstance(r, CorrelationThreshold)}
+    assert sorted(changes) == [0, 44, 52]  # the first in force, then each change (not 47: the same; not 55: no regime)
+    assert (changes[0].regime, changes[0].threshold, changes[0].previous_threshold) == ("ranging", 0.9, None)
+    assert (changes[44].regime, changes[44].threshold, changes[44].previous_threshold) == ("volatile", 0.5, 0.9)
+    assert (changes[52].regime, changes[52].threshold, changes[52].previous_threshold) == ("trending_up", 0.9, 0.5)
+    assert changes[44].timestamp == datetime(1970, 1, 2, 20, tzinfo=timezone.utc)  # the step it took effect (hour 44)
+    names, corr, _ = core.matrix(40)
+    spy_a = abs(corr[names.index("A"), names.index("SPY")])
+
+    def snapshot(t, kind):
+        return [r for r in out[t] if isinstance(r, kind)]
+
+    # Snapshots at 44 (volatile: 0.5) and 49 use the regime's threshold; 54 and 59 the single one again.
+    assert [snapshot(t, CorrelationMatrix)[0].threshold for t in (39, 44, 49, 54, 59)] == [0.9, 0.5, 0.5, 0.9, 0.9]
+    assert [snapshot(t, CorrelationAnalysis)[0].regime for t in (39, 44, 54)] == ["ranging", "volatile", "trending_up"]
+    assert 0.5 <= spy_a < 0.9  # a pair between the two thresholds: a conflict in the volatile market only
+    assert [(r.crossing, r.threshold) for r in snapshot(44, CorrelationConflict) if (r.symbol_a, r.symbol_b) == ("A", "SPY")] == [("above", 0.5)]
+    assert [(r.crossing, r.threshold) for r in snapshot(54, CorrelationConflict) if (r.symbol_a, r.symbol_b) == ("A", "SPY")] == [("below", 0.9)]
+    assert [g.threshold for g in snapshot(44, CorrelationGroup)] == [0.5] and snapshot(54, CorrelationGroup) == []

@@ -12,6 +12,7 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import CollectorRegistry
 
+from tickwire.schemas.correlations import CorrelationThreshold
 from tickwire.schemas.errors import InvalidMessage
 from tickwire.schemas.metrics import Metrics
 from tickwire.schemas.settings import Settings
@@ -144,12 +145,16 @@ async def test_a_correlation_core_of_the_first_layout_is_read_and_written_in_the
     table.data[b"1m/core"] = msgspec.msgpack.encode(old)  # layout 1: no version byte
     keyed = states(table, _PartsCodec(object, dict))
     window = restore_window(keyed, config, {})
-    assert msgspec.msgpack.encode(window.core.snapshot_state()) == msgspec.msgpack.encode(now)
+    # Layout 1 kept no threshold in force: the next step records it again, and is otherwise the same.
+    assert msgspec.msgpack.encode(window.core.snapshot_state()) == msgspec.msgpack.encode(msgspec.structs.replace(now, threshold=None))
     keyed.changed(b"1m/core", 0, window.core)
     await keyed.write(5)
     assert table.data[b"1m/core"][0] == 2
     again = restore_window(states(table, _PartsCodec(object, dict)), config, {})
-    assert again.core.step(6, {"SPY": 107.0, "AAPL": 57.0, "MSFT": 73.0}) == core.step(6, {"SPY": 107.0, "AAPL": 57.0, "MSFT": 73.0})
+    recorded = CorrelationThreshold(timeframe="1m", timestamp=datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=6),
+                                    regime=None, threshold=0.5)
+    bars = {"SPY": 107.0, "AAPL": 57.0, "MSFT": 73.0}
+    assert again.core.step(6, bars) == [recorded, *core.step(6, bars)]
 
 
 def test_a_state_codec_reads_its_earlier_layouts_and_refuses_unknown_ones():
@@ -551,12 +556,12 @@ async def test_a_value_above_the_record_bound_is_written_as_chunks_and_read_back
     assert metrics.registry.get_sample_value("tickwire_state_resets_total", {"table": "t"}) == 1
 
 
-def _pack_of(symbols: list[str], minute: int, topic: str) -> SimpleNamespace:
+def _pack_of(symbols: list[str], minute: int, topic: str, regimes: dict[str, str] | None = None) -> SimpleNamespace:
     from tickwire.schemas.market import Condition
 
     conditions = [msgspec.json.encode(Condition(
         symbol=s, timeframe="1m", timestamp=datetime(2026, 1, 5, tzinfo=timezone.utc) + timedelta(minutes=minute),
-        open=10.0, high=11.0, low=9.0, close=10.0 + (minute * (i + 1)) % 7, volume=100,
+        open=10.0, high=11.0, low=9.0, close=10.0 + (minute * (i + 1)) % 7, volume=100, detected_regime=(regimes or {}).get(s),
     )) for i, s in enumerate(symbols)]
     return event(msgspec.msgpack.encode(conditions), minute, b"1m", topic)
 
@@ -592,6 +597,36 @@ def test_the_correlation_universe_holds_at_most_its_maximum_besides_the_benchmar
     for minute in range(4, 14):  # B goes quiet for longer than the quiet bars: D takes its place
         stage.handle(_pack_of(["A", "C", "D", "SPY"], minute, topic), out)
     assert "D" in paired() and "B" not in stage.windows["1m"].latest and "B" not in stage.windows["1m"].universe
+
+
+def test_the_benchmarks_regime_waits_with_its_timestamp_and_sets_the_threshold_when_it_closes():
+    from tickwire.schemas.topics import CONDITIONS_BY_TIMEFRAME, CORRELATIONS
+    from tickwire.streams.stages.correlations import CorrelationsStage
+
+    settings = Settings(correlation_timeframes="1m", correlation_windows="3", correlation_min_common=2,
+                        correlation_snapshot_every=1, correlation_thresholds="volatile=0.4")
+    metrics, table = Metrics(CollectorRegistry()), _Table()
+    context = StageContext(settings, metrics, {t: settings.topic(t.name) for t in ALL}, msgspec.json.encode, lambda spec: None)
+    stage = CorrelationsStage(context, states(table, CorrelationsStage.table.codec, metrics))
+    topic, out = settings.topic(CONDITIONS_BY_TIMEFRAME.name), []
+
+    def thresholds() -> list[tuple[str, str | None, float]]:
+        return [(r["timestamp"][11:16], r["regime"], r["threshold"]) for r in map(msgspec.json.decode, (v for t, _, v, _ in out
+                if t == settings.topic(CORRELATIONS.name))) if r["record"] == "threshold"]
+
+    for minute in range(3):
+        stage.handle(_pack_of(["SPY", "A", "B"], minute, topic), out)
+    stage.handle(_pack_of(["SPY", "A"], 3, topic, {"SPY": "volatile", "A": "ranging"}), out)  # minute 3 stays open (B)
+    assert thresholds() == [("00:00", None, 0.7)]  # the single threshold, no regime known yet
+    minute_3 = int(datetime(2026, 1, 5, 0, 3, tzinfo=timezone.utc).timestamp()) * 1_000_000
+    assert stage.windows["1m"].regimes == {minute_3: "volatile"}  # the benchmark's only, waiting with its minute
+    # Restarted from what was written: the waiting regime is read back and applies when minute 3 closes.
+    asyncio.run(stage.states.write(5))
+    stage = CorrelationsStage(context, states(table, CorrelationsStage.table.codec, metrics))
+    stage.handle(_pack_of(["B"], 3, topic), out)
+    stage.handle(_pack_of(["SPY", "A", "B"], 4, topic), out)
+    assert thresholds() == [("00:00", None, 0.7), ("00:03", "volatile", 0.4)]
+    assert stage.windows["1m"].regimes == {}  # nothing kept for closed minutes
 
 
 def test_one_symbol_far_ahead_does_not_black_out_the_others():
