@@ -80,6 +80,11 @@ async def test_a_second_stack_runs_from_its_own_directory_and_ports_and_stops_cl
         correlations = ("SELECT least((SELECT count(*) FROM correlation_analysis_results), (SELECT count(*) FROM correlation_thresholds),"
                         " (SELECT count(*) FROM historical_correlations))")
         assert await wait_for(lambda: rows(correlations), timeout_s=240, interval_s=2) > 0
+        # Each symbol's multi-timeframe analysis, the toy strategy's figures by regime, and
+        # the scores of its closed days.
+        strategies = ("SELECT least((SELECT count(*) FROM multi_timeframe_analysis), (SELECT count(*) FROM regime_performance_stats),"
+                      " (SELECT count(*) FROM strategy_scores))")
+        assert await wait_for(lambda: rows(strategies), timeout_s=120, interval_s=2) > 0
         conn = await asyncpg.connect(host="127.0.0.1", port=ports["PG"], user="tickwire", database="tickwire",
                                      password=password.read_text().strip())
         try:  # the sink writes as the least-privilege role, not as the tables' owner
