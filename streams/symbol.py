@@ -24,7 +24,7 @@ from typing import Literal
 import msgspec
 
 from tickwire.schemas.errors import InvalidMessage
-from tickwire.schemas.market import Bar, Condition, MultiTimeframeAnalysis, RegimeChange, timeframe_seconds
+from tickwire.schemas.market import REGIMES, Bar, Condition, MultiTimeframeAnalysis, RegimeChange, timeframe_seconds
 from tickwire.streams.candles import Resampler, ResamplerState
 from tickwire.streams.frame import FrameCore
 from tickwire.streams.indicators import KEYS, IndicatorState
@@ -60,11 +60,13 @@ class _FrameStateV1(msgspec.Struct, array_like=True):
 
 
 class RegimeHistory(msgspec.Struct, array_like=True):
-    """Each timeframe's last ``REGIME_CHANGES_KEPT`` regimes, with the bar close that made
-    them known: the regimes in force at a recent time, whichever came first, a trade's fill
-    or the bars before it (they come on two topics)."""
+    """Each timeframe's regime changes, with the bar close that made them known: the regimes
+    in force at a recent time, whichever came first, a trade's fill or the bars before it
+    (they come on two topics). Kept: the changes of the last ``REGIME_HISTORY_US`` of bar
+    time and the one in force before them, at most ``REGIME_CHANGES_KEPT`` a timeframe, so
+    a fill up to a day behind its bars still finds its regimes."""
 
-    changes: list[tuple[int, str, str]] = []  # (known at µs, timeframe, regime), oldest first
+    changes: list[tuple[int, str, int]] = []  # (known at µs, timeframe, index in REGIMES), oldest first
     until_us: int = -(2**62)  # the latest bar close seen
 
     def at(self, ts_us: int) -> dict[str, str] | None:
@@ -72,16 +74,18 @@ class RegimeHistory(msgspec.Struct, array_like=True):
         A timeframe whose kept changes are all later has none."""
         if ts_us > self.until_us:
             return None
-        return {timeframe: regime for known_us, timeframe, regime in self.changes if known_us <= ts_us}
+        return {timeframe: REGIMES[regime] for known_us, timeframe, regime in self.changes if known_us <= ts_us}
 
     def record(self, known_us: int, timeframe: str, regime: str) -> None:
-        self.changes.append((known_us, timeframe, regime))
+        self.changes.append((known_us, timeframe, REGIMES.index(regime)))
         mine = [change for change in self.changes if change[1] == timeframe]
-        if len(mine) > REGIME_CHANGES_KEPT:
-            self.changes.remove(mine[0])
+        recent = [change for change in mine if change[0] >= known_us - REGIME_HISTORY_US]
+        keep = set(mine[-REGIME_CHANGES_KEPT:][-(len(recent) + 1):])  # the recent ones and the one before them
+        self.changes = [change for change in self.changes if change[1] != timeframe or change in keep]
 
 
-REGIME_CHANGES_KEPT = 8
+REGIME_HISTORY_US = 86_400_000_000
+REGIME_CHANGES_KEPT = 64
 
 
 class SymbolState(msgspec.Struct, array_like=True):

@@ -18,6 +18,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from tickwire.schemas.market import MultiTimeframeAnalysis
 from tickwire.schemas.tables import MARKET_CONDITIONS
 from tickwire.schemas.topics import BARS, FILLS, ORDERS
 from tickwire.sinks.postgres import TableWriter
@@ -28,20 +29,23 @@ from tickwire.streams.simulator import SIGNAL_TOPICS, MarketSimulator, ToyStrate
 from tests.conftest import wait_for
 from tests.integration.test_execution import expected_positions
 from tests.integration.test_pipeline import START
-from tests.integration.test_signals import expected as expected_signals
+from tests.integration.test_signals import expected as expected_signals, expected_statistics
 
 pytestmark = pytest.mark.integration
 FULL = os.environ.get("TICKWIRE_FAULT_SCALE") == "full"
 SYMBOLS, STEPS, KILLS = (50, 4_000, 8) if FULL else (20, 1_000, 6)
 
 
-def expected_rows(bars) -> list[tuple]:
-    """The uninterrupted result, computed by the same pure core."""
-    processor, states, rows = SymbolProcessor(), {}, []
+def expected_rows(bars) -> tuple[list[tuple], dict]:
+    """The uninterrupted result, computed by the same pure core: the conditions' rows, and
+    the multi-timeframe analyses by (symbol, timestamp)."""
+    processor, states, rows, analyses = SymbolProcessor(), {}, [], {}
     for bar in bars:
         outputs, _ = processor.process(states.setdefault(bar.symbol, SymbolState()), bar)
         rows += [msgspec.structs.astuple(msgspec.json.decode(v, type=MARKET_CONDITIONS.record)) for kind, v in outputs if kind == "condition"]
-    return rows
+        for analysis in (msgspec.json.decode(v, type=MultiTimeframeAnalysis) for kind, v in outputs if kind == "mtf"):
+            analyses[analysis.symbol, analysis.timestamp] = analysis
+    return rows, analyses
 
 
 async def test_random_sigkills_lose_and_duplicate_nothing(isolated, processes):
@@ -129,7 +133,7 @@ async def equals_an_uninterrupted_run(isolated, processes, disrupt, pause_s: flo
     await conn.execute('CREATE TABLE expected_conditions (LIKE market_conditions INCLUDING DEFAULTS, UNIQUE (symbol, timeframe, "timestamp"))')
     reference = TableWriter(MARKET_CONDITIONS._replace(name="expected_conditions", stored_in=()))
     await reference.prepare(conn)
-    expected = expected_rows(bars)
+    expected, want_analyses = expected_rows(bars)
     await reference.write(conn, expected)
 
     producer = AIOKafkaProducer(**isolated.kafka_options(), acks="all", linger_ms=10)
@@ -178,6 +182,16 @@ async def equals_an_uninterrupted_run(isolated, processes, disrupt, pause_s: flo
         return filled >= orders and audited >= orders + 2 * fills and quantities == {k: p.quantity for k, p in want_positions.items()}
 
     await wait_for(execution_caught_up, timeout_s=600 if FULL else 120, interval_s=1, check=processes.check_none_crashed)
+    want_scores, want_regimes = expected_statistics(want_trades)
+    assert want_scores and want_regimes
+
+    async def statistics_caught_up():
+        analysed = await conn.fetchval("SELECT count(*) FROM multi_timeframe_analysis")
+        regimes = await conn.fetchval("SELECT sum(total_trades) FROM regime_performance_stats")
+        scores = await conn.fetchval("SELECT count(*) FROM strategy_scores")
+        return (analysed, regimes, scores) == (len(want_analyses), sum(r.total_trades for r in want_regimes.values()), len(want_scores))
+
+    await wait_for(statistics_caught_up, timeout_s=600 if FULL else 120, interval_s=1, check=processes.check_none_crashed)
     await asyncio.sleep(3)  # let any late duplicate show itself
     # The correlation stage's columns are compared in tests/integration/test_correlations_stage.py.
     columns = ", ".join(f'"{c}"' for c in MARKET_CONDITIONS.columns if not c.endswith("_correlation"))
@@ -193,6 +207,11 @@ async def equals_an_uninterrupted_run(isolated, processes, disrupt, pause_s: flo
     )
     positions = {(r["portfolio_id"], r["symbol"]): (r["quantity"], float(r["realized_pnl"]), float(r["cash_flow"]))
                  for r in await conn.fetch("SELECT * FROM positions")}
+    analyses = {(r["symbol"], r["timestamp"]): (r["trigger_timeframe"], r["alignment_score"])
+                for r in await conn.fetch("SELECT * FROM multi_timeframe_analysis")}
+    by_regime = {(r["regime"], r["timeframe"]): (r["total_trades"], r["winning_trades"], float(r["net_pnl"]))
+                 for r in await conn.fetch("SELECT * FROM regime_performance_stats")}
+    scores = {(r["model_version"], r["period_type"], r["period_start"]): r["score"] for r in await conn.fetch("SELECT * FROM strategy_scores")}
     processes.check_none_crashed()
     diagnosis = await explain(conn, columns, processes) if (missing, extra) != (0, 0) else ""
     await conn.close()
@@ -203,12 +222,12 @@ async def equals_an_uninterrupted_run(isolated, processes, disrupt, pause_s: flo
         return row["validated_at"], row["actual_direction"], row["expiry_reason"]
 
     def trade(row) -> tuple:
-        return row["outcome_type"], row["exit_time"], row["quantity"]
+        return row["outcome_type"], row["exit_time"], row["quantity"], row["entry_regimes"] and msgspec.json.decode(row["entry_regimes"])
 
     wrong = [(prediction(predictions[p]), (w.validated_at, w.actual_direction, w.expiry_reason)) for p, w in want_outcomes.items()
              if prediction(predictions[p]) != (w.validated_at, w.actual_direction, w.expiry_reason)]
-    wrong += [(trade(trades[t]), (w.outcome_type, w.exit_time, w.quantity)) for t, w in want_trades.items()
-              if trade(trades[t]) != (w.outcome_type, w.exit_time, w.quantity)]
+    wrong += [(trade(trades[t]), (w.outcome_type, w.exit_time, w.quantity, w.entry_regimes)) for t, w in want_trades.items()
+              if trade(trades[t]) != (w.outcome_type, w.exit_time, w.quantity, w.entry_regimes)]
     assert not wrong, f"{len(wrong)} predictions or trades differ from the uninterrupted run, e.g. (got, want): {wrong[:3]}"
     # Each order placed and filled once, each fill booked once, each change audited once.
     assert dict(execution) == {"orders": orders, "events": 2 * orders, "audited": orders + 2 * fills, "fill_updates": fills}
@@ -216,3 +235,10 @@ async def equals_an_uninterrupted_run(isolated, processes, disrupt, pause_s: flo
     wrong_positions = [(key, got) for key, got in positions.items() if got[0] != want_positions[key].quantity
                        or abs(got[1] - want_positions[key].realized_pnl) > 1e-6 or abs(got[2] - want_positions[key].cash_flow) > 1e-6]
     assert not wrong_positions, f"{len(wrong_positions)} positions differ from the uninterrupted run, e.g. {wrong_positions[:3]}"
+    # Each analysis, the figures by regime and the scores once each, as uninterrupted.
+    assert analyses == {key: (a.trigger_timeframe, a.alignment_score) for key, a in want_analyses.items()}
+    assert by_regime.keys() == want_regimes.keys() and all(
+        got[:2] == (want_regimes[key].total_trades, want_regimes[key].winning_trades)
+        and abs(got[2] - want_regimes[key].net_pnl) < 1e-3 for key, got in by_regime.items())
+    assert scores.keys() == want_scores.keys()
+    assert all(abs(scores[key] - want.score) < 1e-9 for key, want in want_scores.items())
