@@ -5,6 +5,10 @@ pair's ``version``, so a redelivered or stale row changes nothing (no offsets ke
 ``worker.stage.redelivered``); a benchmark close or a correlation snapshot is kept by its
 time, so one sent again changes nothing either. Each partition keeps its copy of both
 under a key of its own (``CONTEXT_KEYS``), which the symbols and correlation stages send to.
+
+A batch publishes one update per portfolio, its last (``finish``): each update carries
+absolute figures, so the last holds every position row the batch applied, and a bar of
+each of a portfolio's symbols in one batch costs one portfolio update, not ten.
 """
 
 from __future__ import annotations
@@ -41,6 +45,10 @@ class PortfolioStage(Stage):
         names = context.names
         self.portfolios_topic, self.risk_topic = names[PORTFOLIOS], names[RISK_EVENTS]
         self.performance_topic, self.context_topic = names[PORTFOLIO_PERFORMANCE], names[PORTFOLIO_CONTEXT]
+
+    def finish(self, out: list[Message]) -> list[Message]:
+        last = {message[1]: i for i, message in enumerate(out) if message[0] == self.portfolios_topic}
+        return [message for i, message in enumerate(out) if message[0] != self.portfolios_topic or last[message[1]] == i]
 
     def handle(self, event: faust.EventT, out: list[Message]) -> None:
         message = event.message

@@ -5,10 +5,10 @@ update the worker publishes for it (seed 003's goal: under 50 ms).
 ``--seconds``, 2,000 bars/s (each symbol's bars a minute apart in event time) and 1,000
 fills/s (each held pair in turn, opening and closing small trades) are published at a
 steady rate, while a consumer reads ``exec.positions.v1`` and ``exec.portfolios.v1``. A
-portfolio's k-th update is the one its k-th position row made (one partition holds a
-portfolio's rows, in order, and the consumer reads both topics from their beginning), and
-a position row names its cause (a fill's or a bar's time), so each update is matched to
-the message that caused it. Latency: the update's broker timestamp (set by the worker's
+portfolio's update of version k holds its first k position rows (one partition holds a
+portfolio's rows, in order, the consumer reads both topics from their beginning, and a
+batch publishes a portfolio's last update only), and a position row names its cause (a
+fill's or a bar's time), so each cause is matched to the first update that holds it. Latency: the update's broker timestamp (set by the worker's
 producer) minus the cause's send time; the warm-up is not counted.
 
 Baseline, the same run: the transport alone, the send of each bar to its receipt by a
@@ -137,11 +137,13 @@ async def watch(settings, feed: Feed, stop: asyncio.Event, latencies: dict[str, 
     finally:
         await consumer.stop()
     for portfolio, rows in updates.items():
-        mine = causes.get(portfolio, [])
-        for version, at in rows:
-            sent = feed.sent.get(mine[version - 1]) if version <= len(mine) else None
-            if sent is not None and sent >= feed.steady_from:
-                latencies[mine[version - 1][0]].append(at - sent)
+        mine, done = causes.get(portfolio, []), 0
+        for version, at in rows:  # an update holds every position row up to its version
+            for cause in mine[done:version]:
+                sent = feed.sent.get(cause)
+                if sent is not None and sent >= feed.steady_from:
+                    latencies[cause[0]].append(at - sent)
+            done = max(done, version)
 
 
 def commit_p99(metrics: str) -> float:

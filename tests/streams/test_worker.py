@@ -830,7 +830,7 @@ async def test_each_input_partitions_lag_is_exported_and_dropped_when_it_goes():
 
 async def test_the_portfolio_stage_values_a_portfolio_against_its_partitions_benchmark():
     from tickwire.schemas.execution import BenchmarkClose, PositionRow
-    from tickwire.schemas.topics import PORTFOLIO_CONTEXT, PORTFOLIO_PERFORMANCE, POSITIONS
+    from tickwire.schemas.topics import PORTFOLIO_CONTEXT, PORTFOLIO_PERFORMANCE, PORTFOLIOS, POSITIONS
     from tickwire.streams.stages.portfolios import CONTEXT_KEYS, PortfolioStage
 
     metrics = Metrics(CollectorRegistry())
@@ -857,6 +857,14 @@ async def test_the_portfolio_stage_values_a_portfolio_against_its_partitions_ben
     # After a restart the partition's benchmark is read back from the table.
     again = PortfolioStage(context(metrics), states(table, PortfolioStage.table.codec, metrics))
     assert again.states.get(CONTEXT_KEYS[2]).benchmark == stage.states.get(CONTEXT_KEYS[2]).benchmark != {}
+    # The batch publishes one update per portfolio, its last, with every row applied in it;
+    # the performance rows all go.
+    portfolios_topic = settings.topic(PORTFOLIOS.name)
+    delivered = stage.finish(out)
+    updates = [msgspec.json.decode(v) for t, _, v, _ in delivered if t == portfolios_topic]
+    assert len([m for m in out if m[0] == portfolios_topic]) == 4 and [u["version"] for u in updates] == [4]
+    assert updates[0]["market_value"] == 108.9
+    assert [m for m in delivered if m[0] != portfolios_topic] == [m for m in out if m[0] != portfolios_topic]
 
 
 def test_the_correlation_stage_sends_each_snapshots_correlated_pairs_to_every_portfolio_partition():
