@@ -19,25 +19,29 @@ import msgspec
 
 from tickwire.schemas.codec import VERSION_HEADER
 from tickwire.schemas.correlations import CorrelationRecord
+from tickwire.schemas.decisions import DecisionRecord, ExitDecision, SizingMessage
 from tickwire.schemas.execution import (
     AuditRow, Order, OrderUpdate, PortfolioPerformanceRow, PortfolioRow, PositionRow, RiskEvent,
 )
 from tickwire.schemas.market import Bar, Condition, CorrelationContext, RegimeChange
 from tickwire.schemas.signals import Fill, ModelPerformanceRow, Prediction, PredictionOutcome, StrategyPerformanceRow, TradeOutcomeRow
 from tickwire.schemas.topics import (
-    AUDIT, BARS, CONDITIONS, CORRELATION_CONTEXT, CORRELATIONS, DLQ, FILLS, MODEL_PERFORMANCE, ORDER_UPDATES, ORDERS, OUTCOMES,
-    PORTFOLIO_PERFORMANCE, PORTFOLIOS, POSITIONS, PREDICTIONS, REGIMES, RISK_EVENTS, STRATEGY_PERFORMANCE, TRADE_OUTCOMES,
+    AUDIT, BARS, CONDITIONS, CORRELATION_CONTEXT, CORRELATIONS, DECISION_HISTORY, DLQ, EXITS, FILLS, MODEL_PERFORMANCE, ORDER_UPDATES, ORDERS, OUTCOMES,
+    PORTFOLIO_PERFORMANCE, PORTFOLIOS, POSITIONS, PREDICTIONS, REGIMES, RISK_EVENTS, SIZING, STRATEGY_PERFORMANCE, TRADE_OUTCOMES,
     TRADES, Topic,
 )
 from tickwire.schemas.trades import Trade
 
 # What producers publish to Tickwire, and what Tickwire publishes (JSON, one message per record).
-INPUTS: dict[Topic, Any] = {BARS: Bar, TRADES: Trade, PREDICTIONS: Prediction, FILLS: Fill, ORDERS: Order}
+INPUTS: dict[Topic, Any] = {
+    BARS: Bar, TRADES: Trade, PREDICTIONS: Prediction, FILLS: Fill, ORDERS: Order, SIZING: SizingMessage, EXITS: ExitDecision,
+}
 OUTPUTS: dict[Topic, Any] = {
     CONDITIONS: Condition, REGIMES: RegimeChange, CORRELATIONS: CorrelationRecord, CORRELATION_CONTEXT: CorrelationContext,
     OUTCOMES: PredictionOutcome, TRADE_OUTCOMES: TradeOutcomeRow, MODEL_PERFORMANCE: ModelPerformanceRow,
     STRATEGY_PERFORMANCE: StrategyPerformanceRow, ORDER_UPDATES: OrderUpdate, POSITIONS: PositionRow,
     PORTFOLIOS: PortfolioRow, RISK_EVENTS: RiskEvent, AUDIT: AuditRow, PORTFOLIO_PERFORMANCE: PortfolioPerformanceRow,
+    DECISION_HISTORY: DecisionRecord,
 }
 _DLQ_HEADERS = {
     "tickwire.reason": "why it was refused, from the fixed vocabulary of schemas/errors.py",

@@ -142,10 +142,10 @@ class DecisionJoiner:
 
     def on_trade(self, book: DecisionBook, trades: TradeBook, trade_id: uuid.UUID) -> Joined:
         """The rows of the decisions of ``trade_id`` its latest change changed (one version up)."""
-        self._advance(book, trades, _NEVER)
         trade = trades.trades.get(str(trade_id))
         if trade is None or trade.exit_us is None:
             return Joined([])
+        self._advance(book, trades, _NEVER)  # on a close, not on every fill: the scan costs every decision kept
         out: list[msgspec.Struct] = []
         for decision_id, row in book.sizing.items():
             if row.trade_id == trade_id:

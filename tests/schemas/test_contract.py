@@ -12,16 +12,19 @@ import msgspec
 import pytest
 
 from tickwire.schemas.contract import INPUTS, OUTPUTS, schema_version, write
+from tickwire.schemas.decisions import ExitDecision, SizingConfig, SizingDecision
 from tickwire.schemas.execution import AuditRow, Order
 from tickwire.schemas.market import CorrelationContext
 from tickwire.schemas.signals import Prediction
 from tickwire.schemas.topics import (
-    ALL, AUDIT, BARS, CONDITIONS, CONDITIONS_BY_TIMEFRAME, CORRELATION_CONTEXT, CORRELATIONS, DLQ, EXPIRY_TICKS, FILLS,
+    ALL, AUDIT, BARS, CONDITIONS, CONDITIONS_BY_TIMEFRAME, CORRELATION_CONTEXT, CORRELATIONS, DECISION_HISTORY, DLQ, EXITS,
+    EXPIRY_TICKS, FILLS, SIZING,
     MODEL_PERFORMANCE, ORDER_UPDATES, ORDERS, OUTCOMES, PORTFOLIO_CONTEXT, PORTFOLIO_PERFORMANCE, PORTFOLIOS, POSITIONS, PREDICTIONS, REGIMES, RISK_EVENTS,
     STRATEGY_PERFORMANCE, TRADE_OUTCOMES, TRADES,
 )
 from tickwire.schemas.trades import Trade
 from tickwire.streams.correlations import Context, CorrelationConfig, Correlations
+from tickwire.streams.decisions import DecisionBook, DecisionJoiner
 from tickwire.streams.fills import TradeBook, TradeBuilder
 from tickwire.streams.orders import OrderBook, OrderTracker
 from tickwire.streams.portfolios import Day, PortfolioBook, PortfolioLimits, PortfolioState, performance_rows
@@ -65,6 +68,7 @@ def examples() -> dict:
     core, context = Correlations(config), Context(config)
     orders, order_books, keeper, positions = OrderTracker(), {}, PositionKeeper(), {}
     portfolio_book, portfolio_states, limits = PortfolioBook(), {}, PortfolioLimits(max_position_value=1.0)
+    joiner, decision_books = DecisionJoiner(builder), {}
     found: dict = {topic: [] for topic in {**INPUTS, **OUTPUTS}}
     found[TRADES].append(Trade(symbol="AAPL", ts=start, price=10.5, size=3, trade_id="t-1"))
     for bar in bars:
@@ -80,10 +84,16 @@ def examples() -> dict:
             elif isinstance(message, Order):
                 found[ORDERS].append(message)
                 found[ORDER_UPDATES] += orders.on_order(order_books.setdefault(message.symbol, OrderBook()), message)
+            elif isinstance(message, (SizingConfig, SizingDecision, ExitDecision)):
+                found[EXITS if isinstance(message, ExitDecision) else SIZING].append(message)
+                decisions, trades = decision_books.setdefault(message.symbol, DecisionBook()), books.setdefault(message.symbol, TradeBook())
+                apply = {SizingConfig: joiner.on_config, SizingDecision: joiner.on_sizing, ExitDecision: joiner.on_exit}[type(message)]
+                found[DECISION_HISTORY] += apply(decisions, trades, message).rows
             else:
                 found[FILLS].append(message)
                 trade = builder.on_fill(books.setdefault(message.symbol, TradeBook()), message).row
                 found[TRADE_OUTCOMES].append(trade)
+                found[DECISION_HISTORY] += joiner.on_trade(decision_books.setdefault(message.symbol, DecisionBook()), books[message.symbol], trade.trade_id).rows
                 found[STRATEGY_PERFORMANCE] += strategies[0].add(strategies[1], trade)
                 found[ORDER_UPDATES] += [u for u in [orders.apply_fill(order_books[message.symbol], message)] if u]
                 position = keeper.apply_fill(positions.setdefault(message.symbol, PositionBook()), message)
