@@ -40,7 +40,9 @@ Rules:
   than ``retention_s`` of event time ago is forgotten.
 - Decisions are kept while their trade is in the book, and ``retention_s`` of event time
   after their own ``ts`` (the book keeps closed trades as long), so a symbol's state holds
-  a week's decisions however many it ever had; one whose trade never came is then dropped.
+  a week's decisions however many it ever had; one naming a trade that never closed here
+  is then dropped and counted (``Joined.unjoined``), the one sign of a trade id the
+  trading system made up.
 """
 
 from __future__ import annotations
@@ -72,10 +74,12 @@ class DecisionBook(msgspec.Struct):
 
 
 class Joined(NamedTuple):
-    """What a decision or a trade change sends: rows, and whether the message was a duplicate."""
+    """What a decision or a trade change sends: rows, whether the message was a duplicate,
+    and the decisions it aged out without their trade: {"sizing" or "exit": count}."""
 
     rows: list[msgspec.Struct]
     duplicate: bool = False
+    unjoined: dict[str, int] = {}
 
 
 class DecisionJoiner:
@@ -94,8 +98,7 @@ class DecisionJoiner:
             raise InvalidMessage("conflicting_id", f"sizing configuration {config.config_id} was applied already, with other values")
         book.configs.append(row)
         book.configs.sort(key=lambda c: c.ts)
-        self._advance(book, trades, epoch_us(config.ts))
-        return Joined([row])
+        return Joined([row], unjoined=self._advance(book, trades, epoch_us(config.ts)))
 
     def on_sizing(self, book: DecisionBook, trades: TradeBook, decision: SizingDecision) -> Joined:
         decision_id = str(decision.decision_id)
@@ -116,8 +119,7 @@ class DecisionJoiner:
             **inputs, config_id=None if config is None else config.config_id, planned_risk=decision.quantity * decision.stop_distance
         )
         book.sizing[decision_id] = row = self._sized(row, trade, trades)
-        self._advance(book, trades, ts_us)
-        return Joined([row])
+        return Joined([row], unjoined=self._advance(book, trades, ts_us))
 
     def on_exit(self, book: DecisionBook, trades: TradeBook, decision: ExitDecision) -> Joined:
         exit_id = str(decision.exit_id)
@@ -137,15 +139,14 @@ class DecisionJoiner:
                 raise InvalidMessage("invalid_value", f"exit of {decision.quantity} is more than trade {trade.trade_id}'s {trade.opened_qty}")
         row = self._exited(SmartExitRow(**inputs), trade, trades)
         book.exits[exit_id] = row
-        self._advance(book, trades, ts_us)
-        return Joined(self._exit_rows(row, trade, trades))
+        return Joined(self._exit_rows(row, trade, trades), unjoined=self._advance(book, trades, ts_us))
 
     def on_trade(self, book: DecisionBook, trades: TradeBook, trade_id: uuid.UUID) -> Joined:
         """The rows of the decisions of ``trade_id`` its latest change changed (one version up)."""
         trade = trades.trades.get(str(trade_id))
         if trade is None or trade.exit_us is None:
             return Joined([])
-        self._advance(book, trades, _NEVER)  # on a close, not on every fill: the scan costs every decision kept
+        unjoined = self._advance(book, trades, _NEVER)  # on a close, not on every fill: the scan costs every decision kept
         out: list[msgspec.Struct] = []
         for decision_id, row in book.sizing.items():
             if row.trade_id == trade_id:
@@ -159,7 +160,7 @@ class DecisionJoiner:
                 if joined != row:
                     book.exits[exit_id] = joined = msgspec.structs.replace(joined, version=row.version + 1)
                     out += self._exit_rows(joined, trade, trades)
-        return Joined(out)
+        return Joined(out, unjoined=unjoined)
 
     def _sized(self, row: PositionSizingRow, trade: TradeState | None, trades: TradeBook) -> PositionSizingRow:
         if trade is None or trade.exit_us is None or trade.strategy_id != row.strategy_id:
@@ -229,16 +230,19 @@ class DecisionJoiner:
             None,
         )
 
-    def _advance(self, book: DecisionBook, trades: TradeBook, now_us: int) -> None:
-        """Forget what retention allows: see the module docstring."""
+    def _advance(self, book: DecisionBook, trades: TradeBook, now_us: int) -> dict[str, int]:
+        """Forget what retention allows (see the module docstring); the decisions dropped unjoined, by kind."""
         book.clock_us = max(book.clock_us, now_us, trades.clock_us)
         horizon = book.clock_us - self._retention_us
-
-        def expired(row: PositionSizingRow | SmartExitRow) -> bool:
-            return epoch_us(row.ts) < horizon and (row.trade_id is None or str(row.trade_id) not in trades.trades)
-
-        book.sizing = {i: r for i, r in book.sizing.items() if not expired(r)}
-        book.exits = {i: r for i, r in book.exits.items() if not expired(r)}
+        unjoined = {}
+        for kind, rows in (("sizing", book.sizing), ("exit", book.exits)):
+            gone = [i for i, r in rows.items()
+                    if epoch_us(r.ts) < horizon and (r.trade_id is None or str(r.trade_id) not in trades.trades)]
+            dropped = sum(1 for i in gone if rows[i].trade_id is not None and rows[i].trade_closed_at is None)
+            if dropped:
+                unjoined[kind] = dropped
+            for i in gone:
+                del rows[i]
         latest: dict[tuple[str, str], SizingConfigRow] = {}
         keep = []
         for config in reversed(book.configs):  # newest first: a config is superseded by the one after it
@@ -248,3 +252,4 @@ class DecisionJoiner:
                 keep.append(config)
             latest[pair] = config
         book.configs = keep[::-1]
+        return unjoined

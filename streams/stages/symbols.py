@@ -296,9 +296,12 @@ class Symbols(Stage):
         self.done(key, record, message)
 
     def send_decisions(self, joined: Joined, out: list[Message], topic: str | None = None) -> None:
-        """The decision rows out, keyed by strategy; a duplicate decision only counted (as from ``topic``)."""
+        """The decision rows out, keyed by strategy; a duplicate decision only counted (as from
+        ``topic``), and so are the decisions aged out without their trade."""
         if joined.duplicate:
             self.context.metrics.duplicates.labels(topic).inc()
+        for kind, count in joined.unjoined.items():
+            self.context.metrics.unjoined_decisions.labels(kind).inc(count)
         for row in joined.rows:
             out.append((self.decision_history_topic, row.strategy_id.encode(), self.context.encode(row), []))
 

@@ -143,8 +143,8 @@ def test_a_short_trades_efficiency_counts_falling_prices_as_gains():
 def test_duplicates_change_nothing_and_conflicting_or_impossible_decisions_are_refused():
     w = World()
     assert len(w.joiner.on_sizing(w.book, w.trades, sizing(0)).rows) == 1
-    assert w.joiner.on_sizing(w.book, w.trades, sizing(0)) == ([], True)
-    assert w.joiner.on_config(w.book, w.trades, config(0)).rows and w.joiner.on_config(w.book, w.trades, config(0)) == ([], True)
+    assert w.joiner.on_sizing(w.book, w.trades, sizing(0)) == ([], True, {})
+    assert w.joiner.on_config(w.book, w.trades, config(0)).rows and w.joiner.on_config(w.book, w.trades, config(0)) == ([], True, {})
     w.fill(fill("BUY", 10, 50.0, 10))
     w.fill(fill("SELL", 10, 51.0, 20))
     other = fill("BUY", 10, 50.0, 30, trade=uuid.UUID(int=2))
@@ -177,7 +177,8 @@ def test_state_is_bounded_by_the_trades_retention_and_survives_a_restart():
     restored = msgspec.msgpack.decode(msgspec.msgpack.encode(w.book), type=DecisionBook)
     assert restored == w.book
     week = 7 * 86_400
-    (late,) = w.joiner.on_sizing(w.book, w.trades, sizing(week + 2 * 86_400, decision=4, trade=None)).rows
+    (late,), _, unjoined = w.joiner.on_sizing(w.book, w.trades, sizing(week + 2 * 86_400, decision=4, trade=None))
+    assert unjoined == {"sizing": 1}  # the first: its trade never came (the second named none)
     # Decisions a week older than the clock go unless their trade is held; configurations
     # superseded more than a week ago go, the one in effect stays and is still joined.
     assert sorted(w.book.sizing) == [str(uuid.UUID(int=3)), str(uuid.UUID(int=4))]

@@ -909,6 +909,12 @@ def test_the_symbols_stage_joins_sizing_and_exit_decisions_with_their_trade_and_
     with pytest.raises(InvalidMessage) as refused:  # decided after the trade it names had closed
         stage.handle(event(exit_(5, 2), 1, b"AAA", names[EXITS]), [])
     assert refused.value.reason == "unknown_trade"
+    # A week on, an exit naming a trade that never came here is dropped, and counted.
+    ghost = msgspec.json.decode(exit_(3, 3)) | {"trade_id": str(uuid.UUID(int=8)), "ts": "2026-01-05T14:33:00Z"}
+    stage.handle(event(msgspec.json.encode(ghost), 2, b"AAA", names[EXITS]), [])
+    later = msgspec.json.decode(exit_(0, 4)) | {"trade_id": str(uuid.UUID(int=9)), "ts": "2026-01-13T14:30:00Z"}
+    stage.handle(event(msgspec.json.encode(later), 3, b"AAA", names[EXITS]), [])
+    assert metrics.registry.get_sample_value("tickwire_decisions_unjoined_total", {"kind": "exit"}) == 1
     record = stage.states.get(b"AAA")
     assert Symbols.table.codec.decode(Symbols.table.codec.encode(record)) == record
     # A record written before the decisions were kept (one field fewer) reads with an empty book.
