@@ -149,20 +149,19 @@ class ToyStrategy:
         momentum = closes[-1] / closes[0] - 1
         confidence = float(min(0.99, 0.5 + abs(momentum) * 50 + self.rng.uniform(0, 0.2)))
         direction = "NEUTRAL" if abs(momentum) < 1e-4 else ("LONG" if momentum > 0 else "SHORT")
-        out.append(
-            Prediction(
-                prediction_id=uuid.UUID(bytes=self.rng.bytes(16), version=4),
-                model_version="toy-1.0",
-                model_type="momentum",
-                symbol=bar.symbol,
-                predicted_at=at,
-                prediction_horizon_minutes=int(self.horizon.total_seconds() // 60),
-                predicted_direction=direction,
-                confidence_score=round(confidence, 4),
-                predicted_volatility=round(float(np.std(np.diff(np.log(closes)))), 6),
-                feature_vector={"momentum": round(momentum, 8), "lookback": self.lookback},
-            )
+        prediction = Prediction(
+            prediction_id=uuid.UUID(bytes=self.rng.bytes(16), version=4),
+            model_version="toy-1.0",
+            model_type="momentum",
+            symbol=bar.symbol,
+            predicted_at=at,
+            prediction_horizon_minutes=int(self.horizon.total_seconds() // 60),
+            predicted_direction=direction,
+            confidence_score=round(confidence, 4),
+            predicted_volatility=round(float(np.std(np.diff(np.log(closes)))), 6),
+            feature_vector={"momentum": round(momentum, 8), "lookback": self.lookback},
         )
+        out.append(prediction)
         if direction != "NEUTRAL" and confidence > 0.6 and bar.symbol not in self.open_trades:
             trade_id = uuid.UUID(bytes=self.rng.bytes(16), version=4)
             side = "BUY" if direction == "LONG" else "SELL"
@@ -172,7 +171,7 @@ class ToyStrategy:
             self.open_trades[bar.symbol] = (trade_id, side, at + self.horizon, qty, portfolio)
             if qty >= 20:
                 self.partials[bar.symbol] = at + self.horizon / 2
-            out += self._size(bar, trade_id, qty, at, portfolio, volatility=out[-1].predicted_volatility)
+            out += self._size(bar, trade_id, qty, at, portfolio, volatility=prediction.predicted_volatility)
             out += self._execute(bar, trade_id, side, qty, at, "e", portfolio)
         return out
 
