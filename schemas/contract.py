@@ -19,6 +19,7 @@ import msgspec
 
 from tickwire.schemas.codec import VERSION_HEADER
 from tickwire.schemas.correlations import CorrelationRecord
+from tickwire.schemas.decisions import DecisionRecord, ExitDecision, SizingMessage
 from tickwire.schemas.execution import (
     AuditRow, Order, OrderUpdate, PortfolioPerformanceRow, PortfolioRow, PositionRow, RiskEvent,
 )
@@ -28,20 +29,23 @@ from tickwire.schemas.signals import (
     TradeOutcomeRow,
 )
 from tickwire.schemas.topics import (
-    AUDIT, BARS, CONDITIONS, CORRELATION_CONTEXT, CORRELATIONS, DLQ, FILLS, MODEL_PERFORMANCE, MTF, ORDER_UPDATES, ORDERS, OUTCOMES,
-    PORTFOLIO_PERFORMANCE, PORTFOLIOS, POSITIONS, PREDICTIONS, REGIME_PERFORMANCE, REGIMES, RISK_EVENTS, STRATEGY_PERFORMANCE,
-    STRATEGY_SCORES, TRADE_OUTCOMES, TRADES, Topic,
+    AUDIT, BARS, CONDITIONS, CORRELATIONS, CORRELATION_CONTEXT, DECISION_HISTORY, DLQ, EXITS, FILLS,
+    MODEL_PERFORMANCE, MTF, ORDERS, ORDER_UPDATES, OUTCOMES, PORTFOLIOS, PORTFOLIO_PERFORMANCE, POSITIONS,
+    PREDICTIONS, REGIMES, REGIME_PERFORMANCE, RISK_EVENTS, SIZING, STRATEGY_PERFORMANCE, STRATEGY_SCORES, TRADES,
+    TRADE_OUTCOMES, Topic, Topic,
 )
 from tickwire.schemas.trades import Trade
 
 # What producers publish to Tickwire, and what Tickwire publishes (JSON, one message per record).
-INPUTS: dict[Topic, Any] = {BARS: Bar, TRADES: Trade, PREDICTIONS: Prediction, FILLS: Fill, ORDERS: Order}
+INPUTS: dict[Topic, Any] = {
+    BARS: Bar, TRADES: Trade, PREDICTIONS: Prediction, FILLS: Fill, ORDERS: Order, SIZING: SizingMessage, EXITS: ExitDecision,
+}
 OUTPUTS: dict[Topic, Any] = {
     CONDITIONS: Condition, REGIMES: RegimeChange, MTF: MultiTimeframeAnalysis, CORRELATIONS: CorrelationRecord,
     CORRELATION_CONTEXT: CorrelationContext, OUTCOMES: PredictionOutcome, TRADE_OUTCOMES: TradeOutcomeRow,
     MODEL_PERFORMANCE: ModelPerformanceRow, STRATEGY_PERFORMANCE: StrategyPerformanceRow, STRATEGY_SCORES: StrategyScoreRow,
     REGIME_PERFORMANCE: RegimePerformanceRow, ORDER_UPDATES: OrderUpdate, POSITIONS: PositionRow, PORTFOLIOS: PortfolioRow,
-    RISK_EVENTS: RiskEvent, AUDIT: AuditRow, PORTFOLIO_PERFORMANCE: PortfolioPerformanceRow,
+    RISK_EVENTS: RiskEvent, AUDIT: AuditRow, PORTFOLIO_PERFORMANCE: PortfolioPerformanceRow, DECISION_HISTORY: DecisionRecord,
 }
 _DLQ_HEADERS = {
     "tickwire.reason": "why it was refused, from the fixed vocabulary of schemas/errors.py",

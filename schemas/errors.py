@@ -51,6 +51,7 @@ REASONS = frozenset(
         "unknown_order",  # a fill naming no order the worker knows, where orders are required
         "order_state",  # an order event or fill its order's state forbids (a fill after a cancel ...)
         "overfill",  # a fill past its order's quantity
+        "unknown_trade",  # a sizing or exit decision naming a trade that was not open at its time
         "internal",  # a stage failed on the message (a bug): kept in the DLQ, the stream goes on
     }
 )

@@ -104,6 +104,11 @@ class Metrics:
             registry=registry,
         )
         # Per rule, not per portfolio: each breach, with its portfolio, is in exec.risk_events.v1.
+        self.unjoined_decisions = Counter(
+            "tickwire_decisions_unjoined_total",
+            "Sizing and exit decisions dropped after a week of event time without their trade ever closing here, per kind",
+            ["kind"], registry=registry,
+        )
         self.risk_breaches = Counter(
             "tickwire_risk_breaches_total", "Portfolio risk limits crossed (BREACH events), per rule", ["rule"], registry=registry,
         )

@@ -17,6 +17,7 @@ from tickwire.schemas.correlations import (
     CorrelationAnalysis, CorrelationConflict, CorrelationEntry, CorrelationGroup, CorrelationGroupMember, CorrelationHistory,
     CorrelationMatrix, CorrelationRecord, CorrelationThreshold,
 )
+from tickwire.schemas.decisions import DecisionRecord, PartialExitRow, PositionSizingRow, SizingConfigRow, SmartExitRow
 from tickwire.schemas.execution import (
     AuditRow, OrderEventRow, OrderRow, PortfolioPerformanceRow, PortfolioRow, PositionRow, RiskEvent,
 )
@@ -25,8 +26,9 @@ from tickwire.schemas.signals import (
     ModelPerformanceRow, ModelPredictionRow, RegimePerformanceRow, StrategyPerformanceRow, StrategyScoreRow, TradeOutcomeRow,
 )
 from tickwire.schemas.topics import (
-    AUDIT, CONDITIONS, CORRELATION_CONTEXT, CORRELATIONS, MODEL_PERFORMANCE, MTF, ORDER_UPDATES, OUTCOMES, PORTFOLIO_PERFORMANCE,
-    PORTFOLIOS, POSITIONS, REGIME_PERFORMANCE, REGIMES, RISK_EVENTS, STRATEGY_PERFORMANCE, STRATEGY_SCORES, TRADE_OUTCOMES, Topic,
+    AUDIT, CONDITIONS, CORRELATIONS, CORRELATION_CONTEXT, DECISION_HISTORY, MODEL_PERFORMANCE, MTF, ORDER_UPDATES,
+    OUTCOMES, PORTFOLIOS, PORTFOLIO_PERFORMANCE, POSITIONS, REGIMES, REGIME_PERFORMANCE, RISK_EVENTS,
+    STRATEGY_PERFORMANCE, STRATEGY_SCORES, TRADE_OUTCOMES, Topic, Topic,
 )
 
 _STAGING_TYPES = {float: "float8", int: "int8", str: "text", bool: "bool", datetime: "timestamptz", date: "date", dict: "jsonb", uuid.UUID: "uuid"}
@@ -161,9 +163,28 @@ EXECUTION_TABLES = (
     PORTFOLIO_PERFORMANCE_TABLE, RISK_EVENTS_TABLE, EXECUTION_AUDIT,
 )
 
+# Sizing and exit decisions (migration 0014), one tagged topic: a decision's row is replaced
+# only by a later version of it (its trade closed, or a closed trade's figures changed).
+DECISION_TABLES = (
+    Table(
+        "position_sizing_history", PositionSizingRow, ("decision_id", "ts"), "update", "ts",
+        update_where="position_sizing_history.version < EXCLUDED.version", message=DecisionRecord, owner="symbol",
+    ),
+    Table("position_sizing_config_history", SizingConfigRow, ("config_id", "symbol", "ts"), "nothing", "ts", message=DecisionRecord),
+    Table(
+        "smart_exit_history", SmartExitRow, ("exit_id", "ts"), "update", "ts",
+        update_where="smart_exit_history.version < EXCLUDED.version", message=DecisionRecord, owner="symbol",
+    ),
+    Table(
+        "partial_exit_history", PartialExitRow, ("exit_id", "ts"), "update", "ts",
+        update_where="partial_exit_history.version < EXCLUDED.version", message=DecisionRecord, owner="symbol",
+    ),
+)
+
 ALL = (
     MARKET_CONDITIONS, MARKET_CONTEXT, MARKET_REGIME_HISTORY, MULTI_TIMEFRAME_ANALYSIS, MODEL_PREDICTIONS, TRADE_OUTCOMES_TABLE,
-    MODEL_PERFORMANCE_TABLE, STRATEGY_PERFORMANCE_TABLE, STRATEGY_SCORES_TABLE, REGIME_PERFORMANCE_STATS, *CORRELATION_TABLES, *EXECUTION_TABLES,
+    MODEL_PERFORMANCE_TABLE, STRATEGY_PERFORMANCE_TABLE, STRATEGY_SCORES_TABLE, REGIME_PERFORMANCE_STATS, *CORRELATION_TABLES,
+    *EXECUTION_TABLES, *DECISION_TABLES,
 )
 
 # Which topic fills which table: one sink pipeline (and consumer group, ``sink_group_name``) per pair.
@@ -188,6 +209,7 @@ SINKS = (
     (PORTFOLIO_PERFORMANCE, PORTFOLIO_PERFORMANCE_TABLE),
     (RISK_EVENTS, RISK_EVENTS_TABLE),
     (AUDIT, EXECUTION_AUDIT),
+    *((DECISION_HISTORY, table) for table in DECISION_TABLES),
 )
 
 

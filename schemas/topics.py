@@ -20,6 +20,9 @@ TRADES = Topic("md.trades.v1", "symbol", 6, "delete", 3 * DAY_MS)
 PREDICTIONS = Topic("signals.predictions.v1", "symbol", 6, "delete", 30 * DAY_MS)
 FILLS = Topic("exec.fills.v1", "symbol", 6, "delete", 30 * DAY_MS)
 ORDERS = Topic("exec.orders.v1", "symbol", 6, "delete", 30 * DAY_MS)
+# The trading system's sizing decisions and configurations (one tagged union) and exit decisions.
+SIZING = Topic("exec.sizing.v1", "symbol", 6, "delete", 30 * DAY_MS)
+EXITS = Topic("exec.exits.v1", "symbol", 6, "delete", 30 * DAY_MS)
 CONDITIONS = Topic("md.conditions.v1", "symbol", 6, "delete", 7 * DAY_MS)
 REGIMES = Topic("md.regimes.v1", "symbol", 6, "delete", 30 * DAY_MS)
 MTF = Topic("md.mtf.v1", "symbol", 6, "delete", 7 * DAY_MS)
@@ -43,6 +46,8 @@ PORTFOLIOS = Topic("exec.portfolios.v1", "portfolio_id", 6, "delete", 7 * DAY_MS
 RISK_EVENTS = Topic("exec.risk_events.v1", "portfolio_id", 6, "delete", 30 * DAY_MS)
 AUDIT = Topic("exec.audit.v1", "portfolio_id", 6, "delete", 30 * DAY_MS)
 PORTFOLIO_PERFORMANCE = Topic("exec.portfolio_performance.v1", "portfolio_id", 6, "delete", 30 * DAY_MS)
+# The decisions joined with their trades: four row types, tagged (``record``), one per table.
+DECISION_HISTORY = Topic("exec.decision_history.v1", "strategy_id", 6, "delete", 30 * DAY_MS)
 # Internal: the benchmark's closes and the correlated pairs, one copy per partition of the
 # portfolios' stage (partitioned like exec.positions.v1); msgpack.
 PORTFOLIO_CONTEXT = Topic("tickwire.portfolio_context.v1", "partition", 6, "delete", DAY_MS)
@@ -51,7 +56,8 @@ EXPIRY_TICKS = Topic("tickwire.expiry_ticks.v1", "symbol", 6, "delete", DAY_MS)
 DLQ = Topic("tickwire.dlq.v1", "source key", 3, "delete", 30 * DAY_MS)
 
 ALL = (
-    BARS, TRADES, PREDICTIONS, FILLS, ORDERS, CONDITIONS, REGIMES, MTF, CORRELATIONS, CORRELATION_CONTEXT, OUTCOMES,
-    TRADE_OUTCOMES, MODEL_PERFORMANCE, STRATEGY_PERFORMANCE, STRATEGY_SCORES, REGIME_PERFORMANCE, ORDER_UPDATES, POSITIONS, PORTFOLIOS, RISK_EVENTS, AUDIT,
-    PORTFOLIO_PERFORMANCE, CONDITIONS_BY_TIMEFRAME, EXPIRY_TICKS, PORTFOLIO_CONTEXT, DLQ,
+    BARS, TRADES, PREDICTIONS, FILLS, ORDERS, SIZING, EXITS, CONDITIONS, REGIMES, MTF, CORRELATIONS, CORRELATION_CONTEXT,
+    OUTCOMES, TRADE_OUTCOMES, MODEL_PERFORMANCE, STRATEGY_PERFORMANCE, STRATEGY_SCORES, REGIME_PERFORMANCE, ORDER_UPDATES,
+    POSITIONS, PORTFOLIOS, RISK_EVENTS, AUDIT, PORTFOLIO_PERFORMANCE, DECISION_HISTORY, CONDITIONS_BY_TIMEFRAME, EXPIRY_TICKS,
+    PORTFOLIO_CONTEXT, DLQ,
 )

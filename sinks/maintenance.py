@@ -31,10 +31,11 @@ from tickwire.sinks.migrate import LOCK_ID, flavor_of
 MATERIALIZED_VIEWS = ("candles_1h", "candles_1d", "mv_daily_trading_stats")
 
 # Seed 001 retention (market_conditions: its intraday rows; days are kept, migration 0010);
-# on TimescaleDB the same intervals are retention policies (0002, 0003).
+# on TimescaleDB the same intervals are retention policies (0002, 0003, 0011, 0014).
 RETENTION = {
     "market_conditions_intraday": "2 years", "trade_outcomes": "5 years", "model_predictions": "3 years",
     "position_snapshots": "1 year", "portfolio_snapshots": "5 years", "multi_timeframe_analysis": "1 year",
+    "position_sizing_history": "5 years", "smart_exit_history": "5 years", "partial_exit_history": "5 years",
 }
 
 _PARTITIONED = """

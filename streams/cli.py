@@ -516,7 +516,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         host = settings.metrics_host
         print(
             f"""
-Tickwire is running: simulator (bars, predictions, fills) -> worker (indicators, regimes, correlations, validation, trades) -> sink -> 12 tables
+Tickwire is running: simulator (bars, predictions, orders, fills, sizing and exit decisions) -> worker (indicators, regimes, correlations, validation, trades, positions, decisions) -> sink -> {len(_sink_tables())} tables
   metrics:  http://{host}:{port}/metrics (worker)  http://{host}:{port + 1}/metrics (sink)  http://{host}:{port + 2}/metrics (simulator)
   upkeep:   tickwire maintain, now and every 24 h (partitions ahead, retention, views: {logs / 'maintain.log'})
   database: {settings.safe_dsn()}  (password in {env.get('TICKWIRE_PG_PASSWORD_FILE', 'TICKWIRE_PG_PASSWORD')})

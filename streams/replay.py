@@ -25,13 +25,14 @@ import msgspec
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from tickwire.schemas.decisions import ExitDecision, SizingConfig, SizingDecision
 from tickwire.schemas.errors import InvalidMessage, TickwireError, Unreachable
 from tickwire.schemas.kafka import start_kafka
 from tickwire.schemas.market import Bar
 from tickwire.schemas.settings import Settings
 from tickwire.schemas.execution import Order
 from tickwire.schemas.signals import Fill, Prediction
-from tickwire.schemas.topics import BARS, FILLS, ORDERS, PREDICTIONS, TRADES, Topic
+from tickwire.schemas.topics import BARS, EXITS, FILLS, ORDERS, PREDICTIONS, SIZING, TRADES, Topic
 from tickwire.schemas.trades import Trade
 
 
@@ -49,6 +50,10 @@ KINDS = {
     "predictions": Kind(Prediction, PREDICTIONS, "predicted_at"),
     "fills": Kind(Fill, FILLS, "ts"),
     "orders": Kind(Order, ORDERS, "ts"),
+    # One file holds one kind; both go to exec.sizing.v1, tagged by their type.
+    "sizing": Kind(SizingDecision, SIZING, "ts"),
+    "sizing-configs": Kind(SizingConfig, SIZING, "ts"),
+    "exits": Kind(ExitDecision, EXITS, "ts"),
 }
 
 

@@ -1,5 +1,6 @@
 """A deterministic market simulator: correlated log-normal bars with sector structure and
-regime switches, plus a toy strategy that publishes predictions and fills.
+regime switches, plus a toy strategy that publishes predictions, orders, fills, and its
+sizing and exit decisions.
 
 Given a seed it yields the same messages every time, so tests and demos can replay it;
 ``publish`` sends them for ``tickwire simulate``.
@@ -20,11 +21,12 @@ from aiokafka import AIOKafkaProducer
 
 from tickwire.schemas.kafka import start_kafka
 from tickwire.schemas.market import Bar, timeframe_seconds
+from tickwire.schemas.decisions import ExitDecision, SizingConfig, SizingDecision
 from tickwire.schemas.metrics import Metrics
 from tickwire.schemas.settings import Settings
 from tickwire.schemas.execution import Order
 from tickwire.schemas.signals import Fill, Prediction
-from tickwire.schemas.topics import BARS, FILLS, ORDERS, PREDICTIONS
+from tickwire.schemas.topics import BARS, EXITS, FILLS, ORDERS, PREDICTIONS, SIZING
 
 log = logging.getLogger("tickwire.simulator")
 
@@ -104,10 +106,12 @@ class MarketSimulator:
 
 class ToyStrategy:
     """Momentum on each symbol's last ``lookback`` closes: a prediction every
-    ``every`` bars, and a trade (one opening and one closing market order, each filled
-    at once) on each confident LONG or SHORT call, closed ``horizon_minutes`` later, in
-    one of ``PORTFOLIOS`` by turns. Enough to give every signal and execution topic
-    realistic traffic; not a strategy anyone should trade.
+    ``every`` bars, and a trade (market orders, each filled at once) on each confident
+    LONG or SHORT call, in one of ``PORTFOLIOS`` by turns: sized first (a sizing decision,
+    after the (portfolio, symbol)'s first configuration), half of it taken off halfway
+    through (a partial exit at its target) when it is 20 units or more, the rest closed
+    ``horizon_minutes`` after the entry (a time exit). Enough to give every signal and
+    execution topic realistic traffic; not a strategy anyone should trade.
     """
 
     PORTFOLIOS = ("toy-a", "toy-b")
@@ -119,38 +123,45 @@ class ToyStrategy:
         # symbol -> id, side, exit due, qty, portfolio
         self.open_trades: dict[str, tuple[uuid.UUID, str, datetime, int, str]] = {}
         self.count = self.trades = 0
+        self.partials: dict[str, datetime] = {}  # symbol -> when half the trade is taken off
+        self.configured: set[tuple[str, str]] = set()  # (portfolio, symbol) with a sizing configuration
 
-    def on_bar(self, bar: Bar) -> list[Prediction | Order | Fill]:
+    def on_bar(self, bar: Bar) -> list[Prediction | Order | Fill | SizingConfig | SizingDecision | ExitDecision]:
         """Messages this bar triggers, stamped at the bar's close (its ts + 1 timeframe)."""
         closes = self.closes.setdefault(bar.symbol, [])
         closes.append(bar.close)
         del closes[: -self.lookback - 1]
         at = bar.ts + timedelta(seconds=timeframe_seconds(bar.timeframe))
-        out: list[Prediction | Order | Fill] = []
+        out: list = []
         trade = self.open_trades.get(bar.symbol)
         if trade is not None and at >= trade[2]:
             trade_id, side, _, qty, portfolio = self.open_trades.pop(bar.symbol)
-            out += self._execute(bar, trade_id, "SELL" if side == "BUY" else "BUY", qty, at, "x", portfolio)
+            self.partials.pop(bar.symbol, None)
+            out += self._exit(bar, trade_id, side, qty, at, portfolio, "time", partial=False)
+        elif trade is not None and at >= self.partials.get(bar.symbol, trade[2]):
+            del self.partials[bar.symbol]
+            trade_id, side, due, qty, portfolio = trade
+            self.open_trades[bar.symbol] = (trade_id, side, due, qty - qty // 2, portfolio)
+            out += self._exit(bar, trade_id, side, qty // 2, at, portfolio, "target", partial=True)
         self.count += 1
         if len(closes) <= self.lookback or self.count % self.every:
             return out
         momentum = closes[-1] / closes[0] - 1
         confidence = float(min(0.99, 0.5 + abs(momentum) * 50 + self.rng.uniform(0, 0.2)))
         direction = "NEUTRAL" if abs(momentum) < 1e-4 else ("LONG" if momentum > 0 else "SHORT")
-        out.append(
-            Prediction(
-                prediction_id=uuid.UUID(bytes=self.rng.bytes(16), version=4),
-                model_version="toy-1.0",
-                model_type="momentum",
-                symbol=bar.symbol,
-                predicted_at=at,
-                prediction_horizon_minutes=int(self.horizon.total_seconds() // 60),
-                predicted_direction=direction,
-                confidence_score=round(confidence, 4),
-                predicted_volatility=round(float(np.std(np.diff(np.log(closes)))), 6),
-                feature_vector={"momentum": round(momentum, 8), "lookback": self.lookback},
-            )
+        prediction = Prediction(
+            prediction_id=uuid.UUID(bytes=self.rng.bytes(16), version=4),
+            model_version="toy-1.0",
+            model_type="momentum",
+            symbol=bar.symbol,
+            predicted_at=at,
+            prediction_horizon_minutes=int(self.horizon.total_seconds() // 60),
+            predicted_direction=direction,
+            confidence_score=round(confidence, 4),
+            predicted_volatility=round(float(np.std(np.diff(np.log(closes)))), 6),
+            feature_vector={"momentum": round(momentum, 8), "lookback": self.lookback},
         )
+        out.append(prediction)
         if direction != "NEUTRAL" and confidence > 0.6 and bar.symbol not in self.open_trades:
             trade_id = uuid.UUID(bytes=self.rng.bytes(16), version=4)
             side = "BUY" if direction == "LONG" else "SELL"
@@ -158,8 +169,41 @@ class ToyStrategy:
             portfolio = self.PORTFOLIOS[self.trades % len(self.PORTFOLIOS)]
             self.trades += 1
             self.open_trades[bar.symbol] = (trade_id, side, at + self.horizon, qty, portfolio)
+            if qty >= 20:
+                self.partials[bar.symbol] = at + self.horizon / 2
+            out += self._size(bar, trade_id, qty, at, portfolio, volatility=prediction.predicted_volatility)
             out += self._execute(bar, trade_id, side, qty, at, "e", portfolio)
         return out
+
+    def _size(self, bar: Bar, trade_id: uuid.UUID, qty: int, at: datetime, portfolio: str, *, volatility: float | None) -> list:
+        """The decision that sized the trade: a stop two bars' volatility away, the account
+        value that risking 0.5% of it over that stop gives ``qty``; the (portfolio, symbol)'s
+        configuration before its first decision."""
+        out: list = []
+        if (portfolio, bar.symbol) not in self.configured:
+            self.configured.add((portfolio, bar.symbol))
+            out.append(SizingConfig(
+                config_id=uuid.uuid5(uuid.NAMESPACE_URL, f"toy-momentum/{portfolio}/{bar.symbol}"), portfolio_id=portfolio,
+                strategy_id="toy-momentum", symbol=bar.symbol, ts=at, method="fixed_fractional", risk_per_trade=0.005,
+                max_position_fraction=0.2,
+            ))
+        stop = max(0.01, round(2 * (volatility or 0.001) * bar.close, 4))
+        out.append(SizingDecision(
+            decision_id=uuid.uuid5(trade_id, "size"), portfolio_id=portfolio, strategy_id="toy-momentum", symbol=bar.symbol,
+            trade_id=trade_id, ts=at, account_value=round(qty * stop / 0.005, 2), risk_per_trade=0.005, stop_distance=stop,
+            volatility=volatility, quantity=qty,
+        ))
+        return out
+
+    def _exit(self, bar: Bar, trade_id: uuid.UUID, side: str, qty: int, at: datetime, portfolio: str, reason: str, *,
+              partial: bool) -> list:
+        """The exit decision of ``qty`` of the trade, and its order and fill."""
+        leg = "p" if partial else "x"
+        decision = ExitDecision(
+            exit_id=uuid.uuid5(trade_id, leg), trade_id=trade_id, strategy_id="toy-momentum", symbol=bar.symbol, ts=at,
+            reason=reason, price=bar.close, quantity=qty, partial=partial,
+        )
+        return [decision, *self._execute(bar, trade_id, "SELL" if side == "BUY" else "BUY", qty, at, leg, portfolio)]
 
     def _execute(self, bar: Bar, trade_id: uuid.UUID, side: str, qty: int, at: datetime, leg: str, portfolio: str) -> list[Order | Fill]:
         """A market order and the fill that completes it."""
@@ -187,7 +231,9 @@ class ToyStrategy:
 
 
 # Where each of the toy strategy's messages goes.
-SIGNAL_TOPICS = {Prediction: PREDICTIONS, Order: ORDERS, Fill: FILLS}
+SIGNAL_TOPICS = {
+    Prediction: PREDICTIONS, Order: ORDERS, Fill: FILLS, SizingConfig: SIZING, SizingDecision: SIZING, ExitDecision: EXITS,
+}
 
 
 async def publish(

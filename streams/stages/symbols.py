@@ -1,10 +1,11 @@
 """Everything keyed by symbol: bars into conditions, regimes and multi-timeframe analyses, predictions validated
 against the bars that follow, fills into trade outcomes, orders into their lifecycles,
-fills and bars into positions, and the expiry clock.
+fills and bars into positions, sizing and exit decisions joined with their trades, and
+the expiry clock.
 
-Bars, predictions, fills, orders and expiry ticks are all keyed by symbol with the same
-partition count, so this one stage sees a symbol's every input, and keeps all of it in
-one record.
+Bars, predictions, fills, orders, decisions and expiry ticks are all keyed by symbol with
+the same partition count, so this one stage sees a symbol's every input, and keeps all of
+it in one record.
 """
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ import faust
 import msgspec
 
 from tickwire.schemas.codec import Codec
+from tickwire.schemas.decisions import ExitDecision, SizingConfig, SizingMessage
 from tickwire.schemas.errors import InvalidMessage
 from tickwire.schemas.execution import AuditRow, BenchmarkClose, Order
 from tickwire.schemas.market import Bar, closing_day, epoch_us, from_epoch_us, timeframe_seconds
 from tickwire.schemas.signals import Fill, Prediction
 from tickwire.schemas.topics import (
-    AUDIT, BARS, CONDITIONS, CONDITIONS_BY_TIMEFRAME, EXPIRY_TICKS, FILLS, MTF, ORDER_UPDATES, ORDERS, OUTCOMES, PORTFOLIO_CONTEXT,
-    POSITIONS, PREDICTIONS, REGIMES, TRADE_OUTCOMES,
+    AUDIT, BARS, CONDITIONS, CONDITIONS_BY_TIMEFRAME, DECISION_HISTORY, EXITS, EXPIRY_TICKS, FILLS, MTF, ORDERS,
+    ORDER_UPDATES, OUTCOMES, PORTFOLIO_CONTEXT, POSITIONS, PREDICTIONS, REGIMES, SIZING, TRADE_OUTCOMES,
 )
 from tickwire.streams.correlations import load_sectors
+from tickwire.streams.decisions import DecisionBook, DecisionJoiner, Joined
 from tickwire.streams.fills import TradeBook, TradeBuilder, TradeConfig
 from tickwire.streams.orders import OrderBook, OrderConfig, OrderTracker
 from tickwire.streams.portfolios import load_portfolios
@@ -52,6 +55,7 @@ class SymbolRecord(msgspec.Struct, array_like=True):
     orders: OrderBook = msgspec.field(default_factory=OrderBook)
     positions: PositionBook = msgspec.field(default_factory=PositionBook)
     last_close: tuple[int, float] | None = None  # the benchmark's only: (close µs, close) of its latest base bar
+    decisions: DecisionBook = msgspec.field(default_factory=DecisionBook)
 
 
 class _SymbolRecordV1(msgspec.Struct, array_like=True):
@@ -74,7 +78,7 @@ _timeframe_of = msgspec.json.Decoder(_Timeframe)
 
 class Symbols(Stage):
     name = "symbols"
-    inputs = (BARS, PREDICTIONS, FILLS, ORDERS, EXPIRY_TICKS)
+    inputs = (BARS, PREDICTIONS, FILLS, ORDERS, SIZING, EXITS, EXPIRY_TICKS)
     table = StateTable("symbol-record", BARS, StateCodec(SymbolRecord, SymbolRecord, version=2, upgrades={1: (_SymbolRecordV1, _from_v1)}))
 
     def __init__(self, context: StageContext, states: KeyedStates) -> None:
@@ -83,6 +87,7 @@ class Symbols(Stage):
         limits = {"max_message_bytes": settings.max_message_bytes, "max_future_skew_s": settings.max_future_skew_s}
         self.bar_codec, self.prediction_codec, self.fill_codec = Codec(Bar, **limits), Codec(Prediction, **limits), Codec(Fill, **limits)
         self.order_codec = Codec(Order, **limits)
+        self.sizing_codec, self.exit_codec = Codec(SizingMessage, **limits), Codec(ExitDecision, **limits)
         self.processor = SymbolProcessor(
             base_timeframe=settings.base_timeframe,
             resample_to=settings.resample_to,
@@ -102,6 +107,7 @@ class Symbols(Stage):
             )
         )
         self.builder = TradeBuilder(TradeConfig(timeframe=settings.base_timeframe, breakeven_band=settings.trade_breakeven_band))
+        self.decisions = DecisionJoiner(self.builder)
         self.orders = OrderTracker(OrderConfig(required=settings.orders_required))
         self.positions = PositionKeeper(load_sectors(settings.correlation_sectors_file))
         self.portfolios = load_portfolios(settings.portfolios_file, settings.performance_capital, settings.correlation_threshold)
@@ -112,10 +118,12 @@ class Symbols(Stage):
         self.by_timeframe_topic = names[CONDITIONS_BY_TIMEFRAME]
         self.outcomes_topic, self.trade_outcomes_topic = names[OUTCOMES], names[TRADE_OUTCOMES]
         self.order_updates_topic, self.positions_topic, self.audit_topic = names[ORDER_UPDATES], names[POSITIONS], names[AUDIT]
+        self.decision_history_topic = names[DECISION_HISTORY]
         # The benchmark's closes go to every partition of the portfolios' stage, for their beta.
         self.benchmark, self.context_topic = settings.correlation_benchmark, names[PORTFOLIO_CONTEXT]
         self.handlers = {names[BARS]: self.on_bar, names[PREDICTIONS]: self.on_prediction, names[FILLS]: self.on_fill,
-                         names[ORDERS]: self.on_order, names[EXPIRY_TICKS]: self.on_tick}
+                         names[ORDERS]: self.on_order, names[SIZING]: self.on_sizing, names[EXITS]: self.on_exit,
+                         names[EXPIRY_TICKS]: self.on_tick}
         self.ticks = context.topic(EXPIRY_TICKS)
         # The expiry clock: per bars partition, the latest bar close seen; the clock is the slowest
         # partition's (of those with bars), so a partition that is behind (a replay, a restart)
@@ -192,6 +200,7 @@ class Symbols(Stage):
                 rows = self.builder.on_bar(record.book, bar) + self.builder.place_regimes(record.book, record.bars.regimes.at)
                 for row in rows:
                     out.append((self.trade_outcomes_topic, row.strategy_id.encode(), self.context.encode(row), []))
+                    self.send_decisions(self.decisions.on_trade(record.decisions, record.book, row.trade_id), out)
             if record.positions.positions:
                 for position in self.positions.on_close(record.positions, bar.symbol, bar.close, close_us):
                     out.append((self.positions_topic, position.portfolio_id.encode(), self.context.encode(position), []))
@@ -261,11 +270,44 @@ class Symbols(Stage):
             out.append((self.positions_topic, position.portfolio_id.encode(), self.context.encode(position), []))
             self.audit(out, message, "FILL", fill.fill_id, fill)
             self.audit(out, message, "POSITION", fill.portfolio_id, position)
+            self.send_decisions(self.decisions.on_trade(record.decisions, record.book, result.row.trade_id), out)
         placed = self.builder.place_regimes(record.book, record.bars.regimes.at)
         rows = placed + [result.row] * all(row.trade_id != result.row.trade_id for row in placed)
         for row in rows:
             out.append((self.trade_outcomes_topic, row.strategy_id.encode(), self.context.encode(row), []))
         self.done(key, record, message)
+
+    def on_sizing(self, event: faust.EventT, out: list[Message]) -> None:
+        """A sizing decision or configuration change, joined with its trade when that has closed."""
+        message, opened = event.message, self.opened(event, self.sizing_codec)
+        if opened is None:
+            return
+        key, record, decided = opened
+        self.check_portfolio(decided.portfolio_id)
+        if isinstance(decided, SizingConfig):
+            joined = self.decisions.on_config(record.decisions, record.book, decided)
+        else:
+            joined = self.decisions.on_sizing(record.decisions, record.book, decided)
+        self.send_decisions(joined, out, message.topic)
+        self.done(key, record, message)
+
+    def on_exit(self, event: faust.EventT, out: list[Message]) -> None:
+        message, opened = event.message, self.opened(event, self.exit_codec)
+        if opened is None:
+            return
+        key, record, decided = opened
+        self.send_decisions(self.decisions.on_exit(record.decisions, record.book, decided), out, message.topic)
+        self.done(key, record, message)
+
+    def send_decisions(self, joined: Joined, out: list[Message], topic: str | None = None) -> None:
+        """The decision rows out, keyed by strategy; a duplicate decision only counted (as from
+        ``topic``), and so are the decisions aged out without their trade."""
+        if joined.duplicate:
+            self.context.metrics.duplicates.labels(topic).inc()
+        for kind, count in joined.unjoined.items():
+            self.context.metrics.unjoined_decisions.labels(kind).inc(count)
+        for row in joined.rows:
+            out.append((self.decision_history_topic, row.strategy_id.encode(), self.context.encode(row), []))
 
     def on_order(self, event: faust.EventT, out: list[Message]) -> None:
         message, opened = event.message, self.opened(event, self.order_codec)

@@ -1,9 +1,10 @@
 """A corpus of hostile messages on every input topic (md.bars.v1, signals.predictions.v1,
-exec.fills.v1, md.trades.v1): each lands in the DLQ with its reason and source topic,
-partition and offset, is counted per topic and reason, and every good message around it
-is processed. Duplicate ids are not dead-lettered: they are dropped and counted.
+exec.fills.v1, md.trades.v1, exec.sizing.v1, exec.exits.v1): each lands in the DLQ with
+its reason and source topic, partition and offset, is counted per topic and reason, and
+every good message around it is processed. Duplicate ids are not dead-lettered: they are
+dropped and counted.
 
-One worker and one sink take all four corpora at once (published interleaved with good
+One worker and one sink take all the corpora at once (published interleaved with good
 messages); one test per topic then checks its part."""
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from tickwire.schemas.codec import DLQ_MAX_VALUE_BYTES
-from tickwire.schemas.topics import BARS, DLQ, FILLS, PREDICTIONS, TRADES
+from tickwire.schemas.topics import BARS, DLQ, EXITS, FILLS, PREDICTIONS, SIZING, TRADES
 from tickwire.streams.topics import ensure_topics
 from tickwire.streams.simulator import MarketSimulator
 from tests.conftest import wait_for
@@ -361,9 +362,89 @@ def trade_stream() -> list[Case]:
     return cases
 
 
+# --- exec.sizing.v1 and exec.exits.v1: decisions of the good fills' trades ---------------
+
+OPENED = {t: (q, p, m) for t, leg, _, q, p, m in GOOD_FILLS if leg == "open"}
+CLOSED = {t: (p, m) for t, leg, _, _, p, m in GOOD_FILLS if leg == "close"}
+
+
+def _sizing(trade: int, **changes) -> dict:
+    """Trade ``trade``'s sizing decision, half a minute before its opening fill."""
+    quantity, _, minutes = OPENED.get(trade, (10, 0, 0.5))
+    body = {"kind": "decision", "decision_id": str(uuid.UUID(int=0x5122_0000 + trade)), "strategy_id": STRATEGY, "symbol": FILL,
+            "trade_id": str(uuid.UUID(int=0xF111_0000 + trade)), "ts": _ts(minutes - 0.5), "account_value": 1e5,
+            "risk_per_trade": 0.01, "stop_distance": 1.0, "quantity": quantity}
+    body.update(changes)
+    return {k: v for k, v in body.items() if v is not _DROP}
+
+
+def _exit(trade: int, **changes) -> dict:
+    """Trade ``trade``'s exit decision, at its closing fill's time and price."""
+    quantity = OPENED.get(trade, (10,))[0]
+    price, minutes = CLOSED.get(trade, (100.0, 1))
+    body = {"exit_id": str(uuid.UUID(int=0xE417_0000 + trade)), "trade_id": str(uuid.UUID(int=0xF111_0000 + trade)),
+            "strategy_id": STRATEGY, "symbol": FILL, "ts": _ts(minutes), "reason": "target", "price": price, "quantity": quantity}
+    body.update(changes)
+    return {k: v for k, v in body.items() if v is not _DROP}
+
+
+sizing_base, exit_base = _sizing(99), _exit(99)
+
+
+def sizing(**changes) -> bytes:
+    return _message(sizing_base, changes)
+
+
+def exit_(**changes) -> bytes:
+    return _message(exit_base, changes)
+
+
+CONFIG = {"kind": "config", "config_id": str(uuid.UUID(int=0xC0F1)), "strategy_id": STRATEGY, "symbol": FILL, "ts": _ts(0),
+          "method": "fixed_fractional", "risk_per_trade": 0.01}
+SIZING_CORPUS = [
+    ("not json", FILL.encode(), b"kind=decision", None, "not_json"),
+    ("no kind", FILL.encode(), sizing(kind=_DROP), None, "schema"),
+    ("unknown kind", FILL.encode(), sizing(kind="order"), None, "schema"),
+    ("unknown field", FILL.encode(), sizing(leverage=3), None, "schema"),
+    ("NaN stop distance", FILL.encode(), _raw_value(encode(sizing_base), "stop_distance", sizing_base, b"NaN"), None, "not_json"),
+    ("zero stop distance", FILL.encode(), sizing(stop_distance=0.0), None, "invalid_value"),
+    ("risk above the account", FILL.encode(), sizing(risk_per_trade=1.5), None, "invalid_value"),
+    ("negative quantity", FILL.encode(), sizing(quantity=-1), None, "invalid_value"),
+    ("adjustment a hundredfold", FILL.encode(), sizing(regime_adjustment=100.0), None, "invalid_value"),
+    ("years ahead", FILL.encode(), sizing(ts="2099-01-01T00:00:00Z"), None, "bad_timestamp"),
+    ("unknown sizing method", FILL.encode(), encode({**CONFIG, "method": "martingale"}), None, "invalid_value"),
+    ("key is not the symbol", b"OTHER", sizing(), None, "invalid_value"),
+]
+EXIT_CORPUS = [
+    ("empty message", FILL.encode(), b"", None, "empty"),
+    ("unknown reason", FILL.encode(), exit_(reason="panic"), None, "invalid_value"),
+    ("zero price", FILL.encode(), exit_(price=0.0), None, "invalid_value"),
+    ("zero quantity", FILL.encode(), exit_(quantity=0), None, "invalid_value"),
+    ("trade_id not a uuid", FILL.encode(), exit_(trade_id="42"), None, "schema"),
+    ("partial not a bool", FILL.encode(), exit_(partial="yes"), None, "schema"),
+    ("sql in strategy_id", FILL.encode(), exit_(strategy_id="s'; DROP TABLE smart_exit_history;--"), None, "schema"),
+    ("unknown schema version", FILL.encode(), exit_(), [("tickwire.schema.version", b"0")], "unknown_version"),
+]
+
+
+def decision_stream(make, corpus) -> list[Case]:
+    """A good decision per good trade, the first again (a duplicate) and reused with another
+    quantity (``conflicting_id``), the corpus in between."""
+    goods = [good(FILL.encode(), encode(make(t))) for t in sorted(OPENED)]
+    hostile = [Case(kind, key, value, headers, reason) for kind, key, value, headers, reason in corpus]
+    return [
+        goods[0], Case("duplicate decision", FILL.encode(), goods[0].value, duplicate=True),
+        Case("id reused with other values", FILL.encode(), encode(make(1, quantity=OPENED[1][0] - 1)), reason="conflicting_id"),
+        *[case for pair in zip(goods[1:], hostile) for case in pair], *hostile[len(goods) - 1:], *goods[len(hostile) + 1:],
+    ]
+
+
 # --- the run --------------------------------------------------------------------------
 
-STREAMS = {BARS: bar_stream(), PREDICTIONS: prediction_stream(), FILLS: fill_stream(), TRADES: trade_stream()}
+STREAMS = {
+    BARS: bar_stream(), PREDICTIONS: prediction_stream(), FILLS: fill_stream(), TRADES: trade_stream(),
+    SIZING: [good(FILL.encode(), encode(CONFIG)), *decision_stream(_sizing, SIZING_CORPUS)], EXITS: decision_stream(_exit, EXIT_CORPUS),
+}
 
 
 class Run(NamedTuple):
@@ -515,4 +596,38 @@ async def test_hostile_trades_are_dead_lettered_and_good_ones_flow(run):
     # Each bar holds exactly its minute's three good trades (sizes 10 + n): none lost, none doubled.
     assert [r["timestamp"] for r in rows] == [START + timedelta(minutes=m) for m in range(bars)]
     assert [r["volume"] for r in rows] == [sum(10 + n for n in range(3 * m + 1, 3 * m + 4)) for m in range(bars)]
+    run.processes.check_alive()
+
+
+async def test_hostile_sizing_decisions_are_dead_lettered_and_good_ones_joined(run):
+    check_dead_letters(run, SIZING)
+    joined = "SELECT count(*) FROM position_sizing_history WHERE realized_pnl IS NOT NULL"
+    assert await _settled(run, joined, want=len(OPENED)) == len(OPENED)
+    conn = await asyncpg.connect(**run.settings.pg_options())
+    try:
+        rows = {r["trade_id"]: r for r in await conn.fetch("SELECT * FROM position_sizing_history")}
+        assert await conn.fetchval("SELECT count(*) FROM position_sizing_config_history") == 1
+    finally:
+        await conn.close()
+    assert set(rows) == {uuid.UUID(int=0xF111_0000 + t) for t in OPENED}
+    # Trade 1: 10 bought at 100, sold at 101, 2 of commission; 10 planned at a stop of 1.
+    first = rows[uuid.UUID(int=0xF111_0001)]
+    assert (first["quantity"], float(first["planned_risk"]), float(first["realized_pnl"])) == (10, 10.0, 8.0)
+    assert first["config_id"] == uuid.UUID(int=0xC0F1)
+    run.processes.check_alive()
+
+
+async def test_hostile_exit_decisions_are_dead_lettered_and_good_ones_joined(run):
+    check_dead_letters(run, EXITS)
+    joined = "SELECT count(*) FROM smart_exit_history WHERE trade_closed_at IS NOT NULL"
+    assert await _settled(run, joined, want=len(OPENED)) == len(OPENED)
+    conn = await asyncpg.connect(**run.settings.pg_options())
+    try:
+        rows = {r["trade_id"]: r for r in await conn.fetch("SELECT * FROM smart_exit_history")}
+    finally:
+        await conn.close()
+    assert set(rows) == {uuid.UUID(int=0xF111_0000 + t) for t in OPENED}
+    # Trade 2: 5 sold short at 50, bought back at 49 (the exit's price): +5, all of its MFE.
+    second = rows[uuid.UUID(int=0xF111_0002)]
+    assert (second["direction"], second["quantity"], float(second["exit_pnl"])) == ("SHORT", 5, 5.0)
     run.processes.check_alive()

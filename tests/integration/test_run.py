@@ -85,6 +85,12 @@ async def test_a_second_stack_runs_from_its_own_directory_and_ports_and_stops_cl
         strategies = ("SELECT least((SELECT count(*) FROM multi_timeframe_analysis), (SELECT count(*) FROM regime_performance_stats),"
                       " (SELECT count(*) FROM strategy_scores))")
         assert await wait_for(lambda: rows(strategies), timeout_s=120, interval_s=2) > 0
+        # Its sizing and exit decisions, joined with the trades they led to once those closed.
+        decisions = ("SELECT least((SELECT count(*) FROM position_sizing_config_history),"
+                     " (SELECT count(*) FROM position_sizing_history WHERE realized_pnl IS NOT NULL),"
+                     " (SELECT count(*) FROM smart_exit_history WHERE exit_efficiency IS NOT NULL OR trade_pnl IS NOT NULL),"
+                     " (SELECT count(*) FROM partial_exit_history WHERE remaining_quantity IS NOT NULL))")
+        assert await wait_for(lambda: rows(decisions), timeout_s=120, interval_s=2) > 0
         conn = await asyncpg.connect(host="127.0.0.1", port=ports["PG"], user="tickwire", database="tickwire",
                                      password=password.read_text().strip())
         try:  # the sink writes as the least-privilege role, not as the tables' owner

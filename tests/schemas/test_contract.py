@@ -13,17 +13,19 @@ import msgspec
 import pytest
 
 from tickwire.schemas.contract import INPUTS, OUTPUTS, schema_version, write
+from tickwire.schemas.decisions import ExitDecision, SizingConfig, SizingDecision
 from tickwire.schemas.execution import AuditRow, Order
 from tickwire.schemas.market import CorrelationContext
 from tickwire.schemas.signals import Prediction, RegimePerformanceRow, StrategyPerformanceRow, StrategyScoreRow
 from tickwire.schemas.topics import (
-    ALL, AUDIT, BARS, CONDITIONS, CONDITIONS_BY_TIMEFRAME, CORRELATIONS, CORRELATION_CONTEXT, DLQ, EXPIRY_TICKS,
-    FILLS, MODEL_PERFORMANCE, MTF, ORDERS, ORDER_UPDATES, OUTCOMES, PORTFOLIOS, PORTFOLIO_CONTEXT,
-    PORTFOLIO_PERFORMANCE, POSITIONS, PREDICTIONS, REGIMES, REGIME_PERFORMANCE, RISK_EVENTS, STRATEGY_PERFORMANCE,
-    STRATEGY_SCORES, TRADES, TRADE_OUTCOMES,
+    ALL, AUDIT, BARS, CONDITIONS, CONDITIONS_BY_TIMEFRAME, CORRELATIONS, CORRELATION_CONTEXT, DECISION_HISTORY, DLQ,
+    EXITS, EXPIRY_TICKS, FILLS, MODEL_PERFORMANCE, MTF, ORDERS, ORDER_UPDATES, OUTCOMES, PORTFOLIOS, PORTFOLIO_CONTEXT,
+    PORTFOLIO_PERFORMANCE, POSITIONS, PREDICTIONS, REGIMES, REGIME_PERFORMANCE, RISK_EVENTS, SIZING,
+    STRATEGY_PERFORMANCE, STRATEGY_SCORES, TRADES, TRADE_OUTCOMES,
 )
 from tickwire.schemas.trades import Trade
 from tickwire.streams.correlations import Context, CorrelationConfig, Correlations
+from tickwire.streams.decisions import DecisionBook, DecisionJoiner
 from tickwire.streams.fills import TradeBook, TradeBuilder
 from tickwire.streams.orders import OrderBook, OrderTracker
 from tickwire.streams.portfolios import Day, PortfolioBook, PortfolioLimits, PortfolioState, performance_rows
@@ -67,6 +69,7 @@ def examples() -> dict:
     core, context = Correlations(config), Context(config)
     orders, order_books, keeper, positions = OrderTracker(), {}, PositionKeeper(), {}
     portfolio_book, portfolio_states, limits = PortfolioBook(), {}, PortfolioLimits(max_position_value=1.0)
+    joiner, decision_books = DecisionJoiner(builder), {}
     found: dict = {topic: [] for topic in {**INPUTS, **OUTPUTS}}
     strategy_rows: list = []
     found[TRADES].append(Trade(symbol="AAPL", ts=start, price=10.5, size=3, trade_id="t-1"))
@@ -83,12 +86,18 @@ def examples() -> dict:
             elif isinstance(message, Order):
                 found[ORDERS].append(message)
                 found[ORDER_UPDATES] += orders.on_order(order_books.setdefault(message.symbol, OrderBook()), message)
+            elif isinstance(message, (SizingConfig, SizingDecision, ExitDecision)):
+                found[EXITS if isinstance(message, ExitDecision) else SIZING].append(message)
+                decisions, trades = decision_books.setdefault(message.symbol, DecisionBook()), books.setdefault(message.symbol, TradeBook())
+                apply = {SizingConfig: joiner.on_config, SizingDecision: joiner.on_sizing, ExitDecision: joiner.on_exit}[type(message)]
+                found[DECISION_HISTORY] += apply(decisions, trades, message).rows
             else:
                 found[FILLS].append(message)
                 book = books.setdefault(message.symbol, TradeBook())
                 trade = builder.on_fill(book, message).row
                 trade = next(iter(builder.place_regimes(book, states[message.symbol].regimes.at)), trade)
                 found[TRADE_OUTCOMES].append(trade)
+                found[DECISION_HISTORY] += joiner.on_trade(decision_books.setdefault(message.symbol, DecisionBook()), books[message.symbol], trade.trade_id).rows
                 strategy_rows += strategies[0].add(strategies[1], trade)
                 found[ORDER_UPDATES] += [u for u in [orders.apply_fill(order_books[message.symbol], message)] if u]
                 position = keeper.apply_fill(positions.setdefault(message.symbol, PositionBook()), message)

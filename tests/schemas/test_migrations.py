@@ -555,6 +555,79 @@ COLUMNS["portfolio_performance"] = [
     "updated_at timestamptz not null",
 ]
 COLUMNS["position_snapshots"] = COLUMNS["positions"]
+
+# Sizing and exit decisions joined with their trades (0014).
+_EXIT_DECISION = [
+    "exit_id uuid not null",
+    "trade_id uuid not null",
+    "strategy_id varchar(50) not null",
+    "symbol varchar(10) not null",
+    "ts timestamptz not null",
+    "reason varchar(20) not null",
+    "price numeric(18,8) not null",
+    "quantity integer not null",
+]
+COLUMNS |= {
+    "position_sizing_history": [
+        "decision_id uuid not null",
+        "portfolio_id varchar(50) not null",
+        "strategy_id varchar(50) not null",
+        "symbol varchar(10) not null",
+        "trade_id uuid",
+        "ts timestamptz not null",
+        "account_value numeric not null",
+        "risk_per_trade double precision not null",
+        "stop_distance numeric(18,8) not null",
+        "volatility double precision",
+        "correlation_adjustment double precision not null",
+        "regime_adjustment double precision not null",
+        "quantity integer not null",
+        "config_id uuid",
+        "planned_risk numeric not null",
+        "trade_quantity integer",
+        "trade_closed_at timestamptz",
+        "max_adverse_excursion numeric",
+        "realized_pnl numeric",
+        "realized_loss numeric",
+        "mae_to_planned double precision",
+        "loss_to_planned double precision",
+        "version integer not null",
+    ],
+    "position_sizing_config_history": [
+        "config_id uuid not null",
+        "portfolio_id varchar(50) not null",
+        "strategy_id varchar(50) not null",
+        "symbol varchar(10) not null",
+        "ts timestamptz not null",
+        "method varchar(20) not null",
+        "risk_per_trade double precision not null",
+        "max_position_fraction double precision",
+        "volatility_target double precision",
+        "correlation_scaling boolean not null",
+        "regime_scaling boolean not null",
+    ],
+    "smart_exit_history": _EXIT_DECISION + [
+        "partial boolean not null",
+        "direction varchar(5)",
+        "entry_price numeric(18,8)",
+        "trade_closed_at timestamptz",
+        "exit_pnl numeric",
+        "trade_pnl numeric",
+        "max_favorable_excursion numeric",
+        "exit_efficiency double precision",
+        "trade_efficiency double precision",
+        "version integer not null",
+    ],
+    "partial_exit_history": _EXIT_DECISION + [
+        "trade_closed_at timestamptz",
+        "remaining_quantity integer",
+        "remainder_exit_price double precision",
+        "remainder_pnl numeric",
+        "remainder_pnl_at_partial numeric",
+        "remainder_gain numeric",
+        "version integer not null",
+    ],
+}
 COLUMNS["portfolio_snapshots"] = COLUMNS["portfolios"]
 
 # Strategy scores and performance by regime (0012).
@@ -615,6 +688,9 @@ TIME_TABLES = {  # time-partitioned table -> its time column (hypertable / range
     "risk_events": "ts",
     "execution_audit": "ts",
     "multi_timeframe_analysis": "timestamp",
+    "position_sizing_history": "ts",
+    "smart_exit_history": "ts",
+    "partial_exit_history": "ts",
 }
 # On TimescaleDB the daily bars' table too; on PostgreSQL it is not partitioned (0010).
 HYPERTABLES = TIME_TABLES | {"market_conditions_daily": "timestamp"}
@@ -652,6 +728,10 @@ UNIQUE_KEYS = {
     "portfolio_snapshots": {("portfolio_id", "version", "ts")},
     "risk_events": {("portfolio_id", "rule", "subject", "ts", "state")},
     "execution_audit": {("source_topic", "source_partition", "source_offset", "kind", "subject", "ts")},
+    "position_sizing_history": {("decision_id", "ts")},
+    "position_sizing_config_history": {("config_id", "symbol", "ts")},
+    "smart_exit_history": {("exit_id", "ts")},
+    "partial_exit_history": {("exit_id", "ts")},
 }
 
 # The seeds' indexes: name -> (table, what follows USING btree in pg_get_indexdef).
@@ -722,6 +802,10 @@ SEED_CHECKS = {
     "historical_correlations": ("value", "symbol_a", "day"),
     "correlation_thresholds": ("regime", "threshold"),
     "correlation_analysis_results": ("regime", "threshold", "most_correlated_value"),
+    "position_sizing_history": ("account_value", "risk_per_trade", "stop_distance", "quantity"),
+    "position_sizing_config_history": ("method", "risk_per_trade"),
+    "smart_exit_history": ("reason", "quantity", "direction"),
+    "partial_exit_history": ("reason", "quantity"),
 }
 
 T0 = datetime(2026, 3, 2, tzinfo=timezone.utc)
@@ -758,6 +842,15 @@ SAMPLE_ROWS = {
                                          stddev_correlation=0.1, most_correlated_a="AAA", most_correlated_b="BBB",
                                          most_correlated_value=0.9, least_correlated_a="AAA", least_correlated_b="CCC",
                                          least_correlated_value=-0.2),
+    "position_sizing_history": dict(decision_id=uuid.UUID(int=3), portfolio_id="P1", strategy_id="s1", symbol="AAA", ts=T0,
+                                    account_value=1e5, risk_per_trade=0.01, stop_distance=2.0, correlation_adjustment=1.0,
+                                    regime_adjustment=1.0, quantity=500, planned_risk=1000.0, version=1),
+    "position_sizing_config_history": dict(config_id=uuid.UUID(int=4), portfolio_id="P1", strategy_id="s1", symbol="AAA", ts=T0,
+                                           method="kelly", risk_per_trade=0.02, correlation_scaling=True, regime_scaling=False),
+    "smart_exit_history": dict(exit_id=uuid.UUID(int=5), trade_id=uuid.UUID(int=1), strategy_id="s1", symbol="AAA", ts=T0,
+                               reason="trailing_stop", price=10.5, quantity=5, partial=False, version=1),
+    "partial_exit_history": dict(exit_id=uuid.UUID(int=6), trade_id=uuid.UUID(int=1), strategy_id="s1", symbol="AAA", ts=T0,
+                                 reason="target", price=10.5, quantity=2, version=1),
 }
 STREAM_KEYS = {t: sorted(k, key=len)[-1] for t, k in UNIQUE_KEYS.items() if t in SAMPLE_ROWS}
 
@@ -1197,10 +1290,14 @@ CHUNK_INTERVALS = {
     "risk_events": timedelta(weeks=1),
     "execution_audit": timedelta(weeks=1),
     "multi_timeframe_analysis": timedelta(days=1),
+    "position_sizing_history": timedelta(weeks=1),
+    "smart_exit_history": timedelta(weeks=1),
+    "partial_exit_history": timedelta(weeks=1),
 }
 RETENTION = {
     "market_conditions_intraday": "2 years", "trade_outcomes": "5 years", "model_predictions": "3 years",
     "position_snapshots": "1 year", "portfolio_snapshots": "5 years", "multi_timeframe_analysis": "1 year",
+    "position_sizing_history": "5 years", "smart_exit_history": "5 years", "partial_exit_history": "5 years",
 }
 SEGMENT_BY = {
     "market_conditions_intraday": "symbol, timeframe",
@@ -1222,6 +1319,9 @@ SEGMENT_BY = {
     "risk_events": "portfolio_id",
     "execution_audit": "portfolio_id",
     "multi_timeframe_analysis": "symbol",
+    "position_sizing_history": "strategy_id",
+    "smart_exit_history": "strategy_id",
+    "partial_exit_history": "strategy_id",
 }
 
 

@@ -174,12 +174,13 @@ async def test_retention_drops_whole_months_older_than_the_seed_retention(pg_db)
     dropped = report["partitions_dropped"]
     assert set(dropped) == set(RETENTION) == {
         "market_conditions_intraday", "trade_outcomes", "model_predictions", "position_snapshots", "portfolio_snapshots",
-        "multi_timeframe_analysis",
+        "multi_timeframe_analysis", "position_sizing_history", "smart_exit_history", "partial_exit_history",
     }
     assert dropped["trade_outcomes"] == [f"trade_outcomes_p{six_years:%Y%m}"]
     assert [r["symbol"] for r in await conn.fetch("SELECT symbol FROM trade_outcomes")] == ["OLD4"]
     assert "market_conditions_intraday_p202001" in dropped["market_conditions_intraday"]
-    for young in ("model_predictions", "position_snapshots", "portfolio_snapshots"):
+    for young in ("model_predictions", "position_snapshots", "portfolio_snapshots", "position_sizing_history",
+                  "smart_exit_history", "partial_exit_history"):
         assert dropped[young] == [], young  # their partitions start a month before the migration
     # every partition left ends after the cutoff; the month holding the cutoff is kept
     cutoff_month = await conn.fetchval("SELECT to_char(now() - INTERVAL '2 years', 'YYYYMM')")

@@ -6,6 +6,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -141,3 +142,28 @@ async def test_the_progress_line_is_for_a_terminal_only(tmp_path, capsys, monkey
     err = capsys.readouterr().err
     assert ("4/4 rows" in err, err.startswith("\r")) == (terminal, terminal)
     assert f"{path}: 4 sent to md.trades.v1, 0 rejected" in err
+
+
+def test_decision_files_replay_as_their_tagged_messages(tmp_path):
+    from tickwire.schemas.codec import Codec
+    from tickwire.schemas.decisions import ExitDecision, SizingDecision, SizingMessage
+
+    path = tmp_path / "sizing.csv"
+    path.write_text(
+        "decision_id,strategy_id,symbol,ts,account_value,risk_per_trade,stop_distance,quantity\n"
+        "00000000-0000-0000-0000-000000000001,s1,AAPL,2024-01-02T15:00:00Z,100000,0.01,2.5,400\n"
+        "00000000-0000-0000-0000-000000000002,s1,AAPL,2024-01-02T15:01:00Z,100000,2,2.5,400\n"
+    )
+    rows = list(read_rows(path, replay.KINDS["sizing"].message_type, defaults={}))
+    assert rows[1].error.reason == "invalid_value"  # a risk of twice the account
+    sized = rows[0].message
+    assert isinstance(sized, SizingDecision) and sized.quantity * sized.stop_distance == 1000.0
+    # Sent as the worker reads it: tagged, so exec.sizing.v1's union takes it as a decision.
+    assert Codec(SizingMessage).decode(msgspec.json.encode(sized), now=datetime(2024, 2, 1, tzinfo=timezone.utc)) == sized
+    exits = tmp_path / "exits.csv"
+    exits.write_text(
+        "exit_id,trade_id,strategy_id,symbol,ts,reason,price,quantity,partial\n"
+        "00000000-0000-0000-0000-000000000003,00000000-0000-0000-0000-000000000009,s1,AAPL,2024-01-02T16:00:00Z,target,191.5,200,true\n"
+    )
+    (row,) = read_rows(exits, ExitDecision, defaults={})
+    assert (row.message.reason, row.message.partial, row.message.quantity) == ("target", True, 200)

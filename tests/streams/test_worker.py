@@ -907,3 +907,59 @@ def test_the_benchmarks_day_close_goes_to_every_portfolio_partition_once_its_nex
     assert [key for key, _ in sent] == CONTEXT_KEYS
     assert {close for _, close in sent} == {BenchmarkClose(midnight, 11.0)}
     assert record.last_close == (midnight + 2 * minute, 13.0)
+
+
+def test_the_symbols_stage_joins_sizing_and_exit_decisions_with_their_trade_and_keeps_them_in_the_record():
+    import uuid
+
+    from tickwire.schemas.topics import DECISION_HISTORY, EXITS, FILLS, SIZING
+    from tickwire.streams.stages.symbols import SymbolRecord, Symbols
+
+    metrics = Metrics(CollectorRegistry())
+    stage = Symbols(context(metrics), states(_Table(), Symbols.table.codec, metrics))
+    names = stage.context.names
+    trade, ts = str(uuid.UUID(int=7)), "2026-01-05T14:3{}:00Z"
+    sizing = msgspec.json.encode({
+        "kind": "decision", "decision_id": str(uuid.UUID(int=1)), "strategy_id": "s1", "symbol": "AAA", "trade_id": trade,
+        "ts": ts.format(0), "account_value": 1e5, "risk_per_trade": 0.01, "stop_distance": 2.0, "quantity": 100,
+    })
+
+    def exit_(minute: int, exit_id: int) -> bytes:
+        return msgspec.json.encode({"exit_id": str(uuid.UUID(int=exit_id)), "trade_id": trade, "strategy_id": "s1", "symbol": "AAA",
+                                    "ts": ts.format(minute), "reason": "time", "price": 11.0, "quantity": 100})
+
+    def fill(side: str, minute: int, price: float) -> bytes:
+        return msgspec.json.encode({"fill_id": f"f{minute}", "trade_id": trade, "strategy_id": "s1", "model_version": "v1",
+                                    "symbol": "AAA", "side": side, "ts": ts.format(minute), "price": price, "quantity": 100})
+
+    def rows(out: list) -> list[dict]:
+        return [msgspec.json.decode(v) for t, _, v, _ in out if t == names[DECISION_HISTORY]]
+
+    out: list = []
+    stage.handle(event(sizing, 0, b"AAA", names[SIZING]), out)
+    stage.handle(event(sizing, 0, b"AAA", names[SIZING]), out)  # redelivered: skipped by its offset
+    stage.handle(event(sizing, 1, b"AAA", names[SIZING]), out)  # the same decision again: nothing changes
+    assert [(r["record"], r["version"], r["planned_risk"], r["realized_pnl"]) for r in rows(out)] == [("decision", 1, 200.0, None)]
+    assert metrics.registry.get_sample_value("tickwire_duplicates_dropped_total", {"topic": names[SIZING]}) == 2
+    out.clear()
+    stage.handle(event(fill("BUY", 1, 10.0), 0, b"AAA", names[FILLS]), out)
+    stage.handle(event(exit_(2, 1), 0, b"AAA", names[EXITS]), out)
+    stage.handle(event(fill("SELL", 2, 11.0), 1, b"AAA", names[FILLS]), out)
+    # The close joins both decisions: +1 x 100 = 100 realised, all of an MFE of 100 (the exit fill's price).
+    joined = {r["record"]: r for r in rows(out)}
+    assert (joined["decision"]["version"], joined["decision"]["realized_pnl"], joined["decision"]["realized_loss"]) == (2, 100.0, 0.0)
+    assert (joined["exit"]["version"], joined["exit"]["exit_pnl"], joined["exit"]["exit_efficiency"]) == (2, 100.0, 1.0)
+    with pytest.raises(InvalidMessage) as refused:  # decided after the trade it names had closed
+        stage.handle(event(exit_(5, 2), 1, b"AAA", names[EXITS]), [])
+    assert refused.value.reason == "unknown_trade"
+    # A week on, an exit naming a trade that never came here is dropped, and counted.
+    ghost = msgspec.json.decode(exit_(3, 3)) | {"trade_id": str(uuid.UUID(int=8)), "ts": "2026-01-05T14:33:00Z"}
+    stage.handle(event(msgspec.json.encode(ghost), 2, b"AAA", names[EXITS]), [])
+    later = msgspec.json.decode(exit_(0, 4)) | {"trade_id": str(uuid.UUID(int=9)), "ts": "2026-01-13T14:30:00Z"}
+    stage.handle(event(msgspec.json.encode(later), 3, b"AAA", names[EXITS]), [])
+    assert metrics.registry.get_sample_value("tickwire_decisions_unjoined_total", {"kind": "exit"}) == 1
+    record = stage.states.get(b"AAA")
+    assert Symbols.table.codec.decode(Symbols.table.codec.encode(record)) == record
+    # A record written before the decisions were kept (one field fewer) reads with an empty book.
+    older = Symbols.table.codec.encode(SymbolRecord())[:1] + msgspec.msgpack.encode(msgspec.structs.astuple(SymbolRecord())[:-1])
+    assert Symbols.table.codec.decode(older) == SymbolRecord()
