@@ -37,7 +37,8 @@ update of a closed day arriving after that counts to the new one); the DAY, WEEK
 from Monday) and MONTH rows holding it are computed at the first update after the
 benchmark's close of that day is known (the symbols stage sends a day's last close when
 the benchmark's next day begins, on a topic of its own, which a backlog may read behind
-the positions), or a whole day later while no benchmark close
+the positions; that close, when it comes, sends the rows its day made due for every
+portfolio, whether or not it is updated again), or a whole day later while no benchmark close
 has come at all, or once the benchmark has been silent ``BENCHMARK_STALE_DAYS``. In a
 backlog whose fills run ahead of the benchmark's bars, a day may so go out without its
 beta; the WEEK and MONTH rows are computed again with each later day, and then have it:
@@ -205,12 +206,11 @@ class PortfolioBook:
         state.version += 1
         portfolio = self.row(state, row.portfolio_id, limits)
         self._track(state, portfolio.total_value)
-        return PortfolioChange(
-            portfolio, self._risk(state, portfolio, limits, context.pairs), self._closed(state, row.portfolio_id, context.benchmark),
-        )
+        risks = self._risk(state, portfolio, limits, context.pairs)
+        return PortfolioChange(portfolio, risks, self.closed_days(state, row.portfolio_id, context.benchmark))
 
     @staticmethod
-    def _closed(state: PortfolioState, portfolio_id: str, benchmark: Mapping[int, float]) -> list[PortfolioPerformanceRow]:
+    def closed_days(state: PortfolioState, portfolio_id: str, benchmark: Mapping[int, float]) -> list[PortfolioPerformanceRow]:
         """The rows of each closed day not reported yet: once the benchmark's close of that
         day has come (only a day's last close is sent), or, without any benchmark close,
         after a whole day's wait, or once the benchmark has been silent for

@@ -19,7 +19,7 @@ import msgspec
 from tickwire.schemas.execution import BenchmarkClose, PortfolioContext, PositionRow
 from tickwire.schemas.topics import PORTFOLIO_CONTEXT, PORTFOLIO_PERFORMANCE, PORTFOLIOS, POSITIONS, RISK_EVENTS
 from tickwire.streams.portfolios import PortfolioBook, PortfolioLimits, PortfolioState, load_portfolios
-from tickwire.streams.worker.outbox import Message, partition_keys
+from tickwire.streams.worker.outbox import Message, partition_keys, partition_of
 from tickwire.streams.worker.stage import Stage, StageContext, StateTable, decode
 from tickwire.streams.worker.state import KeyedStates, StateCodec
 
@@ -50,12 +50,25 @@ class PortfolioStage(Stage):
         last = {message[1]: i for i, message in enumerate(out) if message[0] == self.portfolios_topic}
         return [message for i, message in enumerate(out) if message[0] != self.portfolios_topic or last[message[1]] == i]
 
+    def report_closed_days(self, partition: int, context: PortfolioState, out: list[Message]) -> None:
+        """The performance rows a benchmark close made due, of every portfolio of its
+        partition: one whose positions stay still has no update to send them with."""
+        for key, _ in self.states.stored_items():
+            if key in CONTEXT_KEYS or partition_of(key, POSITIONS.partitions) != partition:
+                continue
+            state = self.states.get(key)
+            rows = self.book.closed_days(state, key.decode(), context.benchmark) if state.days else []
+            if rows:
+                self.states.changed(key, partition)
+                out += [(self.performance_topic, key, self.context.encode(row), []) for row in rows]
+
     def handle(self, event: faust.EventT, out: list[Message]) -> None:
         message = event.message
         if message.topic == self.context_topic:
             context, state = decode(self._context_decoder, event.value), self.states.get(message.key)
             if isinstance(context, BenchmarkClose):
                 self.book.on_benchmark(state, context.close_us, context.close)
+                self.report_closed_days(message.partition, state, out)
             else:
                 self.book.on_pairs(state, context.timestamp_us, context.pairs)
             self.states.changed(message.key, message.partition)

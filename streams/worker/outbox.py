@@ -118,13 +118,18 @@ def pack(messages: list[Message], topic: str) -> list[Message]:
     return kept
 
 
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition the Outbox sends ``key`` to (murmur2, as the Java client)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
 def partition_keys(name: str, partitions: int) -> list[bytes]:
-    """One key per partition, the i-th landing in partition i (the Outbox's murmur2): a
-    message sent under each reaches every partition of a keyed topic."""
+    """One key per partition, the i-th landing in partition i: a message sent under each
+    reaches every partition of a keyed topic."""
     found: dict[int, bytes] = {}
     n = 0
     while len(found) < partitions:
         key = f"\x00{name}/{n}".encode()
-        found.setdefault((murmur2(key) & 0x7FFFFFFF) % partitions, key)
+        found.setdefault(partition_of(key, partitions), key)
         n += 1
     return [found[p] for p in range(partitions)]

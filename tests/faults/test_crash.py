@@ -165,9 +165,11 @@ async def equals_an_uninterrupted_run(isolated, processes, disrupt, pause_s: flo
     await wait_for(signals_caught_up, timeout_s=600 if FULL else 120, interval_s=1, check=processes.check_none_crashed)
     closed = sum(1 for t in want_trades.values() if t.exit_time)
 
+    placed = sum(bool(t.entry_regimes) for t in want_trades.values())
+
     async def trades_caught_up():
-        row = await conn.fetchrow("SELECT count(*) AS n, count(exit_time) AS closed FROM trade_outcomes")
-        return row["n"] >= len(want_trades) and row["closed"] >= closed
+        row = await conn.fetchrow("SELECT count(*) AS n, count(exit_time) AS closed, count(entry_regimes) AS placed FROM trade_outcomes")
+        return row["n"] >= len(want_trades) and row["closed"] >= closed and row["placed"] >= placed
 
     await wait_for(trades_caught_up, timeout_s=600 if FULL else 120, interval_s=1, check=processes.check_none_crashed)
     want_positions, _ = expected_positions(stream)

@@ -100,10 +100,14 @@ async def test_predictions_are_validated_and_fills_become_trades(isolated, proce
     closed = sum(1 for t in want_trades.values() if t.outcome_type != "OPEN")
     assert final > 20 and closed > 10  # the comparison below means something
 
+    placed = sum(bool(t.entry_regimes) for t in want_trades.values())
+
     async def done():
+        # A trade may close before the bars reach its entry (two topics): its regimes follow.
         validated = await conn.fetchval("SELECT count(*) FROM model_predictions WHERE validated_at IS NOT NULL OR expiry_reason IS NOT NULL")
-        trades = await conn.fetchval("SELECT count(*) FROM trade_outcomes WHERE outcome_type <> 'OPEN'")
-        return validated >= final and trades >= closed
+        trades = await conn.fetchrow(
+            "SELECT count(*) FILTER (WHERE outcome_type <> 'OPEN') AS closed, count(entry_regimes) AS placed FROM trade_outcomes")
+        return validated >= final and trades["closed"] >= closed and trades["placed"] >= placed
 
     assert await wait_for(done, timeout_s=180, check=processes.check_alive)
     rows = {r["prediction_id"]: r for r in await conn.fetch("SELECT * FROM model_predictions")}

@@ -867,6 +867,39 @@ async def test_the_portfolio_stage_values_a_portfolio_against_its_partitions_ben
     assert [m for m in delivered if m[0] != portfolios_topic] == [m for m in out if m[0] != portfolios_topic]
 
 
+async def test_a_benchmark_close_sends_the_days_it_made_due_of_a_portfolio_that_stays_still():
+    from tickwire.schemas.execution import BenchmarkClose, PositionRow
+    from tickwire.schemas.topics import PORTFOLIO_CONTEXT, PORTFOLIO_PERFORMANCE, POSITIONS
+    from tickwire.streams.stages.portfolios import CONTEXT_KEYS, PortfolioStage
+    from tickwire.streams.worker.outbox import partition_of
+
+    metrics = Metrics(CollectorRegistry())
+    table = _Table()
+    stage = PortfolioStage(context(metrics), states(table, PortfolioStage.table.codec, metrics))
+    settings, out, partition = Settings(), [], partition_of(b"P1", POSITIONS.partitions)
+    monday = datetime(2026, 3, 2, 16, tzinfo=timezone.utc)
+    for day in range(4):  # Monday to Thursday; no benchmark close yet: Monday and Tuesday go out a day late
+        row = PositionRow(
+            portfolio_id="P1", symbol="AAPL", ts=monday + timedelta(days=day), cause="MARK", quantity=1, avg_cost=1.0,
+            mark_price=100.0 + day, market_value=100.0 + day, exposure=100.0 + day, unrealized_pnl=0.0, realized_pnl=0.0,
+            fees=0.0, cash_flow=-100_000.0, day_pnl=0.0, sector=None, opened_at=None, version=day + 1,
+        )
+        stage.handle(SimpleNamespace(value=msgspec.json.encode(row), message=SimpleNamespace(
+            topic=settings.topic(POSITIONS.name), partition=partition, offset=day, key=b"P1")), out)
+    await stage.states.write(5)
+    performance_topic = settings.topic(PORTFOLIO_PERFORMANCE.name)
+    ends = lambda messages: {msgspec.json.decode(v)["period_end"] for t, _, v, _ in messages if t == performance_topic}
+    assert ends(out) == {"2026-03-02", "2026-03-03"}
+    # Wednesday's benchmark close comes after P1's last update: it sends Wednesday's rows.
+    close = BenchmarkClose(int((monday + timedelta(days=2)).timestamp() * 1e6), 400.0)
+    later: list = []
+    for p in range(PORTFOLIO_CONTEXT.partitions):  # to every partition; only P1's sends its rows
+        stage.handle(SimpleNamespace(value=msgspec.msgpack.encode(close), message=SimpleNamespace(
+            topic=settings.topic(PORTFOLIO_CONTEXT.name), partition=p, offset=9, key=CONTEXT_KEYS[p])), later)
+    assert ends(later) == {"2026-03-04"}
+    assert {k for t, k, _, _ in later if t == performance_topic} == {b"P1"}
+
+
 def test_the_correlation_stage_sends_each_snapshots_correlated_pairs_to_every_portfolio_partition():
     from tickwire.schemas.execution import CorrelatedPairs
     from tickwire.schemas.topics import CONDITIONS_BY_TIMEFRAME, PORTFOLIO_CONTEXT
