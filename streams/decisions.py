@@ -103,11 +103,8 @@ class DecisionJoiner:
     def on_sizing(self, book: DecisionBook, trades: TradeBook, decision: SizingDecision) -> Joined:
         decision_id = str(decision.decision_id)
         inputs = msgspec.structs.asdict(decision)
-        known = book.sizing.get(decision_id)
-        if known is not None:
-            if {name: getattr(known, name) for name in inputs} == inputs:
-                return Joined([], True)
-            raise InvalidMessage("conflicting_id", f"sizing decision {decision_id} was made already, with other values")
+        if _repeated(book.sizing.get(decision_id), inputs, f"sizing decision {decision_id}"):
+            return Joined([], True)
         ts_us = epoch_us(decision.ts)
         trade = None if decision.trade_id is None else trades.trades.get(str(decision.trade_id))
         if trade is not None:
@@ -124,11 +121,8 @@ class DecisionJoiner:
     def on_exit(self, book: DecisionBook, trades: TradeBook, decision: ExitDecision) -> Joined:
         exit_id = str(decision.exit_id)
         inputs = msgspec.structs.asdict(decision)
-        known = book.exits.get(exit_id)
-        if known is not None:
-            if {name: getattr(known, name) for name in inputs} == inputs:
-                return Joined([], True)
-            raise InvalidMessage("conflicting_id", f"exit decision {exit_id} was made already, with other values")
+        if _repeated(book.exits.get(exit_id), inputs, f"exit decision {exit_id}"):
+            return Joined([], True)
         ts_us = epoch_us(decision.ts)
         trade = trades.trades.get(str(decision.trade_id))
         if trade is not None:
@@ -253,3 +247,13 @@ class DecisionJoiner:
             latest[pair] = config
         book.configs = keep[::-1]
         return unjoined
+
+
+def _repeated(known: msgspec.Struct | None, inputs: dict, what: str) -> bool:
+    """Whether a decision is the ``known`` one again (nothing to do); the same id with other
+    values is refused (``conflicting_id``)."""
+    if known is None:
+        return False
+    if {name: getattr(known, name) for name in inputs} != inputs:
+        raise InvalidMessage("conflicting_id", f"{what} was made already, with other values")
+    return True

@@ -206,3 +206,20 @@ async def wait_for(predicate, *, timeout_s: float, interval_s: float = 0.5, chec
         if check:
             check()
         await asyncio.sleep(interval_s)
+
+
+async def publish_stream(settings: Settings, stream) -> None:
+    """Each (topic, message) of ``stream`` to its topic, keyed by the message's symbol, and
+    on the broker (acks=all) when this returns."""
+    import msgspec
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(**settings.kafka_options(), acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        encode = msgspec.json.Encoder().encode
+        for spec, message in stream:
+            await producer.send(settings.topic(spec.name), key=message.symbol.encode(), value=encode(message))
+        await producer.flush()
+    finally:
+        await producer.stop()

@@ -12,7 +12,6 @@ from datetime import timedelta
 import asyncpg
 import msgspec
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from tickwire.schemas.decisions import ExitDecision, SizingConfig, SizingDecision
 from tickwire.schemas.execution import Order
@@ -21,7 +20,7 @@ from tickwire.streams.decisions import DecisionBook, DecisionJoiner
 from tickwire.streams.fills import TradeBook, TradeBuilder
 from tickwire.streams.simulator import SIGNAL_TOPICS, MarketSimulator, ToyStrategy
 from tickwire.streams.topics import ensure_topics
-from tests.conftest import scraped, wait_for
+from tests.conftest import publish_stream, scraped, wait_for
 from tests.integration.test_dlq_replay import records_of
 from tests.integration.test_execution import LIMITS
 from tests.integration.test_pipeline import START
@@ -124,12 +123,7 @@ async def test_sizing_and_exit_decisions_fill_their_histories_as_the_core_says(i
     assert all(row.trade_closed_at is not None for (kind, _), row in want.items() if kind != "SizingConfigRow")
     _, worker_port = processes.start("worker")
     processes.start("sink")
-    producer = AIOKafkaProducer(**isolated.kafka_options(), acks="all", linger_ms=5)
-    await producer.start()
-    encode = msgspec.json.Encoder().encode
-    for spec, message in stream:
-        await producer.send(isolated.topic(spec.name), key=message.symbol.encode(), value=encode(message))
-    await producer.flush()
+    await publish_stream(isolated, stream)
     conn = await asyncpg.connect(**isolated.pg_options())
 
     async def joined_counts():
@@ -145,9 +139,7 @@ async def test_sizing_and_exit_decisions_fill_their_histories_as_the_core_says(i
 
     assert await wait_for(joined, timeout_s=180, check=processes.check_alive), (await joined_counts(), counts)
     bad = hostile_decisions(stream)
-    for spec, message, _ in bad:
-        await producer.send(isolated.topic(spec.name), key=message.symbol.encode(), value=encode(message))
-    await producer.stop()
+    await publish_stream(isolated, [(spec, m) for spec, m, _ in bad])
 
     async def dead_letters():
         dead = [dict(r.headers) for r in await records_of(isolated, DLQ.name)]

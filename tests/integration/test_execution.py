@@ -10,7 +10,6 @@ from datetime import timedelta
 import asyncpg
 import msgspec
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from tickwire.schemas.signals import Fill
 from tickwire.schemas.topics import BARS, PORTFOLIO_CONTEXT, DLQ, FILLS, ORDERS
@@ -18,7 +17,7 @@ from tickwire.streams.orders import OrderBook, OrderTracker
 from tickwire.streams.positions import PositionBook, PositionKeeper
 from tickwire.streams.simulator import SIGNAL_TOPICS, MarketSimulator, ToyStrategy
 from tickwire.streams.topics import ensure_topics
-from tests.conftest import scraped, wait_for
+from tests.conftest import publish_stream, scraped, wait_for
 from tests.integration.test_dlq_replay import records_of
 from tests.integration.test_pipeline import START
 
@@ -113,13 +112,7 @@ async def test_the_execution_stream_fills_its_tables_as_the_cores_say(isolated, 
     assert len(orders) > 20 and len(want) >= 6  # both portfolios, several symbols
     _, worker_port = processes.start("worker")
     processes.start("sink")
-    producer = AIOKafkaProducer(**isolated.kafka_options(), acks="all", linger_ms=5)
-    await producer.start()
-    encode = msgspec.json.Encoder().encode
-    for spec, message in stream:
-        if not is_tail(message):
-            await producer.send(isolated.topic(spec.name), key=message.symbol.encode(), value=encode(message))
-    await producer.flush()
+    await publish_stream(isolated, [(spec, m) for spec, m in stream if not is_tail(m)])
     conn = await asyncpg.connect(**isolated.pg_options())
 
     async def benchmark_in():
@@ -129,14 +122,8 @@ async def test_the_execution_stream_fills_its_tables_as_the_cores_say(isolated, 
         return scraped(worker_port, consumed) >= 3 * PORTFOLIO_CONTEXT.partitions
 
     assert await wait_for(benchmark_in, timeout_s=180, check=processes.check_alive)
-    for spec, message in stream:
-        if is_tail(message):
-            await producer.send(isolated.topic(spec.name), key=message.symbol.encode(), value=encode(message))
-    await producer.flush()
     bad = hostile(stream)
-    for spec, message, _ in bad:
-        await producer.send(isolated.topic(spec.name), key=message.symbol.encode(), value=encode(message))
-    await producer.stop()
+    await publish_stream(isolated, [(spec, m) for spec, m in stream if is_tail(m)] + [(spec, m) for spec, m, _ in bad])
     marked = {key: row for key, row in want.items() if row.quantity}
 
     async def done():

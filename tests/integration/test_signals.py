@@ -11,7 +11,6 @@ from datetime import timedelta
 import asyncpg
 import msgspec
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from tickwire.schemas.signals import Fill, RegimePerformanceRow, StrategyScoreRow
 from tickwire.schemas.topics import BARS, FILLS, PREDICTIONS
@@ -21,7 +20,7 @@ from tickwire.streams.performance import StrategyPerformance, StrategyPerformanc
 from tickwire.streams.predictions import PredictionState, PredictionValidator
 from tickwire.streams.simulator import SIGNAL_TOPICS, MarketSimulator, ToyStrategy
 from tickwire.streams.symbol import SymbolProcessor, SymbolState
-from tests.conftest import wait_for
+from tests.conftest import publish_stream, wait_for
 from tests.integration.test_pipeline import START
 
 pytestmark = pytest.mark.integration
@@ -88,12 +87,7 @@ async def test_predictions_are_validated_and_fills_become_trades(isolated, proce
     want_outcomes, want_trades = expected(stream)
     processes.start("worker")
     processes.start("sink")
-    producer = AIOKafkaProducer(**isolated.kafka_options(), acks="all", linger_ms=5)
-    await producer.start()
-    encode = msgspec.json.Encoder().encode
-    for spec, message in stream:
-        await producer.send(isolated.topic(spec.name), key=message.symbol.encode(), value=encode(message))
-    await producer.stop()
+    await publish_stream(isolated, stream)
 
     conn = await asyncpg.connect(**isolated.pg_options())
     final = sum(1 for o in want_outcomes.values() if o.validated_at or o.expiry_reason)
