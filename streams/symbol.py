@@ -18,21 +18,18 @@ used; a feed's bar of a timeframe already resampled for the symbol is refused
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Literal
 
 import msgspec
 
 from tickwire.schemas.errors import InvalidMessage
-from tickwire.schemas.market import REGIMES, Bar, Condition, MultiTimeframeAnalysis, RegimeChange, timeframe_seconds
+from tickwire.schemas.market import DAY_US, REGIMES, Bar, Condition, MultiTimeframeAnalysis, RegimeChange, epoch_us, timeframe_seconds
 from tickwire.streams.candles import Resampler, ResamplerState
 from tickwire.streams.frame import FrameCore
 from tickwire.streams.indicators import KEYS, IndicatorState
 from tickwire.streams.mtf import analysis, trend
 from tickwire.streams.regimes import RegimeConfig, RegimeState
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_US = timedelta(microseconds=1)
 
 Output = tuple[Literal["condition", "regime", "mtf"], bytes]
 
@@ -79,12 +76,12 @@ class RegimeHistory(msgspec.Struct, array_like=True):
     def record(self, known_us: int, timeframe: str, regime: str) -> None:
         self.changes.append((known_us, timeframe, REGIMES.index(regime)))
         mine = [change for change in self.changes if change[1] == timeframe]
-        recent = [change for change in mine if change[0] >= known_us - REGIME_HISTORY_US]
-        keep = set(mine[-REGIME_CHANGES_KEPT:][-(len(recent) + 1):])  # the recent ones and the one before them
+        recent = sum(1 for change in mine if change[0] >= known_us - REGIME_HISTORY_US)
+        keep = set(mine[-min(recent + 1, REGIME_CHANGES_KEPT):])  # the recent ones and the one before them
         self.changes = [change for change in self.changes if change[1] != timeframe or change in keep]
 
 
-REGIME_HISTORY_US = 86_400_000_000
+REGIME_HISTORY_US = DAY_US
 REGIME_CHANGES_KEPT = 64
 
 
@@ -125,7 +122,7 @@ class SymbolProcessor:
 
     def process(self, state: SymbolState, bar: Bar) -> tuple[list[Output], bool]:
         """Return (outputs, duplicate); raise ``InvalidMessage`` with the state untouched."""
-        ts_us = (bar.ts - _EPOCH) // _US
+        ts_us = epoch_us(bar.ts)
         frame = state.frames.get(bar.timeframe)
         if frame is not None and bar.timeframe in self.resample_to and not frame.fed:
             raise InvalidMessage(
@@ -166,7 +163,7 @@ class SymbolProcessor:
         return analysis(symbol, closes_at, top.timeframe, self.base, trends)
 
     def _bar(self, state: SymbolState, bar: Bar, *, fed: bool) -> list[Output]:
-        ts_us = (bar.ts - _EPOCH) // _US
+        ts_us = epoch_us(bar.ts)
         frame = state.frames.get(bar.timeframe)
         if frame is None:
             frame = state.frames[bar.timeframe] = FrameState(

@@ -20,7 +20,7 @@ from tickwire.schemas.decisions import ExitDecision, SizingConfig, SizingMessage
 from tickwire.schemas.errors import InvalidMessage
 from tickwire.schemas.execution import AuditRow, BenchmarkClose, Order
 from tickwire.schemas.market import Bar, closing_day, epoch_us, from_epoch_us, timeframe_seconds
-from tickwire.schemas.signals import Fill, Prediction
+from tickwire.schemas.signals import Fill, Prediction, TradeOutcomeRow
 from tickwire.schemas.topics import (
     AUDIT, BARS, CONDITIONS, CONDITIONS_BY_TIMEFRAME, DECISION_HISTORY, EXITS, EXPIRY_TICKS, FILLS, MTF, ORDERS,
     ORDER_UPDATES, OUTCOMES, PORTFOLIO_CONTEXT, POSITIONS, PREDICTIONS, REGIMES, SIZING, TRADE_OUTCOMES,
@@ -197,9 +197,8 @@ class Symbols(Stage):
             regime = record.bars.frames[bar.timeframe].regime.regime
             self.queue_outcomes(key, record.predictions, self.validator.on_close(record.predictions, close_us, bar.close, regime), out)
             if record.book.trades:
-                rows = self.builder.on_bar(record.book, bar) + self.builder.place_regimes(record.book, record.bars.regimes.at)
-                for row in rows:
-                    out.append((self.trade_outcomes_topic, row.strategy_id.encode(), self.context.encode(row), []))
+                changed = self.builder.on_bar(record.book, bar) + self.builder.place_regimes(record.book, record.bars.regimes.at)
+                for row in self.send_trades(changed, out):
                     self.send_decisions(self.decisions.on_trade(record.decisions, record.book, row.trade_id), out)
             if record.positions.positions:
                 for position in self.positions.on_close(record.positions, bar.symbol, bar.close, close_us):
@@ -271,11 +270,16 @@ class Symbols(Stage):
             self.audit(out, message, "FILL", fill.fill_id, fill)
             self.audit(out, message, "POSITION", fill.portfolio_id, position)
             self.send_decisions(self.decisions.on_trade(record.decisions, record.book, result.row.trade_id), out)
-        placed = self.builder.place_regimes(record.book, record.bars.regimes.at)
-        rows = placed + [result.row] * all(row.trade_id != result.row.trade_id for row in placed)
-        for row in rows:
-            out.append((self.trade_outcomes_topic, row.strategy_id.encode(), self.context.encode(row), []))
+        self.send_trades([result.row, *self.builder.place_regimes(record.book, record.bars.regimes.at)], out)
         self.done(key, record, message)
+
+    def send_trades(self, rows: list[TradeOutcomeRow], out: list[Message]) -> list[TradeOutcomeRow]:
+        """Each trade's last row of ``rows``, once (a later row holds an earlier one's changes);
+        the rows sent."""
+        latest = {row.trade_id: row for row in rows}
+        for row in latest.values():
+            out.append((self.trade_outcomes_topic, row.strategy_id.encode(), self.context.encode(row), []))
+        return list(latest.values())
 
     def on_sizing(self, event: faust.EventT, out: list[Message]) -> None:
         """A sizing decision or configuration change, joined with its trade when that has closed."""
