@@ -235,6 +235,22 @@ def drawdown(pnls: Sequence[float], times_us: Sequence[int], capital: float) -> 
     return max_dd, longest_us // DAY_US
 
 
+def outcome_ratios(
+    n: int, wins: int, losses: int, win_sum: float, loss_sum: float, gross_profit: float, gross_loss: float
+) -> dict[str, float | None]:
+    """Win rate, its Wilson lower bound, profit factor, expectancy and the average win and
+    loss, from the counts and sums (the module docstring)."""
+    avg_win, avg_loss = _div(win_sum, wins), _div(loss_sum, losses)
+    return {
+        "win_rate": _div(wins, n),
+        "wilson_lower_bound": wilson_lower_bound(wins, n),
+        "profit_factor": clamp_ratio(_div(gross_profit, gross_loss)),
+        "expectancy": None if not n else wins / n * (avg_win or 0.0) + losses / n * (avg_loss or 0.0),
+        "avg_win": avg_win,
+        "avg_loss": avg_loss,
+    }
+
+
 def strategy_stats(
     trades: Sequence[TradeSample], *, period_days: int, capital: float = 100_000.0, days_per_year: float = 365.0
 ) -> dict[str, float | int | None]:
@@ -246,8 +262,6 @@ def strategy_stats(
     losses = [t.net_pnl for t in trades if t.outcome == "LOSS"]
     gross_profit = sum(p for p in pnls if p > 0)
     gross_loss = -sum(p for p in pnls if p < 0)
-    win_rate = _div(len(wins), n)
-    avg_win, avg_loss = _mean(wins), _mean(losses)
     returns = [p / capital for p in pnls]
     per_year = n * days_per_year / period_days
     sharpe = sortino = None
@@ -270,12 +284,7 @@ def strategy_stats(
         "gross_loss": gross_loss,
         "net_pnl": sum(pnls),
         "total_commission": sum(t.commission for t in trades),
-        "win_rate": win_rate,
-        "wilson_lower_bound": wilson_lower_bound(len(wins), n),
-        "profit_factor": clamp_ratio(_div(gross_profit, gross_loss)),
-        "expectancy": None if not n else len(wins) / n * (avg_win or 0.0) + len(losses) / n * (avg_loss or 0.0),
-        "avg_win": avg_win,
-        "avg_loss": avg_loss,
+        **outcome_ratios(n, len(wins), len(losses), sum(wins), sum(losses), gross_profit, gross_loss),
         "avg_trade": _div(sum(pnls), n),
         "largest_win": max((p for p in pnls if p > 0), default=None),
         "largest_loss": min((p for p in pnls if p < 0), default=None),
@@ -492,7 +501,6 @@ class StrategyPerformance:
         for trade in sorted(group.recent.values(), key=lambda t: (t.exit_us, t.trade_id)):
             totals.fold(trade, self.capital)
         n = totals.n
-        avg_win, avg_loss = _div(totals.win_sum, totals.wins), _div(totals.loss_sum, totals.losses)
         sharpe = None
         if n >= 2:
             sd = math.sqrt(totals.m2_r / (n - 1))
@@ -501,9 +509,8 @@ class StrategyPerformance:
         return RegimePerformanceRow(
             strategy_id=strategy_id, regime=regime, timeframe=timeframe, total_trades=n, winning_trades=totals.wins,
             losing_trades=totals.losses, breakeven_trades=totals.breakevens, gross_profit=totals.gross_profit,
-            gross_loss=totals.gross_loss, net_pnl=totals.cum_pnl, win_rate=totals.wins / n,
-            wilson_lower_bound=wilson_lower_bound(totals.wins, n), profit_factor=clamp_ratio(_div(totals.gross_profit, totals.gross_loss)),
-            expectancy=totals.wins / n * (avg_win or 0.0) + totals.losses / n * (avg_loss or 0.0), avg_win=avg_win, avg_loss=avg_loss,
+            gross_loss=totals.gross_loss, net_pnl=totals.cum_pnl,
+            **outcome_ratios(n, totals.wins, totals.losses, totals.win_sum, totals.loss_sum, totals.gross_profit, totals.gross_loss),
             avg_trade=totals.cum_pnl / n, max_drawdown=clamp_ratio(totals.max_drawdown), sharpe_ratio=clamp_ratio(sharpe),
             first_trade_at=from_epoch_us(totals.first_us), last_trade_at=from_epoch_us(totals.last_us),
         )
