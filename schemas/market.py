@@ -27,6 +27,7 @@ MAX_BARS_PER_PERIOD = (2**63 - 1) // MAX_VOLUME
 Volume = Annotated[int, msgspec.Meta(ge=0, le=MAX_VOLUME)]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH_ORDINAL = EPOCH.toordinal()  # date.toordinal() of the epoch's day
 # The market regimes (streams.regimes decides them; settings and the correlation thresholds name them).
 REGIMES = ("trending_up", "trending_down", "ranging", "volatile")
 _MICROSECOND = timedelta(microseconds=1)

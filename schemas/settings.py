@@ -78,7 +78,7 @@ class Settings:
     trade_breakeven_band: float = 0.0001  # |net P&L| within this share of entry notional: BREAKEVEN
     performance_capital: float = 100_000.0  # account size that turns P&L into returns
     model_performance_days: int = 2  # days a model's outcomes are kept to recompute its day; older ones are ignored
-    strategy_performance_days: int = 62  # the same for a strategy's periods (a month needs 31)
+    strategy_performance_days: int = 8  # a closed trade still counts this many days after its strategy's latest exit (at least 8: trades are re-sent for 7)
     correlation_timeframes: str = "1m,1h,1d"  # comma-separated; empty = no correlation stage
     correlation_windows: str = "20,60"  # bars
     correlation_min_common: int = 10  # fewer common returns than this: null
@@ -192,8 +192,8 @@ class Settings:
                 raise SettingsError(f"{PREFIX}{name.upper()}: must be positive")
         if self.flush_interval_s <= 0:
             raise SettingsError("TICKWIRE_FLUSH_INTERVAL_S: must be positive")
-        if self.model_performance_days < 1 or self.strategy_performance_days < 31:
-            raise SettingsError("TICKWIRE_MODEL_PERFORMANCE_DAYS must be at least 1, TICKWIRE_STRATEGY_PERFORMANCE_DAYS at least 31")
+        if self.model_performance_days < 1 or self.strategy_performance_days < 8:
+            raise SettingsError("TICKWIRE_MODEL_PERFORMANCE_DAYS must be at least 1, TICKWIRE_STRATEGY_PERFORMANCE_DAYS at least 8")
         if not 1 <= self.topic_min_insync_replicas <= self.topic_replication_factor:
             raise SettingsError(
                 "TICKWIRE_TOPIC_MIN_INSYNC_REPLICAS must be from 1 to TICKWIRE_TOPIC_REPLICATION_FACTOR"

@@ -16,20 +16,19 @@ redelivery of the last input is dropped and counted in ``state.duplicates``.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import msgspec
 
 from tickwire.schemas.errors import InvalidMessage
-from tickwire.schemas.market import MAX_VOLUME, Bar, timeframe_seconds
+from tickwire.schemas.market import EPOCH, MAX_VOLUME, Bar, timeframe_seconds
 from tickwire.schemas.trades import Trade
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _NEVER = -(2**62)
 
 
 def _ts_us(ts: datetime) -> int:
-    d = ts - _EPOCH
+    d = ts - EPOCH
     return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
 
 
@@ -157,7 +156,7 @@ class Resampler:
         known = period.vwap_known and period.volume > 0
         return Bar(
             symbol=period.symbol,
-            ts=_EPOCH + timedelta(microseconds=period.start_us),
+            ts=EPOCH + timedelta(microseconds=period.start_us),
             open=period.open,
             high=period.high,
             low=period.low,
@@ -278,7 +277,7 @@ class TradeAggregator:
             closed.append(
                 Bar(
                     symbol=period.symbol,
-                    ts=_EPOCH + timedelta(microseconds=period.start_us),
+                    ts=EPOCH + timedelta(microseconds=period.start_us),
                     open=period.open,
                     high=period.high,
                     low=period.low,

@@ -55,7 +55,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from pathlib import Path
 from itertools import repeat
 from typing import Mapping
@@ -74,10 +74,8 @@ from tickwire.schemas.correlations import (
     CorrelationRecord,
     CorrelationThreshold,
 )
-from tickwire.schemas.market import DAY_US, REGIMES
+from tickwire.schemas.market import DAY_US, EPOCH, EPOCH_ORDINAL, REGIMES
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_EPOCH_ORDINAL = EPOCH.toordinal()
 # A series whose centred sum of squares is below this share of its raw sum of squares
 # is constant up to rounding (std/|mean| below about 1e-6).
 _FLAT = 1e-12
@@ -505,7 +503,7 @@ class Correlations:
         UTC day (called by ``step`` on a later day's first step, before it moves the window)."""
         s, cfg = self.state, self.config
         last = s.timestamps[-1]
-        ts, day = EPOCH + timedelta(microseconds=last), date.fromordinal(_EPOCH_ORDINAL + last // DAY_US)
+        ts, day = EPOCH + timedelta(microseconds=last), date.fromordinal(EPOCH_ORDINAL + last // DAY_US)
         out: list[CorrelationRecord] = []
         for w in cfg.windows:
             names, _, ia, ib, values, counts, valid = self._pairs(w)

@@ -56,6 +56,17 @@ that holds the trade's UTC ``exit_time``; trades in (exit_time, trade_id) order:
 - The DECIMAL(8, 4) ratios (profit factor, drawdown, Sharpe, Sortino, Calmar) are
   clamped to ±9999.9999 so an extreme value cannot make the row unwritable.
 
+Running totals, so a trade costs the same however many its period holds (``Totals``):
+every figure above is a sum, a count, an extreme or Welford's mean and variance, except
+the drawdown and its duration, which follow the equity path in exit order. The path
+keeps the latest ``REORDER_TRADES`` (128) trades of a group apart, in order, and walks
+them for each row; a trade arriving behind all of them (a backlog whose partitions run
+days apart) is taken into the path where it arrives. A trade counts once: its id is kept
+``late_days`` (``TICKWIRE_STRATEGY_PERFORMANCE_DAYS``, 8) after the strategy's latest exit
+day, the time the trade builder may send its row again, and a trade exiting before that
+window is ignored. A trade whose entry regimes come after it (its bars behind its fills)
+counts in their figures when they come.
+
 Strategies by regime (``regime_performance_stats``), over every closed trade of a
 strategy (all model versions, all time), grouped by the regime its symbol was in on
 each timeframe when it opened (the trade's ``entry_regimes``; a trade counts once per
@@ -67,15 +78,12 @@ timeframe that had a regime):
   (exit_time, trade_id) order since its first.
 - ``sharpe_ratio = mean(r) / stdev(r) * sqrt(N)``, r as above, N = n * days_per_year /
   the days from the first exit to the last (at least 1).
-- Bounded state: a trade's row can still change while the trade builder remembers it
-  (7 days after its exit), so trades stay apart, by trade_id, until ``settle_days``
-  (8) after their exit day, then fold into running totals (Welford's mean and
-  variance, the equity's peak and drawdown) and are forgotten; a trade older than that
-  is ignored.
+- Running totals, a trade counted once, as above.
 
 Strategy scores (``strategy_scores``), one per strategy_id, model_version and DAY, WEEK
 or MONTH, computed when the period closes (the strategy's first trade exiting on a
-later day) and again when a late trade changes a closed period; each part is in [0, 1]:
+later day) and again when a late trade, or a trade's late regimes, change a closed
+period; each part is in [0, 1]:
 
 - ``risk_adjusted_score = clamp(sharpe_ratio / 3, 0, 1)``: a Sharpe of 3 scores full
   marks; no Sharpe (fewer than two trades) scores 0.
@@ -92,6 +100,7 @@ later day) and again when a late trade changes a closed period; each part is in 
 from __future__ import annotations
 
 import math
+from bisect import insort
 from calendar import monthrange
 from datetime import date, datetime, timedelta, timezone
 from typing import Iterable, Sequence
@@ -100,7 +109,7 @@ import msgspec
 
 from tickwire.schemas.market import DAY_US, epoch_us, from_epoch_us
 from tickwire.schemas.signals import (
-    ModelPerformanceRow, PredictionOutcome, RegimePerformanceRow, StrategyPerformanceRow, StrategyScoreRow, TradeOutcomeRow,
+    PERIOD_TYPES, ModelPerformanceRow, PredictionOutcome, RegimePerformanceRow, StrategyPerformanceRow, StrategyScoreRow, TradeOutcomeRow,
 )
 
 ECE_BINS = 10
@@ -110,6 +119,7 @@ RATIO_LIMIT = 9999.9999
 SCORE_WEIGHTS = {"risk_adjusted": 0.35, "win_rate": 0.25, "drawdown": 0.2, "consistency": 0.2}
 FULL_SHARPE = 3.0
 ZERO_DRAWDOWN = 0.25
+REORDER_TRADES = 128
 
 
 class PredictionSample(msgspec.Struct, array_like=True, frozen=True):
@@ -214,27 +224,6 @@ def wilson_lower_bound(wins: int, n: int, z: float = WILSON_Z) -> float | None:
     return (p + z * z / (2 * n) - z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / (1 + z * z / n)
 
 
-def drawdown(pnls: Sequence[float], times_us: Sequence[int], capital: float) -> tuple[float, int]:
-    """(max drawdown as a fraction of the peak, longest time under water in whole days)."""
-    equity = peak = capital
-    max_dd = 0.0
-    longest_us = 0
-    under_since: int | None = None
-    for pnl, t in zip(pnls, times_us):
-        equity += pnl
-        if equity >= peak:
-            if under_since is not None:
-                longest_us = max(longest_us, t - under_since)
-            peak, under_since = equity, None
-        else:
-            if under_since is None:
-                under_since = t
-            max_dd = max(max_dd, (peak - equity) / peak)
-    if under_since is not None:
-        longest_us = max(longest_us, times_us[-1] - under_since)
-    return max_dd, longest_us // DAY_US
-
-
 def outcome_ratios(
     n: int, wins: int, losses: int, win_sum: float, loss_sum: float, gross_profit: float, gross_loss: float
 ) -> dict[str, float | None]:
@@ -251,50 +240,154 @@ def outcome_ratios(
     }
 
 
+class EquityPath(msgspec.Struct, array_like=True):
+    """The equity curve (capital + cumulative net P&L) through trades taken in
+    (exit_time, trade_id) order: its peak, deepest fall from it and longest time under it."""
+
+    cum_pnl: float = 0.0
+    peak_pnl: float = 0.0
+    max_drawdown: float = 0.0
+    under_since: int | None = None  # exit of the trade that first took equity below its peak
+    longest_under_us: int = 0
+
+    def step(self, pnl: float, exit_us: int, capital: float) -> None:
+        self.cum_pnl += pnl
+        if self.cum_pnl >= self.peak_pnl:
+            if self.under_since is not None:
+                self.longest_under_us = max(self.longest_under_us, exit_us - self.under_since)
+            self.peak_pnl, self.under_since = self.cum_pnl, None
+        else:
+            if self.under_since is None:
+                self.under_since = exit_us
+            self.max_drawdown = max(self.max_drawdown, (self.peak_pnl - self.cum_pnl) / (capital + self.peak_pnl))
+
+
+class Totals(msgspec.Struct, array_like=True):
+    """A group's running figures, so a trade costs O(1) however many the group holds.
+
+    The sums take trades in any order. The equity path has to take them in exit order: it
+    has taken all but the latest ``pending`` (at most ``reorder`` of them, kept in order),
+    and a row walks those on top of it; a trade arriving behind every pending one is
+    taken where it arrives (the module docstring).
+    """
+
+    n: int = 0
+    wins: int = 0
+    losses: int = 0
+    breakevens: int = 0
+    gross_profit: float = 0.0
+    gross_loss: float = 0.0
+    win_sum: float = 0.0
+    loss_sum: float = 0.0
+    net_pnl: float = 0.0
+    commission: float = 0.0
+    mean_r: float = 0.0
+    m2_r: float = 0.0  # Welford: sum of squared deviations of r from its mean
+    downside_sq: float = 0.0  # sum of min(r, 0)²
+    largest_win: float | None = None
+    largest_loss: float | None = None
+    slippage_sum: float = 0.0
+    slippages: int = 0
+    first_us: int = 0
+    last_us: int = 0
+    regime_pnl: dict[str, float] = {}  # net P&L by the regime its trades opened in (``TradeSample.regime``)
+    path: EquityPath = msgspec.field(default_factory=EquityPath)
+    pending: list[tuple[int, str, float]] = []  # (exit µs, trade_id, net P&L) not yet on the path, in order
+
+    def add(self, trade: TradeSample, capital: float, reorder: int) -> None:
+        pnl = trade.net_pnl
+        self.n += 1
+        if trade.outcome == "WIN":
+            self.wins, self.win_sum = self.wins + 1, self.win_sum + pnl
+        elif trade.outcome == "LOSS":
+            self.losses, self.loss_sum = self.losses + 1, self.loss_sum + pnl
+        else:
+            self.breakevens += 1
+        if pnl > 0:
+            self.gross_profit += pnl
+            self.largest_win = pnl if self.largest_win is None else max(self.largest_win, pnl)
+        elif pnl < 0:
+            self.gross_loss -= pnl
+            self.largest_loss = pnl if self.largest_loss is None else min(self.largest_loss, pnl)
+        self.net_pnl += pnl
+        self.commission += trade.commission
+        r = pnl / capital
+        delta = r - self.mean_r
+        self.mean_r += delta / self.n
+        self.m2_r += delta * (r - self.mean_r)
+        self.downside_sq += min(r, 0.0) ** 2
+        if trade.slippage is not None:
+            self.slippage_sum, self.slippages = self.slippage_sum + trade.slippage, self.slippages + 1
+        self.first_us = trade.exit_us if self.n == 1 else min(self.first_us, trade.exit_us)
+        self.last_us = max(self.last_us, trade.exit_us)
+        if trade.regime is not None:
+            self.place(trade.regime, pnl)
+        insort(self.pending, (trade.exit_us, trade.trade_id, pnl))
+        while len(self.pending) > reorder:
+            exit_us, _, oldest = self.pending.pop(0)
+            self.path.step(oldest, exit_us, capital)
+
+    def place(self, regime: str, pnl: float) -> None:
+        """A trade's regime, known after the trade was added."""
+        self.regime_pnl[regime] = self.regime_pnl.get(regime, 0.0) + pnl
+
+    def equity(self, capital: float) -> EquityPath:
+        path = msgspec.structs.replace(self.path)
+        for exit_us, _, pnl in self.pending:
+            path.step(pnl, exit_us, capital)
+        return path
+
+    def sharpe(self, per_year: float) -> float | None:
+        """mean(r) / stdev(r) * sqrt(per_year); None below two trades or without deviation."""
+        if self.n < 2:
+            return None
+        sd = math.sqrt(self.m2_r / (self.n - 1))
+        # Equal returns leave a rounding-sized deviation, not a real one.
+        return self.mean_r / sd * math.sqrt(per_year) if sd > 1e-12 else None
+
+    def ratios(self) -> dict[str, float | None]:
+        return outcome_ratios(self.n, self.wins, self.losses, self.win_sum, self.loss_sum, self.gross_profit, self.gross_loss)
+
+    def performance(self, *, period_days: int, capital: float, days_per_year: float) -> dict[str, float | int | None]:
+        """The strategy_performance metrics of the trades added (see the module docstring)."""
+        n = self.n
+        path = self.equity(capital)
+        under_us = path.longest_under_us
+        if path.under_since is not None:
+            under_us = max(under_us, self.last_us - path.under_since)
+        per_year = n * days_per_year / period_days
+        downside = math.sqrt(self.downside_sq / n) if n else 0.0
+        sortino = self.mean_r / downside * math.sqrt(per_year) if n >= 2 and downside > 1e-12 else None
+        return {
+            "total_trades": n,
+            "winning_trades": self.wins,
+            "losing_trades": self.losses,
+            "breakeven_trades": self.breakevens,
+            "gross_profit": self.gross_profit,
+            "gross_loss": self.gross_loss,
+            "net_pnl": self.net_pnl,
+            "total_commission": self.commission,
+            **self.ratios(),
+            "avg_trade": _div(self.net_pnl, n),
+            "largest_win": self.largest_win,
+            "largest_loss": self.largest_loss,
+            "max_drawdown": clamp_ratio(path.max_drawdown) if n else None,
+            "max_drawdown_duration_days": under_us // DAY_US if n else None,
+            "sharpe_ratio": clamp_ratio(self.sharpe(per_year)),
+            "sortino_ratio": clamp_ratio(sortino),
+            "calmar_ratio": clamp_ratio(_div(self.net_pnl / capital * days_per_year / period_days, path.max_drawdown)),
+            "avg_slippage": _div(self.slippage_sum, self.slippages),
+        }
+
+
 def strategy_stats(
     trades: Sequence[TradeSample], *, period_days: int, capital: float = 100_000.0, days_per_year: float = 365.0
 ) -> dict[str, float | int | None]:
     """The strategy_performance metrics of closed ``trades`` (see the module docstring)."""
-    trades = sorted(trades, key=lambda t: (t.exit_us, t.trade_id))
-    n = len(trades)
-    pnls = [t.net_pnl for t in trades]
-    wins = [t.net_pnl for t in trades if t.outcome == "WIN"]
-    losses = [t.net_pnl for t in trades if t.outcome == "LOSS"]
-    gross_profit = sum(p for p in pnls if p > 0)
-    gross_loss = -sum(p for p in pnls if p < 0)
-    returns = [p / capital for p in pnls]
-    per_year = n * days_per_year / period_days
-    sharpe = sortino = None
-    if n >= 2:
-        mean = sum(returns) / n
-        sd = math.sqrt(sum((r - mean) ** 2 for r in returns) / (n - 1))
-        downside = math.sqrt(sum(min(r, 0.0) ** 2 for r in returns) / n)
-        scale = math.sqrt(per_year)
-        # Equal returns leave a rounding-sized deviation, not a real one.
-        sharpe = mean / sd * scale if sd > 1e-12 else None
-        sortino = mean / downside * scale if downside > 1e-12 else None
-    max_dd, dd_days = drawdown(pnls, [t.exit_us for t in trades], capital) if n else (0.0, 0)
-    slippages = [t.slippage for t in trades if t.slippage is not None]
-    return {
-        "total_trades": n,
-        "winning_trades": len(wins),
-        "losing_trades": len(losses),
-        "breakeven_trades": sum(t.outcome == "BREAKEVEN" for t in trades),
-        "gross_profit": gross_profit,
-        "gross_loss": gross_loss,
-        "net_pnl": sum(pnls),
-        "total_commission": sum(t.commission for t in trades),
-        **outcome_ratios(n, len(wins), len(losses), sum(wins), sum(losses), gross_profit, gross_loss),
-        "avg_trade": _div(sum(pnls), n),
-        "largest_win": max((p for p in pnls if p > 0), default=None),
-        "largest_loss": min((p for p in pnls if p < 0), default=None),
-        "max_drawdown": clamp_ratio(max_dd) if n else None,
-        "max_drawdown_duration_days": dd_days if n else None,
-        "sharpe_ratio": clamp_ratio(sharpe),
-        "sortino_ratio": clamp_ratio(sortino),
-        "calmar_ratio": clamp_ratio(_div(sum(returns) * days_per_year / period_days, max_dd)),
-        "avg_slippage": _mean(slippages),
-    }
+    totals = Totals()
+    for trade in trades:
+        totals.add(trade, capital, reorder=len(trades))
+    return totals.performance(period_days=period_days, capital=capital, days_per_year=days_per_year)
 
 
 def period_start(day: date, period_type: str) -> date:
@@ -319,7 +412,9 @@ class ModelPerformanceState(msgspec.Struct):
 
 
 class ModelPerformance:
-    """Keeps each day's samples and recomputes the day's row on every new outcome.
+    """Keeps each day's samples and makes the day's row from them: ``apply`` takes an
+    outcome in and marks its day, ``rows`` makes the marked days' rows, so a batch of a
+    model's outcomes makes each day's row once.
 
     A day is kept ``retention_days`` after the latest predicted_at seen; an outcome
     for an older day is ignored (its row would be recomputed from that one sample).
@@ -330,21 +425,36 @@ class ModelPerformance:
         self.retention_days = retention_days
 
     def add(self, state: ModelPerformanceState, outcome: PredictionOutcome) -> ModelPerformanceRow | None:
+        """``apply`` and ``rows`` for one outcome."""
+        due: dict[str, None] = {}
+        self.apply(state, outcome, due)
+        return next(iter(self.rows(state, due)), None)
+
+    def apply(self, state: ModelPerformanceState, outcome: PredictionOutcome, due: dict[str, None]) -> list[ModelPerformanceRow]:
+        """Add ``outcome``'s sample and mark its day in ``due``; no row is due at once."""
         if outcome.validated_at is None or outcome.actual_direction is None:
-            return None
+            return []
         day = outcome.predicted_at.astimezone(timezone.utc).date()
         state.latest_day = max(state.latest_day, day.toordinal())
         horizon = state.latest_day - self.retention_days
         if day.toordinal() < horizon:
-            return None
+            return []
         for key in [k for k in state.groups if date.fromisoformat(k.rsplit("\x1f", 1)[1]).toordinal() < horizon]:
             del state.groups[key]
         key = "\x1f".join((outcome.model_version, outcome.model_type, day.isoformat()))
-        samples = state.groups.setdefault(key, {})
-        samples[str(outcome.prediction_id)] = PredictionSample(
+        state.groups.setdefault(key, {})[str(outcome.prediction_id)] = PredictionSample(
             outcome.predicted_direction, outcome.actual_direction, outcome.confidence_score, outcome.regime
         )
-        return model_performance_row(outcome.model_version, outcome.model_type, day, samples.values())
+        due[key] = None
+        return []
+
+    def rows(self, state: ModelPerformanceState, due: dict[str, None]) -> list[ModelPerformanceRow]:
+        rows = []
+        for key in due:
+            if key in state.groups:
+                model_version, model_type, day = key.split("\x1f")
+                rows.append(model_performance_row(model_version, model_type, date.fromisoformat(day), state.groups[key].values()))
+        return rows
 
 
 def model_performance_row(model_version: str, model_type: str, day: date, samples: Iterable[PredictionSample]) -> ModelPerformanceRow:
@@ -354,177 +464,143 @@ def model_performance_row(model_version: str, model_type: str, day: date, sample
     )
 
 
-class RegimeTotals(msgspec.Struct, array_like=True):
-    """Running totals of a group's settled trades, folded in (exit_time, trade_id) order."""
-
-    n: int = 0
-    wins: int = 0
-    losses: int = 0
-    breakevens: int = 0
-    gross_profit: float = 0.0
-    gross_loss: float = 0.0
-    win_sum: float = 0.0
-    loss_sum: float = 0.0
-    mean_r: float = 0.0
-    m2_r: float = 0.0  # Welford: sum of squared deviations of r from its mean
-    cum_pnl: float = 0.0
-    peak_pnl: float = 0.0
-    max_drawdown: float = 0.0
-    first_us: int = 0
-    last_us: int = 0
-
-    def fold(self, trade: TradeSample, capital: float) -> None:
-        self.n += 1
-        if trade.outcome == "WIN":
-            self.wins, self.win_sum = self.wins + 1, self.win_sum + trade.net_pnl
-        elif trade.outcome == "LOSS":
-            self.losses, self.loss_sum = self.losses + 1, self.loss_sum + trade.net_pnl
-        else:
-            self.breakevens += 1
-        if trade.net_pnl > 0:
-            self.gross_profit += trade.net_pnl
-        else:
-            self.gross_loss -= trade.net_pnl
-        r = trade.net_pnl / capital
-        delta = r - self.mean_r
-        self.mean_r += delta / self.n
-        self.m2_r += delta * (r - self.mean_r)
-        self.cum_pnl += trade.net_pnl
-        self.peak_pnl = max(self.peak_pnl, self.cum_pnl)
-        self.max_drawdown = max(self.max_drawdown, (self.peak_pnl - self.cum_pnl) / (capital + self.peak_pnl))
-        self.first_us = trade.exit_us if self.n == 1 else self.first_us
-        self.last_us = trade.exit_us
-
-
-class RegimeGroup(msgspec.Struct, array_like=True):
-    settled: RegimeTotals = msgspec.field(default_factory=RegimeTotals)
-    recent: dict[str, TradeSample] = {}
-
-
 class StrategyPerformanceState(msgspec.Struct):
-    """Closed trades per (strategy_id, model_version, period type, period start), keyed by
-    trade_id; and per (regime, timeframe), settled totals and recent trades."""
+    """Running totals per (strategy_id, model_version, period type, period start) and per
+    (regime, timeframe); the trades counted within the late window, by trade_id."""
 
-    groups: dict[str, dict[str, TradeSample]] = {}
-    latest_day: int = 0
-    regimes: dict[str, RegimeGroup] = {}
+    groups: dict[str, Totals] = {}
+    latest_day: int = 0  # date.toordinal() of the latest exit seen
+    regimes: dict[str, Totals] = {}
+    counted: dict[str, int] = {}  # trade_id -> its exit day's ordinal * 2, + 1 once its regimes are counted
 
 
 StrategyRow = StrategyPerformanceRow | StrategyScoreRow | RegimePerformanceRow
+Due = dict[tuple[str, str], str]  # (kind, group key) -> strategy_id: the rows a batch changed
 
 
 class StrategyPerformance:
-    """Keeps each period's closed trades and recomputes its DAY, WEEK and MONTH rows per
-    trade, scores the periods a trade closes, and keeps the strategy's figures by regime.
+    """Adds each closed trade to its DAY, WEEK and MONTH totals and to those of the regimes
+    it opened in, scores the periods a trade closes, and makes the rows of what changed.
 
-    Periods whose start is more than ``retention_days`` before the latest exit day are
-    dropped and late trades for them ignored, as in ``ModelPerformance``.
+    ``apply`` takes a trade in and says which rows it changed; ``rows`` makes them, so a
+    batch of a strategy's trades makes each row once. A trade is counted once: its id is
+    kept ``late_days`` after the strategy's latest exit day, and a trade exiting before
+    that window is ignored. A period is dropped once it can no longer change (its end
+    before the window).
     """
 
     def __init__(
-        self, *, capital: float = 100_000.0, days_per_year: float = 365.0, retention_days: int = 62, timeframe: str = "1m",
-        settle_days: int = 8,
+        self, *, capital: float = 100_000.0, days_per_year: float = 365.0, timeframe: str = "1m", late_days: int = 8,
+        reorder: int = REORDER_TRADES,
     ) -> None:
-        if capital <= 0 or days_per_year <= 0:
-            raise ValueError("capital and days_per_year must be positive")
+        if capital <= 0 or days_per_year <= 0 or late_days < 1 or reorder < 1:
+            raise ValueError("capital, days_per_year, late_days and reorder must be positive")
         self.capital = capital
         self.days_per_year = days_per_year
-        self.retention_days = retention_days
         self.timeframe = timeframe  # the base timeframe: the regime a score's consistency is over
-        self.settle_days = settle_days
+        self.late_days = late_days
+        self.reorder = reorder
 
     def add(self, state: StrategyPerformanceState, trade: TradeOutcomeRow) -> list[StrategyRow]:
+        """``apply`` and ``rows`` for one trade."""
+        due: Due = {}
+        closed = self.apply(state, trade, due)
+        return closed + self.rows(state, due)
+
+    def apply(self, state: StrategyPerformanceState, trade: TradeOutcomeRow, due: Due) -> list[StrategyScoreRow]:
+        """Count ``trade`` in ``state`` and mark in ``due`` the rows that changed; returns the
+        scores of the periods it closed, made now since their groups may be dropped."""
         if trade.outcome_type == "OPEN" or trade.exit_time is None:
             return []
         exit_utc = trade.exit_time.astimezone(timezone.utc)
-        day = exit_utc.date()
-        rows: list[StrategyRow] = []
-        if day.toordinal() > state.latest_day:  # the periods this trade closes, before any is dropped
-            for key, trades in state.groups.items():
-                _, _, period_type, start_text = key.split("\x1f")
-                start = date.fromisoformat(start_text)
-                if state.latest_day < start.toordinal() + period_days(start, period_type) <= day.toordinal():
-                    rows.append(strategy_score(self._performance_row(key, trades), trades.values()))
-        state.latest_day = max(state.latest_day, day.toordinal())
-        horizon = state.latest_day - self.retention_days
-        for key in [k for k in state.groups if date.fromisoformat(k.rsplit("\x1f", 1)[1]).toordinal() < horizon]:
-            del state.groups[key]
-        regimes = trade.entry_regimes or {}
+        day = exit_utc.toordinal()
+        scores = self._close_periods(state, trade.strategy_id, day) if day > state.latest_day else []
+        if day < state.latest_day - self.late_days + 1:
+            return scores
+        trade_id, regimes = str(trade.trade_id), trade.entry_regimes
+        counted = state.counted.get(trade_id)
+        if counted is not None and (counted & 1 or regimes is None):
+            return scores  # counted already, and its regimes too (or still unknown)
+        state.counted[trade_id] = day * 2 + (regimes is not None)
         sample = TradeSample(
-            str(trade.trade_id), epoch_us(exit_utc), trade.net_pnl, trade.commission, trade.outcome_type, trade.slippage,
-            regimes.get(self.timeframe),
+            trade_id, epoch_us(exit_utc), trade.net_pnl, trade.commission, trade.outcome_type, trade.slippage,
+            (regimes or {}).get(self.timeframe),
         )
-        for period_type in ("DAY", "WEEK", "MONTH"):
-            start = period_start(day, period_type)
-            if start.toordinal() < horizon:
-                continue
+        exit_day = exit_utc.date()
+        for period_type in PERIOD_TYPES:
+            start = period_start(exit_day, period_type)
             key = "\x1f".join((trade.strategy_id, trade.model_version, period_type, start.isoformat()))
-            trades = state.groups.setdefault(key, {})
-            trades[sample.trade_id] = sample
-            row = self._performance_row(key, trades)
-            rows.append(row)
-            if start.toordinal() + period_days(start, period_type) <= state.latest_day:  # a late trade: re-score
-                rows.append(strategy_score(row, trades.values()))
-        rows += self._by_regime(state, trade.strategy_id, sample, regimes)
+            if counted is None:
+                state.groups.setdefault(key, Totals()).add(sample, self.capital, self.reorder)
+                due[("period", key)] = trade.strategy_id
+            elif sample.regime is not None and key in state.groups:
+                state.groups[key].place(sample.regime, sample.net_pnl)
+            if _period_end(key) <= state.latest_day:  # a late trade: re-score
+                due[("score", key)] = trade.strategy_id
+        for timeframe, regime in sorted((regimes or {}).items()):
+            key = f"{regime}\x1f{timeframe}"
+            state.regimes.setdefault(key, Totals()).add(sample, self.capital, self.reorder)
+            due[("regime", key)] = trade.strategy_id
+        return scores
+
+    def _close_periods(self, state: StrategyPerformanceState, strategy_id: str, day: int) -> list[StrategyScoreRow]:
+        """A strategy's first exit on ``day``, a later day than any before: the scores of the
+        periods it closes, then the window moves on, dropping what it leaves behind."""
+        scores = []
+        for key, totals in state.groups.items():
+            if state.latest_day < _period_end(key) <= day:
+                scores.append(strategy_score(self._performance_row(key, totals), totals))
+        state.latest_day = day
+        oldest = day - self.late_days + 1
+        for key in [key for key in state.groups if _period_end(key) <= oldest]:
+            del state.groups[key]
+        for trade_id in [trade_id for trade_id, counted in state.counted.items() if counted >> 1 < oldest]:
+            del state.counted[trade_id]
+        return scores
+
+    def rows(self, state: StrategyPerformanceState, due: Due) -> list[StrategyRow]:
+        """The rows ``due`` names, as ``state`` has them now."""
+        rows: list[StrategyRow] = []
+        for (kind, key), strategy_id in due.items():
+            if kind == "regime":
+                regime, timeframe = key.split("\x1f")
+                rows.append(self._regime_row(strategy_id, regime, timeframe, state.regimes[key]))
+            elif key in state.groups:
+                row = self._performance_row(key, state.groups[key])
+                rows.append(row if kind == "period" else strategy_score(row, state.groups[key]))
         return rows
 
-    def _performance_row(self, key: str, trades: dict[str, TradeSample]) -> StrategyPerformanceRow:
+    def _performance_row(self, key: str, totals: Totals) -> StrategyPerformanceRow:
         strategy_id, model_version, period_type, start_text = key.split("\x1f")
         start = date.fromisoformat(start_text)
-        stats = strategy_stats(
-            list(trades.values()), period_days=period_days(start, period_type), capital=self.capital, days_per_year=self.days_per_year
-        )
+        stats = totals.performance(period_days=period_days(start, period_type), capital=self.capital, days_per_year=self.days_per_year)
         return StrategyPerformanceRow(
             strategy_id=strategy_id, model_version=model_version, period_type=period_type, period_start=start, **stats
         )
 
-    def _by_regime(
-        self, state: StrategyPerformanceState, strategy_id: str, sample: TradeSample, regimes: dict[str, str]
-    ) -> list[RegimePerformanceRow]:
-        settle_before = (state.latest_day - self.settle_days + 1 - _EPOCH_ORDINAL) * DAY_US  # exit days before this settle
-        rows = []
-        for key, group in state.regimes.items():
-            due = sorted((t for t in group.recent.values() if t.exit_us < settle_before), key=lambda t: (t.exit_us, t.trade_id))
-            for settled in due:
-                group.settled.fold(settled, self.capital)
-                del group.recent[settled.trade_id]
-        if sample.exit_us < settle_before:
-            return []
-        for timeframe, regime in sorted(regimes.items()):
-            group = state.regimes.setdefault(f"{regime}\x1f{timeframe}", RegimeGroup())
-            group.recent[sample.trade_id] = sample
-            rows.append(self._regime_row(strategy_id, regime, timeframe, group))
-        return rows
-
-    def _regime_row(self, strategy_id: str, regime: str, timeframe: str, group: RegimeGroup) -> RegimePerformanceRow:
-        totals = msgspec.structs.replace(group.settled)
-        for trade in sorted(group.recent.values(), key=lambda t: (t.exit_us, t.trade_id)):
-            totals.fold(trade, self.capital)
+    def _regime_row(self, strategy_id: str, regime: str, timeframe: str, totals: Totals) -> RegimePerformanceRow:
         n = totals.n
-        sharpe = None
-        if n >= 2:
-            sd = math.sqrt(totals.m2_r / (n - 1))
-            per_year = n * self.days_per_year / max(1.0, (totals.last_us - totals.first_us) / DAY_US)
-            sharpe = totals.mean_r / sd * math.sqrt(per_year) if sd > 1e-12 else None
+        per_year = n * self.days_per_year / max(1.0, (totals.last_us - totals.first_us) / DAY_US)
         return RegimePerformanceRow(
             strategy_id=strategy_id, regime=regime, timeframe=timeframe, total_trades=n, winning_trades=totals.wins,
             losing_trades=totals.losses, breakeven_trades=totals.breakevens, gross_profit=totals.gross_profit,
-            gross_loss=totals.gross_loss, net_pnl=totals.cum_pnl,
-            **outcome_ratios(n, totals.wins, totals.losses, totals.win_sum, totals.loss_sum, totals.gross_profit, totals.gross_loss),
-            avg_trade=totals.cum_pnl / n, max_drawdown=clamp_ratio(totals.max_drawdown), sharpe_ratio=clamp_ratio(sharpe),
+            gross_loss=totals.gross_loss, net_pnl=totals.net_pnl, **totals.ratios(),
+            avg_trade=totals.net_pnl / n, max_drawdown=clamp_ratio(totals.equity(self.capital).max_drawdown),
+            sharpe_ratio=clamp_ratio(totals.sharpe(per_year)),
             first_trade_at=from_epoch_us(totals.first_us), last_trade_at=from_epoch_us(totals.last_us),
         )
 
 
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+def _period_end(key: str) -> int:
+    """The ordinal of the day after a group's period."""
+    _, _, period_type, start_text = key.split("\x1f")
+    start = date.fromisoformat(start_text)
+    return start.toordinal() + period_days(start, period_type)
 
 
-def strategy_score(row: StrategyPerformanceRow, trades: Iterable[TradeSample]) -> StrategyScoreRow:
-    """A closed period's score from its performance row and its trades (the module docstring)."""
-    by_regime: dict[str, float] = {}
-    for trade in trades:
-        if trade.regime is not None:
-            by_regime[trade.regime] = by_regime.get(trade.regime, 0.0) + trade.net_pnl
+def strategy_score(row: StrategyPerformanceRow, totals: Totals) -> StrategyScoreRow:
+    """A closed period's score from its performance row and totals (the module docstring)."""
+    by_regime = totals.regime_pnl
     parts = {
         "risk_adjusted": min(1.0, max(0.0, (row.sharpe_ratio or 0.0) / FULL_SHARPE)),
         "win_rate": row.wilson_lower_bound or 0.0,

@@ -207,15 +207,16 @@ def test_strategy_aggregation_by_period() -> None:
         ("WEEK", date(2026, 3, 2), 2, 6.0),
         ("MONTH", date(2026, 3, 1), 2, 6.0),
     ]
-    # A re-sent trade replaces itself; another strategy is its own group.
-    again = agg.add(state, trade_row(2, datetime(2026, 3, 4, 15, tzinfo=timezone.utc), -4.0, "LOSS"))
-    assert again == rows  # nothing closed: no score
+    # A re-sent trade is counted once, and changes no row; another strategy is its own group.
+    assert agg.add(state, trade_row(2, datetime(2026, 3, 4, 15, tzinfo=timezone.utc), -4.0, "LOSS")) == []
+    assert of(agg.add(state, trade_row(6, datetime(2026, 3, 4, 16, tzinfo=timezone.utc), 1.0, "WIN")), StrategyPerformanceRow)[0].total_trades == 2
     other = agg.add(state, trade_row(3, datetime(2026, 3, 4, 16, tzinfo=timezone.utc), 1.0, "WIN", strategy="s2"))
     assert [r.total_trades for r in other] == [1, 1, 1]
     # Old periods are dropped; a trade for one of them no longer writes rows.
     closed = agg.add(state, trade_row(4, datetime(2026, 6, 1, tzinfo=timezone.utc), 1.0, "WIN"))
     # June closes Wednesday's day, the week and the month of both strategies (this state holds
     # both; the stage keeps one per strategy), before they are dropped; Monday was scored already.
+    # Trades before the late window are ignored.
     assert sorted((r.strategy_id, r.period_type, r.period_start) for r in of(closed, StrategyScoreRow)) == [
         (strategy, period, start) for strategy in ("s1", "s2")
         for period, start in (("DAY", date(2026, 3, 4)), ("MONTH", date(2026, 3, 1)), ("WEEK", date(2026, 3, 2)))
@@ -258,42 +259,77 @@ def test_regime_stats_by_hand() -> None:
     # r = 0.01, 0.006 a day apart: mean 0.008, sd 0.0028284, N = 2 * 365 / 1.
     assert ranging.sharpe_ratio == pytest.approx(0.008 / 0.0028284271 * math.sqrt(730), rel=1e-6)
     assert (ranging.first_trade_at, ranging.last_trade_at) == (monday, monday + timedelta(days=1))
-    trending = of(agg.add(state, trade_row(2, monday + timedelta(hours=1), -4.0, "LOSS", regimes={"1m": "volatile", "1h": "trending_up"})), RegimePerformanceRow)
-    up = next(r for r in trending if r.regime == "trending_up")
-    # Re-sent: counted once. +10 then -4: drawdown 4 / 1010, profit factor 10 / 4.
+    resent = trade_row(2, monday + timedelta(hours=1), -4.0, "LOSS", regimes={"1m": "volatile", "1h": "trending_up"})
+    assert agg.add(state, resent) == []  # counted once
+    up = agg.rows(state, {("regime", "trending_up\x1f1h"): "s1"})[0]
+    # +10 then -4: drawdown 4 / 1010, profit factor 10 / 4.
     assert (up.timeframe, up.total_trades, up.net_pnl, up.profit_factor) == ("1h", 2, 6.0, 2.5)
     assert up.max_drawdown == pytest.approx(4 / 1010) and up.expectancy == pytest.approx(0.5 * 10 + 0.5 * -4)
 
 
-def test_regime_stats_settle_into_totals_without_changing_them() -> None:
-    """Weeks of trades: the rows equal the same figures computed over every trade at once,
-    though only the last days' trades are still kept one by one."""
+def test_running_totals_equal_the_figures_over_every_trade() -> None:
+    """Weeks of trades arriving a little out of exit order: every row equals the same
+    figures computed over all of its trades at once, though the state keeps totals, at
+    most ``reorder`` trades per group and the ids of the late window."""
     rng = random.Random(7)
-    agg, state = StrategyPerformance(capital=1000.0), StrategyPerformanceState()
+    agg, state = StrategyPerformance(capital=1000.0, reorder=16), StrategyPerformanceState()
     start = datetime(2026, 1, 5, 10, tzinfo=timezone.utc)
     trades = []
     for i in range(300):
         exit_at = start + timedelta(hours=4 * i + rng.randint(0, 2))
         net = round(rng.uniform(-20, 25), 2)
         trades.append(trade_row(i + 1, exit_at, net, "WIN" if net > 0 else "LOSS", regimes={"1m": "ranging"}))
-    for trade in trades:
-        (row,) = of(agg.add(state, trade), RegimePerformanceRow)
+    arrival = sorted(range(300), key=lambda i: i + rng.uniform(0, 12))  # each at most a dozen places late
+    assert arrival != sorted(arrival)
+    rows: dict[tuple, object] = {}
+    for i in arrival:
+        for row in agg.add(state, trades[i]):
+            rows[(type(row), getattr(row, "period_type", None), getattr(row, "period_start", None))] = row
     group = state.regimes["ranging\x1f1m"]
-    assert group.settled.n > 200 and len(group.recent) < 60  # bounded: 8 days of trades at 6 a day
-    returns = [t.net_pnl / 1000.0 for t in trades]
+    assert group.n == 300 and len(group.pending) == 16
+    assert len(state.counted) <= 8 * 6 + 1 and all(len(g.pending) <= 16 for g in state.groups.values())
+    ordered = sorted(trades, key=lambda t: t.exit_time)
+    returns = [t.net_pnl / 1000.0 for t in ordered]
     equity, peak, worst = 1000.0, 1000.0, 0.0
-    for t in trades:
+    for t in ordered:
         equity += t.net_pnl
         peak = max(peak, equity)
         worst = max(worst, (peak - equity) / peak)
-    days = (trades[-1].exit_time - trades[0].exit_time).total_seconds() / 86400
+    row = rows[(RegimePerformanceRow, None, None)]
+    days = (ordered[-1].exit_time - ordered[0].exit_time).total_seconds() / 86400
     assert row.total_trades == 300 and row.net_pnl == pytest.approx(sum(t.net_pnl for t in trades))
     assert row.max_drawdown == pytest.approx(worst, rel=1e-9)
     sharpe = statistics.mean(returns) / statistics.stdev(returns) * math.sqrt(300 * 365 / days)
     assert row.sharpe_ratio == pytest.approx(sharpe, rel=1e-9)
     assert row.wilson_lower_bound == pytest.approx(wilson_lower_bound(sum(t.net_pnl > 0 for t in trades), 300))
-    # A trade settled long ago comes again: ignored.
-    assert of(agg.add(state, trades[0]), RegimePerformanceRow) == []
+    # The last week's and month's rows against strategy_stats over their trades.
+    for period_type in ("WEEK", "MONTH"):
+        last = period_start(ordered[-1].exit_time.date(), period_type)
+        mine = [t for t in trades if period_start(t.exit_time.date(), period_type) == last]
+        expected = strategy_stats(
+            [TradeSample(str(t.trade_id), us(t.exit_time), t.net_pnl, t.commission, t.outcome_type) for t in mine],
+            period_days=period_days(last, period_type), capital=1000.0,
+        )
+        got = rows[(StrategyPerformanceRow, period_type, last)]
+        for name, value in expected.items():
+            assert getattr(got, name) == (pytest.approx(value, rel=1e-9) if isinstance(value, float) else value), name
+    # A trade from before the late window comes again: ignored.
+    assert agg.add(state, trades[0]) == []
+
+
+def test_regimes_known_after_the_trade_count_once() -> None:
+    """A trade counted before its entry regimes were known joins its regimes' figures, and
+    its period's consistency, when it comes again with them; once."""
+    agg, state = StrategyPerformance(capital=1000.0), StrategyPerformanceState()
+    monday = datetime(2026, 3, 2, 15, tzinfo=timezone.utc)
+    agg.add(state, trade_row(1, monday, 10.0, "WIN"))
+    assert of(agg.add(state, trade_row(2, monday + timedelta(days=1), -4.0, "LOSS")), StrategyScoreRow)[0].consistency_score is None
+    rows = agg.add(state, trade_row(1, monday, 10.0, "WIN", regimes={"1m": "ranging"}))
+    # Monday's day is closed: scored again, its one regime making money; no period row changed.
+    assert [type(row) for row in rows] == [StrategyScoreRow, RegimePerformanceRow]
+    assert of(rows, StrategyScoreRow)[0].consistency_score == 1.0 and of(rows, RegimePerformanceRow)[0].total_trades == 1
+    assert agg.add(state, trade_row(1, monday, 10.0, "WIN", regimes={"1m": "ranging"})) == []
+    assert state.groups["s1\x1fv1\x1fWEEK\x1f2026-03-02"].n == 2
 
 
 def outcome(pid: int, predicted_at: datetime, predicted: str, actual: str | None, confidence: float, regime: str | None = None) -> PredictionOutcome:

@@ -996,3 +996,40 @@ def test_the_symbols_stage_joins_sizing_and_exit_decisions_with_their_trade_and_
     # A record written before the decisions were kept (one field fewer) reads with an empty book.
     older = Symbols.table.codec.encode(SymbolRecord())[:1] + msgspec.msgpack.encode(msgspec.structs.astuple(SymbolRecord())[:-1])
     assert Symbols.table.codec.decode(older) == SymbolRecord()
+
+
+async def test_the_strategy_stage_makes_each_row_once_per_batch_and_reads_its_first_layout():
+    from tickwire.schemas.topics import STRATEGY_PERFORMANCE, TRADE_OUTCOMES
+    from tickwire.streams.performance import StrategyPerformance, StrategyPerformanceState, TradeSample
+    from tickwire.streams.stages.statistics import StrategyStatistics, _StrategyPerformanceStateV1
+    from tests.streams.test_performance import trade_row
+
+    metrics, settings = Metrics(CollectorRegistry()), Settings()
+    topic = settings.topic(TRADE_OUTCOMES.name)
+    monday = datetime(2026, 3, 2, 15, tzinfo=timezone.utc)
+    trades = [trade_row(i + 1, monday + timedelta(minutes=7 * i), (-1) ** i * (i + 1.0), ("WIN", "LOSS")[i % 2]) for i in range(40)]
+    stage = StrategyStatistics(context(metrics), states(_Table(), StrategyStatistics.table.codec, metrics))
+    out = []
+    for offset, trade in enumerate(trades):
+        stage.handle(SimpleNamespace(value=msgspec.json.encode(trade), message=SimpleNamespace(
+            topic=topic, partition=1, offset=offset, key=b"s1")), out)
+    assert out == []  # nothing closed: every row waits for the batch's end
+    rows = [msgspec.json.decode(v) for t, _, v, _ in stage.finish(out) if t == settings.topic(STRATEGY_PERFORMANCE.name)]
+    assert [(r["period_type"], r["total_trades"]) for r in rows] == [("DAY", 40), ("WEEK", 40), ("MONTH", 40)]
+    core, state = StrategyPerformance(), StrategyPerformanceState()
+    for trade in trades:
+        expected = core.add(state, trade)
+    assert rows == [msgspec.json.decode(msgspec.json.encode(row)) for row in expected]
+    assert stage.finish([]) == []  # what a batch made due goes once
+
+    # A state the first layout wrote (every trade kept) reads into the same totals.
+    samples = {str(t.trade_id): TradeSample(str(t.trade_id), int(t.exit_time.timestamp() * 1e6), t.net_pnl, t.commission, t.outcome_type)
+               for t in trades}
+    groups = {f"s1\x1fv1\x1f{kind}\x1f{start}": samples for kind, start in (("DAY", "2026-03-02"), ("WEEK", "2026-03-02"), ("MONTH", "2026-03-01"))}
+    table = _Table()
+    table.data[b"s1"] = msgspec.msgpack.encode(_StrategyPerformanceStateV1(groups=groups, latest_day=monday.toordinal()))
+    old = StrategyStatistics(context(metrics), states(table, StrategyStatistics.table.codec, metrics))
+    assert old.states.get(b"s1") == state
+    again = []
+    old.handle(SimpleNamespace(value=msgspec.json.encode(trades[3]), message=SimpleNamespace(topic=topic, partition=1, offset=0, key=b"s1")), again)
+    assert old.finish(again) == []  # its trades counted: a re-sent one changes nothing
