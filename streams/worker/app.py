@@ -4,6 +4,7 @@ rebalances) kept decoded in memory while this worker owns the key."""
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 
@@ -106,7 +107,8 @@ def _install(app: faust.App, stage_type: type[Stage], context: StageContext, out
     """``stage_type``'s table, agent and timers on ``app``."""
     spec, settings = stage_type.table, context.settings
     table = app.Table(spec.name, default=bytes, partitions=spec.partitioned_like.partitions, key_type=bytes, value_type=bytes)
-    stage = stage_type(context, KeyedStates(table, spec.codec, context.metrics))
+    changelog = functools.partial(outbox.write, table.changelog_topic.get_topic_name())
+    stage = stage_type(context, KeyedStates(table, spec.codec, context.metrics, changelog))
     checkpoint = Checkpoint(stage, outbox, context.names[DLQ], context.metrics, sequence=Sequence(
         lambda: app.consumer, beginnings, lambda: app.rebalancing, beginnings.ends, [context.names[t] for t in stage_type.inputs],
         lag=context.metrics.lag,

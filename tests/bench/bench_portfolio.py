@@ -1,7 +1,8 @@
 """Portfolio update latency on the real broker: a fill or a bar published, to the portfolio
 update the worker publishes for it (seed 003's goal: under 50 ms).
 
-50 portfolios hold 500 symbols (10 each). A warm-up fill opens each position; then, for
+50 portfolios hold 500 symbols (10 each), whose prices walk at random with a shared market
+factor (pairs correlate about 0.3). A warm-up fill opens each position; then, for
 ``--seconds``, 2,000 bars/s (each symbol's bars a minute apart in event time) and 1,000
 fills/s (each held pair in turn, opening and closing small trades) are published at a
 steady rate, while a consumer reads ``exec.positions.v1`` and ``exec.portfolios.v1``. A
@@ -29,7 +30,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -54,6 +57,7 @@ from tests.bench._services import ROOT, emit, local_env, local_settings  # noqa:
 from tests.bench.bench_sink import drop_database, fresh_database  # noqa: E402
 
 PORTFOLIO_COUNT, SYMBOL_COUNT, TICK_S = 50, 500, 0.01
+VARIANTS = {"every_stage": {}, "execution_only": {"TICKWIRE_CORRELATION_TIMEFRAMES": ""}}  # label -> the worker's settings
 START = datetime(2026, 1, 5, tzinfo=timezone.utc)
 _encode = msgspec.json.Encoder().encode
 
@@ -73,15 +77,23 @@ class Feed:
         self.open_trade: dict[str, uuid.UUID | None] = dict.fromkeys(self.symbols)
         self.sent: dict[tuple[str, str, datetime], float] = {}  # (kind, symbol, event time) -> send time
         self.bar_no = self.fill_no = 0
+        self.random, self.market = random.Random(3), 0.0
+        self.price = dict.fromkeys(self.symbols, 100.0)
         self.steady_from = float("inf")  # send time of the first message measured
 
     def bar(self) -> Bar:
+        """The symbol's next minute: a random walk with a market factor shared by every symbol's
+        same minute, so pairs correlate as stocks do (about 0.3), not all at once."""
         symbol = self.symbols[self.bar_no % SYMBOL_COUNT]
+        if self.bar_no % SYMBOL_COUNT == 0:
+            self.market = self.random.gauss(0.0, 0.001)
         self.bar_no += 1
         ts = self.clock[symbol]
         self.clock[symbol] = ts + timedelta(minutes=1)
-        price = 100.0 + (self.bar_no % 7) * 0.1
-        return Bar(symbol=symbol, ts=ts, open=price, high=price + 0.2, low=price - 0.2, close=price + 0.1, volume=1000)
+        before = self.price[symbol]
+        close = self.price[symbol] = before * math.exp(self.market + self.random.gauss(0.0, 0.0015))
+        return Bar(symbol=symbol, ts=ts, open=before, high=max(before, close) * 1.0005, low=min(before, close) * 0.9995, close=close,
+                   volume=1000)
 
     def fill(self, symbol: str | None = None, quantity: int = 10) -> Fill:
         if symbol is None:
@@ -93,7 +105,7 @@ class Feed:
         self.open_trade[symbol] = trade if side == "BUY" else None
         return Fill(
             fill_id=uuid.uuid4().hex[:16], trade_id=trade, strategy_id="bench", model_version="b1", symbol=symbol, side=side,
-            ts=self.clock[symbol], price=100.0, quantity=quantity, portfolio_id=self.owner[symbol],
+            ts=self.clock[symbol], price=self.price[symbol], quantity=quantity, portfolio_id=self.owner[symbol],
         )
 
 
@@ -220,10 +232,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--bar-rate", type=int, default=2000, help="bars/s over the 500 symbols (default: the issue's 2,000)")
     parser.add_argument("--fill-rate", type=int, default=1000, help="fills/s (default: the issue's 1,000)")
+    parser.add_argument("--only", choices=VARIANTS, help="measure one worker only")
     args = parser.parse_args()
     seconds, repeats = (args.seconds or 20, 1) if args.quick else (args.seconds or 60, 3)
     rates = f"{args.bar_rate}_bars_{args.fill_rate}_fills"
-    for label, overrides in (("every_stage", {}), ("execution_only", {"TICKWIRE_CORRELATION_TIMEFRAMES": ""})):
+    for label, overrides in VARIANTS.items():
+        if args.only not in (None, label):
+            continue
         runs = []
         for _ in range(repeats):
             settings = local_settings(topic_prefix=f"bench{uuid.uuid4().hex[:8]}.")

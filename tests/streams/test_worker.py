@@ -4,6 +4,7 @@ writes, versioned state layouts, the checkpoint's DLQ handling and redelivery.""
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
@@ -29,7 +30,7 @@ ANY = StateCodec(object, dict)
 
 
 class _Table:
-    """What KeyedStates uses of a faust Table: its store and its changelog sends."""
+    """What KeyedStates uses of a faust Table (its store), and the changelog it writes to."""
 
     name = "t"
 
@@ -37,15 +38,12 @@ class _Table:
         self.data: dict[bytes, bytes] = {}
         self.sent: list[tuple[int, bytes, bytes | None]] = []
 
-    def send_changelog(self, partition: int, key: bytes, value: bytes | None, value_serializer: str | None = None):
-        self.sent.append((partition, key, value))
-        acknowledged = asyncio.get_running_loop().create_future()
-        acknowledged.set_result(None)
-        return acknowledged
+    async def write(self, records: list[tuple[int, bytes, bytes | None]]) -> None:
+        self.sent += records
 
 
 def states(table: _Table, codec: StateCodec = ANY, metrics: Metrics | None = None) -> KeyedStates:
-    return KeyedStates(table, codec, metrics or Metrics(CollectorRegistry()))
+    return KeyedStates(table, codec, metrics or Metrics(CollectorRegistry()), table.write)
 
 
 def test_pack_keeps_order_per_key_and_bounds_each_message():
@@ -149,7 +147,7 @@ async def test_a_correlation_core_of_the_first_layout_is_read_and_written_in_the
     assert msgspec.msgpack.encode(window.core.snapshot_state()) == msgspec.msgpack.encode(msgspec.structs.replace(now, threshold=None))
     keyed.changed(b"1m/core", 0, window.core)
     await keyed.write(5)
-    assert table.data[b"1m/core"][0] == 2
+    assert StateCodec.split(table.data[b"1m/core"])[0] == 2
     again = restore_window(states(table, _PartsCodec(object, dict)), config, {})
     recorded = CorrelationThreshold(timeframe="1m", timestamp=datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=6),
                                     regime=None, threshold=0.5)
@@ -166,7 +164,14 @@ def test_a_state_codec_reads_its_earlier_layouts_and_refuses_unknown_ones():
     with pytest.raises(ValueError, match="version 9"):
         codec.decode(b"\x09" + msgspec.msgpack.encode(current))
     with pytest.raises(ValueError):
-        StateCodec(TradeState, TradeState, version=0x80)  # would read as a msgpack header
+        StateCodec(TradeState, TradeState, version=0x40)  # its byte would read as a compressed layout 0
+    # A large state is written deflated, its layout's byte marked, and read back whole.
+    large = TradeState(offsets={f"topic-{i}": i for i in range(200)})
+    deflated = codec.encode(large)
+    assert deflated[0] == 2 | 0x40 and len(deflated) < len(msgspec.msgpack.encode(large)) / 2
+    assert codec.decode(deflated) == large
+    with pytest.raises(ValueError, match="does not inflate"):
+        codec.decode(deflated[:40])
 
 
 async def test_outbox_partitions_keys_as_the_client_does_and_turns_keyless_messages_round():
@@ -281,15 +286,15 @@ async def test_a_state_write_the_broker_does_not_acknowledge_is_retried(monkeypa
     monkeypatch.setattr("tickwire.streams.worker.batch.STATE_WRITE_TIMEOUT_S", 0.05)
     metrics, table = Metrics(CollectorRegistry()), _Table()
     lost = [True]
-    acknowledge = table.send_changelog
+    acknowledge = table.write
 
-    def send_changelog(*args, **kwargs):
+    async def write(records):
         if lost.pop() if lost else False:
-            table.sent.append(args)
-            return asyncio.get_running_loop().create_future()  # never acknowledged
-        return acknowledge(*args, **kwargs)
+            table.sent += records
+            await asyncio.get_running_loop().create_future()  # never acknowledged
+        await acknowledge(records)
 
-    table.send_changelog = send_changelog
+    table.write = write
     checkpoint = _checkpoint(_FlakyOutbox(0, None), metrics, table)
     await checkpoint.run([event(b"2", 0)])
     assert len(table.sent) == 2  # written again after the first write timed out
@@ -532,13 +537,13 @@ async def test_a_value_above_the_record_bound_is_written_as_chunks_and_read_back
 
     metrics = Metrics(CollectorRegistry())
     table = _Table()
-    states = KeyedStates(table, StateCodec(bytes, bytes), metrics)
-    big = bytes(range(256)) * (MAX_RECORD_BYTES // 100)  # 2.56 records' worth
+    states = KeyedStates(table, StateCodec(bytes, bytes), metrics, table.write)
+    big = random.Random(5).randbytes(MAX_RECORD_BYTES * 256 // 100)  # 2.56 records' worth, that no deflating shrinks
     states.changed(b"k", 3, big)
     await states.write(5)
     assert max(len(v) for _, _, v in table.sent) <= MAX_RECORD_BYTES
     assert [k for _, k, _ in table.sent][-1] == b"k" and len(table.sent) == 4  # three chunks, then the manifest
-    assert KeyedStates(table, StateCodec(bytes, bytes), metrics).get(b"k") == big  # e.g. after a restart
+    assert KeyedStates(table, StateCodec(bytes, bytes), metrics, table.write).get(b"k") == big  # e.g. after a restart
     assert [k for k, _ in states.stored_items()] == [b"k"]
 
     table.sent.clear()
@@ -552,7 +557,7 @@ async def test_a_value_above_the_record_bound_is_written_as_chunks_and_read_back
     await states.write(5)
     chunk = next(k for k in table.data if k != b"k")
     table.data[chunk] = b"\x00" * len(table.data[chunk])  # a damaged chunk: the key starts afresh, counted
-    assert KeyedStates(table, StateCodec(bytes, bytes), metrics).get(b"k") == b""
+    assert KeyedStates(table, StateCodec(bytes, bytes), metrics, table.write).get(b"k") == b""
     assert metrics.registry.get_sample_value("tickwire_state_resets_total", {"table": "t"}) == 1
 
 
