@@ -66,6 +66,9 @@ class Settings:
     # Stream processing
     worker_batch_events: int = 2000  # an agent takes up to this many messages at a time ...
     worker_batch_within_s: float = 0.05  # ... or what arrived within this long
+    # The stages this worker runs, by name (empty: every stage). A worker running some of
+    # them needs a processor group of its own: e.g. the correlations in one group, the rest in another.
+    worker_stages: str = ""
     base_timeframe: str = "1m"  # bars of this timeframe are resampled into resample_timeframes
     resample_timeframes: str = "5m,15m,1h,1d"  # comma-separated; empty = no resampling
     vwap_anchor_s: int = 86_400  # VWAP restarts every anchor period (UTC-aligned)
@@ -267,6 +270,11 @@ class Settings:
     def correlation_symbols(self) -> frozenset[str]:
         """The configured correlation universe (empty: the first symbols seen, up to the maximum)."""
         return frozenset(symbol.strip() for symbol in self.correlation_universe.split(",") if symbol.strip())
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The names of the stages this worker runs (empty: every stage)."""
+        return tuple(name.strip() for name in self.worker_stages.split(",") if name.strip())
 
     @property
     def correlated(self) -> tuple[str, ...]:

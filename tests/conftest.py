@@ -139,13 +139,14 @@ class Processes:
         env.update(self.extra_env)
         return env
 
-    def start(self, *command: str) -> tuple[subprocess.Popen, int]:
+    def start(self, *command: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int]:
+        """``tickwire <command>``, with ``env`` over the module's environment."""
         port = free_port()
         log = self.log_dir / f"{command[0]}-{len(self.children)}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "tickwire.streams.cli", *command, "--metrics-port", str(port)],
-                env=self.env(),
+                env=self.env() | (env or {}),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,

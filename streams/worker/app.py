@@ -15,7 +15,7 @@ from tickwire.schemas.metrics import Metrics, watch_broker
 from tickwire.schemas.settings import Settings
 from tickwire.schemas.topics import ALL as ALL_TOPICS
 from tickwire.schemas.topics import BARS, DLQ, Topic
-from tickwire.streams.stages import STAGES
+from tickwire.streams.stages import selected
 from tickwire.streams.worker.batch import Checkpoint
 from tickwire.streams.worker.outbox import Outbox
 from tickwire.streams.worker.sequence import Beginnings, Sequence, StuckRecovery, hand_over_every_record
@@ -26,9 +26,9 @@ _RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_
 
 
 def changelog_topics(settings: Settings) -> list[tuple[str, int]]:
-    """faust's changelog topic names and partitions, one per stage's table."""
+    """faust's changelog topic names and partitions, one per table of the stages this worker runs."""
     app_id = settings.topic_prefix + settings.processor_group
-    return [(f"{app_id}-{stage.table.name}-changelog", stage.table.partitioned_like.partitions) for stage in STAGES]
+    return [(f"{app_id}-{stage.table.name}-changelog", stage.table.partitioned_like.partitions) for stage in selected(settings.stages)]
 
 
 def _credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
@@ -75,7 +75,8 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     names = {spec: settings.topic(spec.name) for spec in ALL_TOPICS}
     context = StageContext(settings, metrics, names, msgspec.json.Encoder().encode, topic)
     outbox, beginnings = Outbox(settings), Beginnings(settings)
-    checkpoints = [_install(app, stage_type, context, outbox, beginnings) for stage_type in STAGES]
+    stages = selected(settings.stages)
+    checkpoints = [_install(app, stage_type, context, outbox, beginnings) for stage_type in stages]
 
     @app.on_rebalance_complete.connect
     async def on_assigned(sender: object, **kwargs: object) -> None:
@@ -87,7 +88,7 @@ def create_app(settings: Settings, metrics: Metrics) -> faust.App:
     @app.on_partitions_revoked.connect
     async def before_assignment(sender: object, *args: object, **kwargs: object) -> None:
         # faust revokes (an empty set at first) before every assignment, so before its fetcher starts.
-        hand_over_every_record(app.consumer, [context.names[t] for stage in STAGES for t in stage.inputs])
+        hand_over_every_record(app.consumer, [context.names[t] for stage in stages for t in stage.inputs])
 
     @app.on_before_shutdown.connect
     async def close_clients(sender: object, **kwargs: object) -> None:

@@ -20,8 +20,9 @@ its ``tickwire_publish_latency_seconds`` histogram (a batch's oldest record, fro
 worker's publish to the commit) gives that hop's p99 as a bucket bound, and the figure
 printed is the update's p99 plus that bound: an upper bound.
 
-Two workers are measured: every stage on (the default), and the execution path alone
-(correlations off: their step over 500 symbols holds the worker's event loop).
+Three deployments are measured: every stage in one worker (the default); the correlations
+apart, in a worker of a processor group of its own (``TICKWIRE_WORKER_STAGES``: their step
+over 500 symbols holds a worker's event loop); and the correlations off.
 
     python tests/bench/bench_portfolio.py [--quick] [--seconds N]
 """
@@ -57,7 +58,14 @@ from tests.bench._services import ROOT, emit, local_env, local_settings  # noqa:
 from tests.bench.bench_sink import drop_database, fresh_database  # noqa: E402
 
 PORTFOLIO_COUNT, SYMBOL_COUNT, TICK_S = 50, 500, 0.01
-VARIANTS = {"every_stage": {}, "execution_only": {"TICKWIRE_CORRELATION_TIMEFRAMES": ""}}  # label -> the worker's settings
+# label -> each worker's settings: every stage in one worker; the correlations apart, in a
+# worker of a group of its own (their step over 500 symbols holds its event loop); or off.
+_EXECUTION = "symbols,candles,model_statistics,strategy_statistics,portfolios"
+VARIANTS = {
+    "every_stage": [{}],
+    "correlations_apart": [{"TICKWIRE_WORKER_STAGES": _EXECUTION}, {"TICKWIRE_WORKER_STAGES": "correlations", "TICKWIRE_PROCESSOR_GROUP": "{group}-correlations"}],
+    "execution_only": [{"TICKWIRE_CORRELATION_TIMEFRAMES": ""}],
+}
 START = datetime(2026, 1, 5, tzinfo=timezone.utc)
 _encode = msgspec.json.Encoder().encode
 
@@ -169,16 +177,20 @@ def commit_p99(metrics: str) -> float:
     return next((bound for bound, count in buckets if count >= 0.99 * total), float("inf")) if total else float("nan")
 
 
-async def measure(settings, seconds: float, bar_rate: int, fill_rate: int, **overrides: str) -> tuple[dict[str, list[float]], list[float], float]:
+async def measure(settings, seconds: float, bar_rate: int, fill_rate: int, workers: list[dict[str, str]]) -> tuple[dict[str, list[float]], list[float], float]:
     db, name = await fresh_database(settings)
+    group = f"bench-{uuid.uuid4().hex[:6]}"
     env = dict(local_env(), TICKWIRE_TOPIC_PREFIX=settings.topic_prefix, TICKWIRE_PG_DSN=db.pg_dsn,
-               TICKWIRE_LOG_LEVEL="WARNING", TICKWIRE_MAX_FUTURE_SKEW_S="1e9", TICKWIRE_PROCESSOR_GROUP=f"bench-{uuid.uuid4().hex[:6]}",
-               **overrides)
-    port = 19900 + os.getpid() % 90
-    worker = subprocess.Popen([sys.executable, "-m", "tickwire.streams.cli", "worker", "--metrics-port", str(port)], env=env,
-                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    sink = subprocess.Popen([sys.executable, "-m", "tickwire.streams.cli", "sink", "--tables", "portfolio_snapshots",
-                             "--metrics-port", str(port + 90)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               TICKWIRE_LOG_LEVEL="WARNING", TICKWIRE_MAX_FUTURE_SKEW_S="1e9", TICKWIRE_PROCESSOR_GROUP=group)
+    port = 19900 + os.getpid() % 80
+    children = [
+        subprocess.Popen([sys.executable, "-m", "tickwire.streams.cli", "worker", "--metrics-port", str(port + i)],
+                         env=env | {key: value.format(group=group) for key, value in overrides.items()},
+                         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for i, overrides in enumerate(workers)
+    ]
+    children.append(subprocess.Popen([sys.executable, "-m", "tickwire.streams.cli", "sink", "--tables", "portfolio_snapshots",
+                                      "--metrics-port", str(port + 90)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     feed, producer = Feed(), AIOKafkaProducer(**settings.kafka_options(), linger_ms=1, acks="all")
     await producer.start()
     latencies: dict[str, list[float]] = {"FILL": [], "MARK": []}
@@ -206,7 +218,7 @@ async def measure(settings, seconds: float, bar_rate: int, fill_rate: int, **ove
         stop.set()
         await watcher
         await producer.stop()
-        for child in (worker, sink):
+        for child in children:
             child.terminate()
             child.wait(timeout=30)
         await drop_database(settings, name)
@@ -236,14 +248,14 @@ def main() -> None:
     args = parser.parse_args()
     seconds, repeats = (args.seconds or 20, 1) if args.quick else (args.seconds or 60, 3)
     rates = f"{args.bar_rate}_bars_{args.fill_rate}_fills"
-    for label, overrides in VARIANTS.items():
+    for label, workers in VARIANTS.items():
         if args.only not in (None, label):
             continue
         runs = []
         for _ in range(repeats):
             settings = local_settings(topic_prefix=f"bench{uuid.uuid4().hex[:8]}.")
             asyncio.run(ensure_topics(settings))
-            runs.append(asyncio.run(measure(settings, seconds, args.bar_rate, args.fill_rate, **overrides)))
+            runs.append(asyncio.run(measure(settings, seconds, args.bar_rate, args.fill_rate, workers)))
         report(f"{label}_{rates}", runs)
 
 

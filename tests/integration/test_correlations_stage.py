@@ -1,5 +1,6 @@
-"""The correlation stage on the real broker: snapshots in their tables, context in market_conditions,
-the day's close in historical_correlations, the thresholds in force by the benchmark's regime."""
+"""The correlation stage on the real broker, in a worker of its own: snapshots in their tables,
+context in market_conditions, the day's close in historical_correlations, the thresholds in
+force by the benchmark's regime."""
 
 from __future__ import annotations
 
@@ -33,7 +34,10 @@ async def test_snapshots_and_context_match_pandas(isolated, processes):
         # any regime of the benchmark's lowers the threshold: the change is seen once it has one
         TICKWIRE_CORRELATION_THRESHOLDS="trending_up=0.5,trending_down=0.5,ranging=0.5,volatile=0.5",
     )
-    processes.start("worker")
+    # Split as an operator isolates the correlations' bursts: their stage in workers of a
+    # group of its own, every other stage in the default group.
+    processes.start("worker", env={"TICKWIRE_WORKER_STAGES": "correlations", "TICKWIRE_PROCESSOR_GROUP": "tickwire-correlations"})
+    processes.start("worker", env={"TICKWIRE_WORKER_STAGES": "symbols,candles,model_statistics,strategy_statistics,portfolios"})
     processes.start("sink")
     bars = list(MarketSimulator(SYMBOLS, seed=8, start=START).bars(STEPS))
     producer = AIOKafkaProducer(**isolated.kafka_options(), acks="all", linger_ms=5)

@@ -1038,3 +1038,16 @@ async def test_the_strategy_stage_makes_each_row_once_per_batch_and_reads_its_fi
     again = []
     old.handle(SimpleNamespace(value=msgspec.json.encode(trades[3]), message=SimpleNamespace(topic=topic, partition=1, offset=0, key=b"s1")), again)
     assert old.finish(again) == []  # its trades counted: a re-sent one changes nothing
+
+
+def test_a_worker_runs_the_stages_it_is_given_and_refuses_unknown_ones():
+    from tickwire.schemas.settings import SettingsError
+    from tickwire.streams.stages import STAGES, selected
+    from tickwire.streams.worker.app import changelog_topics
+
+    assert selected(()) == STAGES
+    assert [stage.name for stage in selected(("portfolios", "symbols"))] == ["symbols", "portfolios"]  # the registry's order
+    with pytest.raises(SettingsError, match="no stage 'nope'; the stages are symbols, candles"):
+        selected(("symbols", "nope"))
+    own = Settings(worker_stages=" correlations ", processor_group="tickwire-correlations")
+    assert [name for name, _ in changelog_topics(own)] == ["tickwire-correlations-correlation-state-changelog"]
