@@ -19,6 +19,7 @@ from tickwire.streams.performance import (
     PredictionSample,
     StrategyPerformance,
     StrategyPerformanceState,
+    Totals,
     TradeSample,
     auc,
     classification,
@@ -364,3 +365,18 @@ def test_model_aggregation_by_day() -> None:
     assert agg.add(state, outcome(2, t, "SHORT", "LONG", 0.7, "ranging")) == row  # redelivered
     nxt = agg.add(state, outcome(3, t + timedelta(minutes=5), "LONG", "SHORT", 0.9))
     assert nxt is not None and nxt.evaluation_date == date(2026, 3, 3) and nxt.testing_samples == 1
+
+
+def test_a_trade_behind_every_pending_one_is_taken_where_it_arrives():
+    """The sums stay exact; only the equity path takes a trade later than ``reorder`` others
+    where it arrives (the module docstring)."""
+    sample = lambda tid, hour, pnl: TradeSample(tid, us(MARCH + timedelta(hours=hour)), pnl, 0.0, "WIN" if pnl > 0 else "LOSS")
+    totals = Totals()
+    for trade in (sample("b", 2, 50.0), sample("c", 3, -100.0), sample("d", 4, 30.0), sample("a", 1, -40.0)):
+        totals.add(trade, 1000.0, reorder=2)
+    stats = totals.performance(period_days=31, capital=1000.0, days_per_year=365.0)
+    assert (stats["total_trades"], stats["net_pnl"], stats["largest_loss"]) == (4, -60.0, -100.0)
+    # b (+50) leaves the window first (peak 1050), then a (-40), which arrived behind c and d;
+    # then c (-100) and d: the trough is 1050 - 140 = 910. In exit order (a, b, c, d) the
+    # deepest fall would be 100 from 1010.
+    assert stats["max_drawdown"] == pytest.approx(140 / 1050)
