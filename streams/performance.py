@@ -404,6 +404,11 @@ def period_days(start: date, period_type: str) -> int:
     return {"DAY": 1, "WEEK": 7}.get(period_type) or monthrange(start.year, start.month)[1]
 
 
+def period_end(start: date, period_type: str) -> int:
+    """The ordinal of the day after the period."""
+    return start.toordinal() + period_days(start, period_type)
+
+
 class ModelPerformanceState(msgspec.Struct):
     """Validated samples per (model_version, model_type, day), keyed by prediction_id."""
 
@@ -535,7 +540,7 @@ class StrategyPerformance:
                 due[("period", key)] = trade.strategy_id
             elif sample.regime is not None and key in state.groups:
                 state.groups[key].place(sample.regime, sample.net_pnl)
-            if _period_end(key) <= state.latest_day:  # a late trade: re-score
+            if period_end(start, period_type) <= state.latest_day:  # a late trade: re-score
                 due[("score", key)] = trade.strategy_id
         for timeframe, regime in sorted((regimes or {}).items()):
             key = f"{regime}\x1f{timeframe}"
@@ -548,11 +553,11 @@ class StrategyPerformance:
         periods it closes, then the window moves on, dropping what it leaves behind."""
         scores = []
         for key, totals in state.groups.items():
-            if state.latest_day < _period_end(key) <= day:
+            if state.latest_day < _group_end(key) <= day:
                 scores.append(strategy_score(self._performance_row(key, totals), totals))
         state.latest_day = day
         oldest = day - self.late_days + 1
-        for key in [key for key in state.groups if _period_end(key) <= oldest]:
+        for key in [key for key in state.groups if _group_end(key) <= oldest]:
             del state.groups[key]
         for trade_id in [trade_id for trade_id, counted in state.counted.items() if counted >> 1 < oldest]:
             del state.counted[trade_id]
@@ -591,11 +596,10 @@ class StrategyPerformance:
         )
 
 
-def _period_end(key: str) -> int:
-    """The ordinal of the day after a group's period."""
+def _group_end(key: str) -> int:
+    """``period_end`` of a group's period, from its key."""
     _, _, period_type, start_text = key.split("\x1f")
-    start = date.fromisoformat(start_text)
-    return start.toordinal() + period_days(start, period_type)
+    return period_end(date.fromisoformat(start_text), period_type)
 
 
 def strategy_score(row: StrategyPerformanceRow, totals: Totals) -> StrategyScoreRow:

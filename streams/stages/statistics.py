@@ -17,7 +17,7 @@ import msgspec
 
 from tickwire.schemas.signals import PredictionOutcome, RegimePerformanceRow, StrategyScoreRow, TradeOutcomeRow
 from tickwire.schemas.topics import MODEL_PERFORMANCE, OUTCOMES, REGIME_PERFORMANCE, STRATEGY_PERFORMANCE, STRATEGY_SCORES, TRADE_OUTCOMES
-from tickwire.schemas.market import DAY_US, EPOCH_ORDINAL
+from tickwire.schemas.market import from_epoch_us
 from tickwire.streams.performance import (
     ModelPerformance, ModelPerformanceState, StrategyPerformance, StrategyPerformanceState, Totals, TradeSample,
 )
@@ -39,19 +39,19 @@ class _Statistics(Stage):
 
     def __init__(self, context: StageContext, states: KeyedStates) -> None:
         super().__init__(context, states)
-        self.due: dict[tuple[bytes, int], dict] = {}  # (key, partition) -> what its records changed
+        self.due: dict[bytes, dict] = {}  # key -> what its records changed
 
     def handle(self, event: faust.EventT, out: list[Message]) -> None:
         record = decode(self._decoder, event.value)
         message = event.message
-        due = self.due.setdefault((message.key, message.partition), {})
+        due = self.due.setdefault(message.key, {})
         self.publish(message.key, self.core.apply(self.states.get(message.key), record, due), out)
         if due:
             self.states.changed(message.key, message.partition)
 
     def finish(self, out: list[Message]) -> list[Message]:
         due, self.due = self.due, {}
-        for (key, _), changed in due.items():
+        for key, changed in due.items():
             try:
                 self.publish(key, self.core.rows(self.states.get(key), changed), out)
             except Exception:  # a bug must cost rows, never the stream: the key's next record makes them again
@@ -121,7 +121,7 @@ def _strategy_from_v1(old: _StrategyPerformanceStateV1, core: StrategyPerformanc
     for key, trades in old.groups.items():
         state.groups[key] = _totals_of(list(trades.values()), Totals(), capital, reorder)
         for trade in trades.values():
-            day = EPOCH_ORDINAL + trade.exit_us // DAY_US
+            day = from_epoch_us(trade.exit_us).toordinal()
             state.counted[trade.trade_id] = max(state.counted.get(trade.trade_id, 0), day * 2 + (trade.regime is not None))
     for key, group in old.regimes.items():
         settled = group.settled

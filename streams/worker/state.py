@@ -123,8 +123,9 @@ class KeyedStates:
     Stages change the live objects and mark them (``changed``); ``write`` encodes each
     marked key once and writes it to the table and its changelog partition (the
     source message's, as faust does; faust recovers the table from that topic), so a
-    batch of a symbol's bars costs one state write, not one per bar. ``forget`` drops live objects (a failed message, a
-    rebalance): they are decoded again from the last written value.
+    batch of a symbol's bars costs one state write, not one per bar. ``forget`` drops
+    live objects (a failed message, a rebalance): they are decoded again from the last
+    written value.
     """
 
     def __init__(self, table: faust.Table, codec: StateCodec, metrics: Metrics, changelog: Changelog) -> None:
@@ -231,9 +232,7 @@ class KeyedStates:
         """``records`` onto the changelog, awaited until the broker has every one."""
         if not records:
             return
-        sending = asyncio.ensure_future(self.changelog(records))
-        done, _ = await asyncio.wait([sending], timeout=timeout_s)
-        if not done:
-            sending.cancel()
-            raise asyncio.TimeoutError(f"{len(records)} changelog writes unacknowledged after {timeout_s:.0f} s")
-        sending.result()
+        try:
+            await asyncio.wait_for(self.changelog(records), timeout_s)
+        except asyncio.TimeoutError:
+            raise asyncio.TimeoutError(f"{len(records)} changelog writes unacknowledged after {timeout_s:.0f} s") from None
