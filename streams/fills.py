@@ -35,6 +35,12 @@ Rules:
   Closed trades are remembered for ``closed_retention_s`` of event time (fills and
   bars) after their exit, to drop duplicates and reject late fills; after that a fill
   of the same trade_id would open a new trade.
+- A closed trade is *settled* once the bars of ``timeframe`` have reached its exit:
+  bars are applied in time order (an older one is refused), so none can change it
+  again. The caller may then keep it out of the book (``settled``: the stage stores
+  each under a key of its own) and put it back (``restore``) when a fill or a decision
+  names it: the book holds the open trades and the unsettled closed ones, not a week
+  of every trade, and what a bar or a fill walks stays as small.
 """
 
 from __future__ import annotations
@@ -96,6 +102,7 @@ class TradeBook(msgspec.Struct):
 
     trades: dict[str, TradeState] = {}
     clock_us: int = _NEVER
+    bars_us: int = _NEVER  # the open time of the latest bar of the builder's timeframe
 
 
 class FillResult(NamedTuple):
@@ -175,6 +182,22 @@ class TradeBuilder:
         return rows
 
     @staticmethod
+    def settled(book: TradeBook) -> list[TradeState]:
+        """The closed trades no bar can change any more (their exit at or before the latest
+        bar's open time, their regimes placed)."""
+        return [t for t in book.trades.values() if t.exit_us is not None and t.exit_us <= book.bars_us and t.regimes is not None]
+
+    @staticmethod
+    def restore(book: TradeBook, trade: TradeState) -> None:
+        """A settled trade kept outside the book, back in it (a fill or a decision names it)."""
+        book.trades.setdefault(trade.trade_id, trade)
+
+    @property
+    def retention_us(self) -> int:
+        """How long after its exit, in event time, a closed trade is remembered."""
+        return self._retention_us
+
+    @staticmethod
     def known(book: TradeBook, fill: Fill) -> bool:
         """Whether ``fill`` is a duplicate: its trade holds its ``fill_id``."""
         trade = book.trades.get(str(fill.trade_id))
@@ -188,6 +211,7 @@ class TradeBuilder:
         if bar.timeframe != self.config.timeframe:
             return []
         bar_us = epoch_us(bar.ts)
+        book.bars_us = max(book.bars_us, bar_us)
         changed = []
         for trade in book.trades.values():
             if bar_us < trade.entry_us or (trade.exit_us is not None and bar_us >= trade.exit_us):

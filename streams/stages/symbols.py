@@ -5,7 +5,9 @@ the expiry clock.
 
 Bars, predictions, fills, orders, decisions and expiry ticks are all keyed by symbol with
 the same partition count, so this one stage sees a symbol's every input, and keeps all of
-it in one record.
+it in one record, except its settled trades: each of those sits under a key of its own
+beside the record (``worker.archive``) until it expires, so a symbol trading every few
+minutes does not write a week of trades again with every bar.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from tickwire.schemas.topics import (
 )
 from tickwire.streams.correlations import load_sectors
 from tickwire.streams.decisions import DecisionBook, DecisionJoiner, Joined
-from tickwire.streams.fills import TradeBook, TradeBuilder, TradeConfig
+from tickwire.streams.fills import TradeBook, TradeBuilder, TradeConfig, TradeState
 from tickwire.streams.orders import OrderBook, OrderConfig, OrderTracker
 from tickwire.streams.portfolios import load_portfolios
 from tickwire.streams.positions import PositionBook, PositionKeeper
@@ -35,6 +37,7 @@ from tickwire.streams.predictions import PredictionState, PredictionValidator, V
 from tickwire.streams.regimes import RegimeConfig
 from tickwire.streams.symbol import SymbolProcessor, SymbolState, SymbolStateV1
 from tickwire.streams.stages.portfolios import CONTEXT_KEYS
+from tickwire.streams.worker.archive import Archive
 from tickwire.streams.worker.outbox import Message, pack
 from tickwire.streams.worker.stage import Stage, StageContext, StateTable, applied, keyed, redelivered
 from tickwire.streams.worker.state import KeyedStates, StateCodec
@@ -108,6 +111,8 @@ class Symbols(Stage):
         )
         self.builder = TradeBuilder(TradeConfig(timeframe=settings.base_timeframe, breakeven_band=settings.trade_breakeven_band))
         self.decisions = DecisionJoiner(self.builder)
+        self.trades = Archive(states, StateCodec(TradeState, lambda: None), "trade",
+                              lambda trade: trade.exit_us + self.builder.retention_us)
         self.orders = OrderTracker(OrderConfig(required=settings.orders_required))
         self.positions = PositionKeeper(load_sectors(settings.correlation_sectors_file))
         self.portfolios = load_portfolios(settings.portfolios_file, settings.performance_capital, settings.correlation_threshold)
@@ -142,6 +147,7 @@ class Symbols(Stage):
 
     def assigned(self) -> None:
         super().assigned()
+        self.trades.reset()
         self.rescan = True
         self.latest_close_us.clear()
         self.shown_regimes.clear()  # counted again from each symbol's next bar on this worker
@@ -168,7 +174,19 @@ class Symbols(Stage):
 
     def done(self, key: bytes, record: SymbolRecord, message: faust.types.Message) -> None:
         applied(record.offsets, message)
-        self.states.changed(key, message.partition)
+        book, partition = record.book, message.partition
+        for trade in self.builder.settled(book):
+            if self.trades.put(key, partition, trade.trade_id, trade):
+                del book.trades[trade.trade_id]
+        self.trades.expire(key, partition, book.clock_us)
+        self.states.changed(key, partition)
+
+    def restore_trade(self, key: bytes, record: SymbolRecord, trade_id: Any) -> None:
+        """The settled trade a fill or a decision names, back in the book."""
+        if trade_id is not None and str(trade_id) not in record.book.trades:
+            trade = self.trades.get(key, str(trade_id))
+            if trade is not None:
+                self.builder.restore(record.book, trade)
 
     def on_bar(self, event: faust.EventT, out: list[Message]) -> None:
         message, opened = event.message, self.opened(event, self.bar_codec)
@@ -253,6 +271,7 @@ class Symbols(Stage):
         if opened is None:
             return
         key, record, fill = opened
+        self.restore_trade(key, record, fill.trade_id)
         duplicate = self.builder.known(record.book, fill)
         if not duplicate:
             self.check_portfolio(fill.portfolio_id)
@@ -291,6 +310,7 @@ class Symbols(Stage):
         if isinstance(decided, SizingConfig):
             joined = self.decisions.on_config(record.decisions, record.book, decided)
         else:
+            self.restore_trade(key, record, decided.trade_id)
             joined = self.decisions.on_sizing(record.decisions, record.book, decided)
         self.send_decisions(joined, out, message.topic)
         self.done(key, record, message)
@@ -300,6 +320,7 @@ class Symbols(Stage):
         if opened is None:
             return
         key, record, decided = opened
+        self.restore_trade(key, record, decided.trade_id)
         self.send_decisions(self.decisions.on_exit(record.decisions, record.book, decided), out, message.topic)
         self.done(key, record, message)
 
@@ -357,7 +378,8 @@ class Symbols(Stage):
         if self.rescan:
             self.rescan = False
             self.waiting.clear()
-            self.waiting.update(key for key, _ in self.states.stored_items() if self.states.get(key).predictions.pending)
+            self.waiting.update(key for key, _ in self.states.stored_items()
+                                if not self.trades.owns(key) and self.states.get(key).predictions.pending)
         if not self.waiting or not self.latest_close_us:
             return
         watermark = min(self.latest_close_us.values())

@@ -27,6 +27,10 @@ MAX_RECORD_BYTES = 192 * 1024
 COMPRESSED, COMPRESS_FROM = 0x40, 1024
 
 
+class Encoded(bytes):
+    """A value already in its stored form (``Archive``'s), written as it is."""
+
+
 class _Chunked(NamedTuple):
     """The manifest stored under a large value's key: byte 0 (never a layout version, nor
     the first byte of msgpack's arrays and maps), then this tuple in msgpack. Its chunks
@@ -170,6 +174,10 @@ class KeyedStates:
             self._live[key] = value
         self._changed[key] = partition
 
+    def pending(self, key: bytes) -> bool:
+        """Whether ``key`` waits for the next ``write``."""
+        return key in self._changed
+
     def delete(self, key: bytes, partition: int) -> None:
         self._live[key] = _GONE
         self._changed[key] = partition
@@ -205,7 +213,7 @@ class KeyedStates:
             if value is _GONE:
                 records.append((partition, key, None))
                 continue
-            encoded = self.codec.encode(value)
+            encoded = value if isinstance(value, Encoded) else self.codec.encode(value)
             if len(encoded) <= MAX_RECORD_BYTES:
                 records.append((partition, key, encoded))
                 continue
@@ -224,6 +232,8 @@ class KeyedStates:
                 self._gauge.dec(sizes.pop(key, 0))
             else:
                 data[key] = value
+                if isinstance(self._live.get(key), Encoded):  # read back from the table, as stored
+                    del self._live[key]
                 self._gauge.inc(len(value) - sizes.get(key, 0))
                 sizes[key] = len(value)
         self._changed.clear()

@@ -238,6 +238,29 @@ def test_closed_trades_are_forgotten_after_the_retention() -> None:
     assert book.trades == {}
 
 
+def test_a_closed_trade_settles_once_the_bars_reach_its_exit_and_comes_back_whole() -> None:
+    b, book = TradeBuilder(), TradeBook()
+    b.on_fill(book, fill("BUY", 10, 100.0, 0))
+    b.on_fill(book, fill("SELL", 10, 101.0, 180))  # exits at 10:03, ahead of the bars
+    b.place_regimes(book, lambda ts_us: {"1m": "ranging"})
+    assert b.settled(book) == []  # the bars of 10:00-10:02 can still move its excursions
+    changed = b.on_bar(book, bar(1, 103.0, 99.0))
+    assert changed[0].max_favorable_excursion == 30.0 and b.settled(book) == []
+    b.on_bar(book, bar(3, 200.0, 1.0))  # opens at its exit: outside the trade, and no bar can be older
+    [settled] = b.settled(book)
+    assert settled.trade_id == str(TRADE)
+    row = b.row(book, TRADE)
+    del book.trades[settled.trade_id]  # kept elsewhere by the caller
+    b.restore(book, msgspec.msgpack.decode(msgspec.msgpack.encode(settled), type=type(settled)))
+    assert b.row(book, TRADE) == row
+    with pytest.raises(InvalidMessage, match="already closed"):
+        b.on_fill(book, fill("BUY", 1, 100.0, 240))
+    open_trade = TradeBook()
+    b.on_fill(open_trade, fill("BUY", 10, 100.0, 0, trade=uuid.UUID(int=9)))
+    b.on_bar(open_trade, bar(5, 101.0, 99.0))
+    assert b.settled(open_trade) == []  # an open trade never settles
+
+
 def test_restarts_change_nothing() -> None:
     trades = [uuid.UUID(int=i) for i in range(1, 5)]
     events: list = []

@@ -947,6 +947,82 @@ def test_the_benchmarks_day_close_goes_to_every_portfolio_partition_once_its_nex
     assert record.last_close == (midnight + 2 * minute, 13.0)
 
 
+async def test_an_archived_value_leaves_its_record_only_once_written_and_expires_after_partitions_move():
+    from tickwire.streams.worker.archive import Archive
+
+    table = _Table()
+    store = states(table)
+    archive = Archive(store, ANY, "item", lambda value: value["until"])
+    assert archive.put(b"AAA", 3, "1", {"until": 100}) is False  # on its way: the record keeps it
+    assert archive.put(b"AAA", 3, "1", {"until": 100}) is False
+    archive.put(b"AAA", 3, "2", {"until": 200})
+    await store.write(5)
+    assert [key for _, key, _ in table.sent] == [archive.key(b"AAA", "1"), archive.key(b"AAA", "2")]  # each once
+    assert archive.put(b"AAA", 3, "1", {"until": 100}) is True and not store.pending(archive.key(b"AAA", "1"))
+    assert archive.get(b"AAA", "2") == {"until": 200} and archive.get(b"AAA", "3") is None
+    assert archive.owns(archive.key(b"AAA", "1")) and not archive.owns(b"AAA")
+    archive.reset()  # partitions moved: what expires when is read back from the table
+    archive.expire(b"AAA", 3, 150)
+    await store.write(5)
+    assert (3, archive.key(b"AAA", "1"), None) in table.sent
+    assert archive.get(b"AAA", "1") is None and archive.get(b"AAA", "2") == {"until": 200}
+
+
+async def test_a_symbols_settled_trades_leave_its_record_and_expire_after_a_week_however_often_it_trades():
+    """Nine days of a symbol closing a trade every 4 minutes: the record written with each
+    batch stays the size of its open trades, each settled trade sits under a key of its
+    own until a week after its exit, and a fill naming one finds it there."""
+    import uuid
+
+    from tickwire.schemas.topics import BARS, FILLS, TRADE_OUTCOMES
+    from tickwire.streams.stages.symbols import Symbols
+
+    metrics, table = Metrics(CollectorRegistry()), _Table()
+    stage = Symbols(context(metrics), states(table, Symbols.table.codec, metrics))
+    names, start = stage.context.names, datetime(2026, 1, 5, tzinfo=timezone.utc)
+    offsets = {names[BARS]: 0, names[FILLS]: 0}
+
+    def send(topic: str, value: dict, out: list) -> None:
+        offsets[topic] += 1
+        stage.handle(event(msgspec.json.encode(value), offsets[topic], b"AAA", topic), out)
+
+    def fill(trade: str, side: str, ts: datetime, fill_id: str | None = None) -> dict:
+        return {"fill_id": fill_id or f"{trade}-{side}", "trade_id": trade, "strategy_id": "s1", "model_version": "v1",
+                "symbol": "AAA", "side": side, "ts": ts.isoformat(), "price": 100.0, "quantity": 10}
+
+    exits, rows, sizes, out = {}, {}, [], []
+    for minute in range(9 * 1440):
+        ts = start + timedelta(minutes=minute)
+        send(names[BARS], {"symbol": "AAA", "ts": ts.isoformat(), "open": 100.0, "high": 100.5, "low": 99.5,
+                           "close": 100.0, "volume": 10}, out)
+        if minute % 4 == 0:
+            trade = str(uuid.UUID(int=minute + 1))
+            send(names[FILLS], fill(trade, "BUY", ts), out)
+        elif minute % 4 == 2:
+            send(names[FILLS], fill(trade, "SELL", ts), out)
+            exits[trade] = ts
+        if minute % 10 == 9:
+            await stage.states.write(5)
+            sizes.append(len(table.data[b"AAA"]))
+            for topic, _, value, _ in out:
+                if topic == names[TRADE_OUTCOMES]:
+                    rows[msgspec.json.decode(value)["trade_id"]] = value
+            out.clear()
+    record = stage.states.get(b"AAA")
+    assert len(record.book.trades) <= 3  # those closed since the last write (10 minutes: 2-3 trades) and the open one
+    assert max(sizes[len(sizes) // 4:]) < 1.2 * min(sizes[len(sizes) // 4:])  # day 2 to day 9: no growth
+    archived = {key.split(b"\x00trade/")[1].decode() for key in table.data if b"\x00trade/" in key}
+    clock = start + timedelta(minutes=9 * 1440 - 1)
+    assert archived == {t for t, at in exits.items() if at >= clock - timedelta(days=7)}  # a week's, the last few in the record too
+    # A fill of a settled trade: the same one again is a duplicate, its row re-sent; a new one is refused.
+    oldest = min(archived, key=exits.get)
+    send(names[FILLS], fill(oldest, "SELL", exits[oldest]), out)
+    assert [v for t, _, v, _ in out if t == names[TRADE_OUTCOMES]] == [rows[oldest]]
+    assert metrics.registry.get_sample_value("tickwire_duplicates_dropped_total", {"topic": names[FILLS]}) == 1
+    with pytest.raises(InvalidMessage, match="already closed"):
+        send(names[FILLS], fill(oldest, "BUY", clock + timedelta(minutes=1), fill_id="late"), [])
+
+
 def test_the_symbols_stage_joins_sizing_and_exit_decisions_with_their_trade_and_keeps_them_in_the_record():
     import uuid
 

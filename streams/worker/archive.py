@@ -1,0 +1,90 @@
+"""Values a key's record no longer changes (a symbol's settled trades), each under a key of
+its own beside the record: written once, read back by id, deleted when their time is up.
+
+A record is written whole each batch it changes, so one that kept a week of closed
+trades would write them all again for every bar (a symbol trading every few minutes
+carries thousands). Here the record keeps what can still change, and each settled value
+costs one small write when it leaves and one tombstone when it expires.
+
+A value leaves its record in two steps, so no crash loses it: ``put`` writes it while
+the record still holds it, and only once the archive has it on the broker (a later
+batch) does ``put`` say the record may drop it. The changelog may so hold a value in
+both places for a while; the record's copy is the one read.
+
+What expires when is kept in memory (a heap per owner), rebuilt from the table after
+partitions move (``reset``): the table is in memory already, and nothing of it is
+written again.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from typing import Any, Callable
+
+import msgspec
+
+from tickwire.streams.worker.state import Encoded, KeyedStates, StateCodec
+
+log = logging.getLogger("tickwire.worker")
+
+
+class Archive:
+    """``kind``'s values of each owner key in ``states``' table, under ``owner + \\0kind/ + id``."""
+
+    def __init__(self, states: KeyedStates, codec: StateCodec, kind: str, expires_us: Callable[[Any], int]) -> None:
+        self.states, self.codec, self.expires_us = states, codec, expires_us
+        self.marker = f"\x00{kind}/".encode()
+        self._due: dict[bytes, list[tuple[int, bytes]]] | None = None  # owner -> heap of (expiry µs, key)
+
+    def key(self, owner: bytes, item_id: str) -> bytes:
+        return owner + self.marker + item_id.encode()
+
+    def owns(self, key: bytes) -> bool:
+        return self.marker in key
+
+    def get(self, owner: bytes, item_id: str) -> Any | None:
+        """The archived value, or None (never archived, expired, or unreadable: logged)."""
+        stored = self.states.stored(self.key(owner, item_id))
+        if not stored:
+            return None
+        try:
+            return self.codec.decode(stored)
+        except (msgspec.DecodeError, ValueError) as exc:
+            log.error("archived %r cannot be decoded (%s): taken as unknown", self.key(owner, item_id), exc)
+            return None
+
+    def put(self, owner: bytes, partition: int, item_id: str, value: Any) -> bool:
+        """Archive ``value`` (once); whether the broker has it, so its record may drop it."""
+        key = self.key(owner, item_id)
+        if self.states.stored(key):
+            return True
+        if not self.states.pending(key):
+            self.states.changed(key, partition, Encoded(self.codec.encode(value)))
+            heapq.heappush(self._heap(owner), (self.expires_us(value), key))
+        return False
+
+    def expire(self, owner: bytes, partition: int, now_us: int) -> None:
+        """Delete ``owner``'s values whose time is up at ``now_us``."""
+        heap = self._heap(owner)
+        while heap and heap[0][0] < now_us:
+            _, key = heapq.heappop(heap)
+            self.states.delete(key, partition)
+
+    def reset(self) -> None:
+        """Partitions moved: the heaps are rebuilt from the table when next needed."""
+        self._due = None
+
+    def _heap(self, owner: bytes) -> list[tuple[int, bytes]]:
+        if self._due is None:
+            self._due = {}
+            for key, stored in self.states.stored_items():
+                if self.marker in key:
+                    try:
+                        expires = self.expires_us(self.codec.decode(stored))
+                    except (msgspec.DecodeError, ValueError):
+                        expires = -(2**62)  # unreadable: deleted at the owner's next message
+                    self._due.setdefault(key.split(self.marker, 1)[0], []).append((expires, key))
+            for heap in self._due.values():
+                heapq.heapify(heap)
+        return self._due.setdefault(owner, [])
