@@ -38,11 +38,13 @@ Rules:
 - Configurations: the same ``config_id`` again with the same values changes nothing;
   with other values it is refused (``conflicting_id``). A configuration superseded more
   than ``retention_s`` of event time ago is forgotten.
-- Decisions are kept while their trade is in the book, and ``retention_s`` of event time
-  after their own ``ts`` (the book keeps closed trades as long), so a symbol's state holds
-  a week's decisions however many it ever had; one naming a trade that never closed here
-  is then dropped and counted (``Joined.unjoined``), the one sign of a trade id the
-  trading system made up.
+- Decisions are kept while their trade is open, and ``retention_s`` of event time after
+  their own ``ts`` and their trade's close (as long as the book keeps a closed trade), so
+  a symbol's state holds a week's decisions however many it ever had; one naming a trade
+  that never closed here is then dropped and counted (``Joined.unjoined``), the one sign
+  of a trade id the trading system made up. A decision joined with a trade the book no
+  longer holds (settled, ``streams.fills``) cannot change again: the caller may keep it
+  out of the book (``settled``) and put it back (``restore``) when it comes again.
 """
 
 from __future__ import annotations
@@ -88,6 +90,25 @@ class DecisionJoiner:
     def __init__(self, builder: TradeBuilder) -> None:
         self.builder = builder
         self._retention_us = int(builder.config.closed_retention_s * 1_000_000)
+
+    @staticmethod
+    def settled(book: DecisionBook, trades: TradeBook) -> tuple[list[PositionSizingRow], list[SmartExitRow]]:
+        """The sizing and exit decisions joined with a trade ``trades`` no longer holds."""
+        def done(row: PositionSizingRow | SmartExitRow) -> bool:
+            return row.trade_closed_at is not None and str(row.trade_id) not in trades.trades
+        return [r for r in book.sizing.values() if done(r)], [r for r in book.exits.values() if done(r)]
+
+    @staticmethod
+    def restore(book: DecisionBook, row: PositionSizingRow | SmartExitRow) -> None:
+        """A settled decision kept outside the book, back in it (it came again)."""
+        if isinstance(row, PositionSizingRow):
+            book.sizing.setdefault(str(row.decision_id), row)
+        else:
+            book.exits.setdefault(str(row.exit_id), row)
+
+    def expires_us(self, row: PositionSizingRow | SmartExitRow) -> int:
+        """When retention lets a joined decision go."""
+        return max(epoch_us(row.ts), epoch_us(row.trade_closed_at)) + self._retention_us
 
     def on_config(self, book: DecisionBook, trades: TradeBook, config: SizingConfig) -> Joined:
         row = SizingConfigRow(**msgspec.structs.asdict(config))
@@ -230,8 +251,8 @@ class DecisionJoiner:
         horizon = book.clock_us - self._retention_us
         unjoined = {}
         for kind, rows in (("sizing", book.sizing), ("exit", book.exits)):
-            gone = [i for i, r in rows.items()
-                    if epoch_us(r.ts) < horizon and (r.trade_id is None or str(r.trade_id) not in trades.trades)]
+            gone = [i for i, r in rows.items() if epoch_us(r.ts) < horizon and (r.trade_id is None or (
+                str(r.trade_id) not in trades.trades and (r.trade_closed_at is None or epoch_us(r.trade_closed_at) < horizon)))]
             dropped = sum(1 for i in gone if rows[i].trade_id is not None and rows[i].trade_closed_at is None)
             if dropped:
                 unjoined[kind] = dropped

@@ -23,7 +23,9 @@ Rules:
 - An event older than the order's last is refused (``out_of_order``).
 - Ended orders are remembered for ``retention_s`` of event time after their end, to
   refuse late fills; then forgotten, so the state holds the open orders and a week's
-  ended ones, however many orders a symbol ever had.
+  ended ones, however many orders a symbol ever had. Nothing changes an ended order, so
+  the caller may keep it out of the book (``ended``: the stage stores each under a key
+  of its own) and put it back (``restore``) when an event or a fill names it.
 
 ``check_*`` raise before anything changes; ``apply_*`` cannot fail after them.
 """
@@ -98,6 +100,19 @@ class OrderTracker:
     def __init__(self, config: OrderConfig = OrderConfig()) -> None:
         self.config = config
         self._retention_us = int(config.retention_s * 1_000_000)
+
+    @property
+    def retention_us(self) -> int:
+        return self._retention_us
+
+    @staticmethod
+    def ended(book: OrderBook) -> list[OrderState]:
+        return [state for state in book.orders.values() if state.completed_us is not None]
+
+    @staticmethod
+    def restore(book: OrderBook, state: OrderState) -> None:
+        """An ended order kept outside the book, back in it."""
+        book.orders.setdefault(state.order_id, state)
 
     def on_order(self, book: OrderBook, order: Order) -> list[OrderUpdate]:
         """Apply one order event: the order after it (and after each fill that waited for

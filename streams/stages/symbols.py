@@ -5,9 +5,10 @@ the expiry clock.
 
 Bars, predictions, fills, orders, decisions and expiry ticks are all keyed by symbol with
 the same partition count, so this one stage sees a symbol's every input, and keeps all of
-it in one record, except its settled trades: each of those sits under a key of its own
-beside the record (``worker.archive``) until it expires, so a symbol trading every few
-minutes does not write a week of trades again with every bar.
+it in one record, except what can no longer change (settled trades, ended orders, the
+decisions joined with settled trades): each of those sits under a key of its own beside
+the record (``worker.archive``) until it expires, so a symbol trading every few minutes
+does not write a week of trades, orders and decisions again with every bar.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import faust
 import msgspec
 
 from tickwire.schemas.codec import Codec
-from tickwire.schemas.decisions import ExitDecision, SizingConfig, SizingMessage
+from tickwire.schemas.decisions import ExitDecision, PositionSizingRow, SizingConfig, SizingMessage, SmartExitRow
 from tickwire.schemas.errors import InvalidMessage
 from tickwire.schemas.execution import AuditRow, BenchmarkClose, Order
 from tickwire.schemas.market import Bar, closing_day, epoch_us, from_epoch_us, timeframe_seconds
@@ -30,7 +31,7 @@ from tickwire.schemas.topics import (
 from tickwire.streams.correlations import load_sectors
 from tickwire.streams.decisions import DecisionBook, DecisionJoiner, Joined
 from tickwire.streams.fills import TradeBook, TradeBuilder, TradeConfig, TradeState
-from tickwire.streams.orders import OrderBook, OrderConfig, OrderTracker
+from tickwire.streams.orders import OrderBook, OrderConfig, OrderState, OrderTracker
 from tickwire.streams.portfolios import load_portfolios
 from tickwire.streams.positions import PositionBook, PositionKeeper
 from tickwire.streams.predictions import PredictionState, PredictionValidator, ValidatorConfig
@@ -111,9 +112,16 @@ class Symbols(Stage):
         )
         self.builder = TradeBuilder(TradeConfig(timeframe=settings.base_timeframe, breakeven_band=settings.trade_breakeven_band))
         self.decisions = DecisionJoiner(self.builder)
-        self.trades = Archive(states, StateCodec(TradeState, lambda: None), "trade",
-                              lambda trade: trade.exit_us + self.builder.retention_us)
         self.orders = OrderTracker(OrderConfig(required=settings.orders_required))
+        self.trades = Archive(states, StateCodec(TradeState, lambda: None), "trade", lambda trade: trade.trade_id,
+                              lambda trade: trade.exit_us + self.builder.retention_us)
+        self.ended_orders = Archive(states, StateCodec(OrderState, lambda: None), "order", lambda order: order.order_id,
+                                    lambda order: order.completed_us + self.orders.retention_us)
+        self.sized = Archive(states, StateCodec(PositionSizingRow, lambda: None), "sizing", lambda row: str(row.decision_id),
+                             self.decisions.expires_us)
+        self.exited = Archive(states, StateCodec(SmartExitRow, lambda: None), "exit", lambda row: str(row.exit_id),
+                              self.decisions.expires_us)
+        self.archives = (self.trades, self.ended_orders, self.sized, self.exited)
         self.positions = PositionKeeper(load_sectors(settings.correlation_sectors_file))
         self.portfolios = load_portfolios(settings.portfolios_file, settings.performance_capital, settings.correlation_threshold)
         self.base_timeframe = settings.base_timeframe
@@ -147,7 +155,8 @@ class Symbols(Stage):
 
     def assigned(self) -> None:
         super().assigned()
-        self.trades.reset()
+        for archive in self.archives:
+            archive.reset()
         self.rescan = True
         self.latest_close_us.clear()
         self.shown_regimes.clear()  # counted again from each symbol's next bar on this worker
@@ -174,11 +183,12 @@ class Symbols(Stage):
 
     def done(self, key: bytes, record: SymbolRecord, message: faust.types.Message) -> None:
         applied(record.offsets, message)
-        book, partition = record.book, message.partition
-        for trade in self.builder.settled(book):
-            if self.trades.put(key, partition, trade.trade_id, trade):
-                del book.trades[trade.trade_id]
-        self.trades.expire(key, partition, book.clock_us)
+        book, orders, decisions, partition = record.book, record.orders, record.decisions, message.partition
+        self.trades.tidy(key, partition, book.trades, self.builder.settled(book), book.clock_us)
+        self.ended_orders.tidy(key, partition, orders.orders, self.orders.ended(orders), orders.clock_us)
+        sized, exited = self.decisions.settled(decisions, book)
+        self.sized.tidy(key, partition, decisions.sizing, sized, decisions.clock_us)
+        self.exited.tidy(key, partition, decisions.exits, exited, decisions.clock_us)
         self.states.changed(key, partition)
 
     def restore_trade(self, key: bytes, record: SymbolRecord, trade_id: Any) -> None:
@@ -187,6 +197,19 @@ class Symbols(Stage):
             trade = self.trades.get(key, str(trade_id))
             if trade is not None:
                 self.builder.restore(record.book, trade)
+
+    def restore_decision(self, key: bytes, record: SymbolRecord, archive: Archive, decision_id: str) -> None:
+        """A settled decision that came again, back in the book (to be recognised)."""
+        row = archive.get(key, decision_id)
+        if row is not None:
+            self.decisions.restore(record.decisions, row)
+
+    def restore_order(self, key: bytes, record: SymbolRecord, order_id: str | None) -> None:
+        """The ended order an event or a fill names, back in the book."""
+        if order_id is not None and order_id not in record.orders.orders:
+            order = self.ended_orders.get(key, order_id)
+            if order is not None:
+                self.orders.restore(record.orders, order)
 
     def on_bar(self, event: faust.EventT, out: list[Message]) -> None:
         message, opened = event.message, self.opened(event, self.bar_codec)
@@ -272,6 +295,7 @@ class Symbols(Stage):
             return
         key, record, fill = opened
         self.restore_trade(key, record, fill.trade_id)
+        self.restore_order(key, record, fill.order_id)
         duplicate = self.builder.known(record.book, fill)
         if not duplicate:
             self.check_portfolio(fill.portfolio_id)
@@ -311,6 +335,7 @@ class Symbols(Stage):
             joined = self.decisions.on_config(record.decisions, record.book, decided)
         else:
             self.restore_trade(key, record, decided.trade_id)
+            self.restore_decision(key, record, self.sized, str(decided.decision_id))
             joined = self.decisions.on_sizing(record.decisions, record.book, decided)
         self.send_decisions(joined, out, message.topic)
         self.done(key, record, message)
@@ -321,6 +346,7 @@ class Symbols(Stage):
             return
         key, record, decided = opened
         self.restore_trade(key, record, decided.trade_id)
+        self.restore_decision(key, record, self.exited, str(decided.exit_id))
         self.send_decisions(self.decisions.on_exit(record.decisions, record.book, decided), out, message.topic)
         self.done(key, record, message)
 
@@ -340,6 +366,7 @@ class Symbols(Stage):
             return
         key, record, order = opened
         self.check_portfolio(order.portfolio_id)
+        self.restore_order(key, record, order.order_id)
         updates = self.orders.on_order(record.orders, order)
         if not updates:
             self.context.metrics.duplicates.labels(message.topic).inc()
@@ -379,7 +406,8 @@ class Symbols(Stage):
             self.rescan = False
             self.waiting.clear()
             self.waiting.update(key for key, _ in self.states.stored_items()
-                                if not self.trades.owns(key) and self.states.get(key).predictions.pending)
+                                if not any(archive.owns(key) for archive in self.archives)
+                                and self.states.get(key).predictions.pending)
         if not self.waiting or not self.latest_close_us:
             return
         watermark = min(self.latest_close_us.values())

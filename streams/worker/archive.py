@@ -32,8 +32,10 @@ log = logging.getLogger("tickwire.worker")
 class Archive:
     """``kind``'s values of each owner key in ``states``' table, under ``owner + \\0kind/ + id``."""
 
-    def __init__(self, states: KeyedStates, codec: StateCodec, kind: str, expires_us: Callable[[Any], int]) -> None:
-        self.states, self.codec, self.expires_us = states, codec, expires_us
+    def __init__(
+        self, states: KeyedStates, codec: StateCodec, kind: str, id_of: Callable[[Any], str], expires_us: Callable[[Any], int],
+    ) -> None:
+        self.states, self.codec, self.id_of, self.expires_us = states, codec, id_of, expires_us
         self.marker = f"\x00{kind}/".encode()
         self._due: dict[bytes, list[tuple[int, bytes]]] | None = None  # owner -> heap of (expiry µs, key)
 
@@ -63,6 +65,15 @@ class Archive:
             self.states.changed(key, partition, Encoded(self.codec.encode(value)))
             heapq.heappush(self._heap(owner), (self.expires_us(value), key))
         return False
+
+    def tidy(self, owner: bytes, partition: int, held: dict[str, Any], settled: list[Any], now_us: int) -> None:
+        """Archive ``settled`` (values of the record's ``held``, by id), drop from ``held`` those
+        the broker has, and delete the archived values whose time is up at ``now_us``."""
+        for value in settled:
+            item_id = self.id_of(value)
+            if self.put(owner, partition, item_id, value):
+                del held[item_id]
+        self.expire(owner, partition, now_us)
 
     def expire(self, owner: bytes, partition: int, now_us: int) -> None:
         """Delete ``owner``'s values whose time is up at ``now_us``."""

@@ -14,7 +14,7 @@ from tickwire.schemas.decisions import (
     ExitDecision, PartialExitRow, PositionSizingRow, SizingConfig, SizingDecision, SizingMessage, SmartExitRow,
 )
 from tickwire.schemas.errors import InvalidMessage
-from tickwire.schemas.market import Bar
+from tickwire.schemas.market import Bar, epoch_us
 from tickwire.schemas.signals import Fill
 from tickwire.streams.decisions import DecisionBook, DecisionJoiner
 from tickwire.streams.fills import TradeBook, TradeBuilder
@@ -183,6 +183,25 @@ def test_state_is_bounded_by_the_trades_retention_and_survives_a_restart():
     # superseded more than a week ago go, the one in effect stays and is still joined.
     assert sorted(w.book.sizing) == [str(uuid.UUID(int=3)), str(uuid.UUID(int=4))]
     assert [c.config_id for c in w.book.configs] == [uuid.UUID(int=101)] and late.config_id == uuid.UUID(int=101)
+
+
+def test_a_decision_of_a_settled_trade_is_kept_a_week_after_the_close_and_can_leave_the_book():
+    w = World()
+    w.joiner.on_sizing(w.book, w.trades, sizing(0))
+    w.fill(fill("BUY", 10, 50.0, 1))
+    w.fill(fill("SELL", 10, 51.0, 3 * 86_400))  # closes three days after the decision
+    assert w.joiner.settled(w.book, w.trades) == ([], [])  # its trade is still in the book
+    w.trades.trades.clear()  # settled: kept elsewhere by the caller
+    (row,), exits = w.joiner.settled(w.book, w.trades)
+    assert exits == [] and row.decision_id == uuid.UUID(int=1)
+    assert w.joiner.expires_us(row) == epoch_us(at(3 * 86_400)) + 7 * 86_400 * 1_000_000
+    week = 7 * 86_400
+    *_, unjoined = w.joiner.on_sizing(w.book, w.trades, sizing(week + 86_400, decision=2, trade=None))
+    assert str(uuid.UUID(int=1)) in w.book.sizing and unjoined == {}  # a week after it, not after its close
+    *_, unjoined = w.joiner.on_sizing(w.book, w.trades, sizing(week + 4 * 86_400, decision=3, trade=None))
+    assert str(uuid.UUID(int=1)) not in w.book.sizing and unjoined == {}  # it had joined
+    w.joiner.restore(w.book, row)
+    assert w.book.sizing[str(uuid.UUID(int=1))] == row
 
 
 SIZING_CODEC, EXIT_CODEC = Codec(SizingMessage), Codec(ExitDecision)

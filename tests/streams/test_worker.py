@@ -952,7 +952,7 @@ async def test_an_archived_value_leaves_its_record_only_once_written_and_expires
 
     table = _Table()
     store = states(table)
-    archive = Archive(store, ANY, "item", lambda value: value["until"])
+    archive = Archive(store, ANY, "item", lambda value: value["id"], lambda value: value["until"])
     assert archive.put(b"AAA", 3, "1", {"until": 100}) is False  # on its way: the record keeps it
     assert archive.put(b"AAA", 3, "1", {"until": 100}) is False
     archive.put(b"AAA", 3, "2", {"until": 200})
@@ -968,19 +968,20 @@ async def test_an_archived_value_leaves_its_record_only_once_written_and_expires
     assert archive.get(b"AAA", "1") is None and archive.get(b"AAA", "2") == {"until": 200}
 
 
-async def test_a_symbols_settled_trades_leave_its_record_and_expire_after_a_week_however_often_it_trades():
-    """Nine days of a symbol closing a trade every 4 minutes: the record written with each
-    batch stays the size of its open trades, each settled trade sits under a key of its
-    own until a week after its exit, and a fill naming one finds it there."""
+async def test_what_a_symbol_settled_leaves_its_record_and_expires_after_a_week_however_often_it_trades():
+    """Nine days of a symbol closing a trade every 4 minutes, each of two orders, a sizing
+    and an exit decision: the record written with each batch stays the size of what is
+    open, each settled trade, ended order and joined decision sits under a key of its own
+    until a week after its end, and a message naming one finds it there."""
     import uuid
 
-    from tickwire.schemas.topics import BARS, FILLS, TRADE_OUTCOMES
+    from tickwire.schemas.topics import BARS, DECISION_HISTORY, EXITS, FILLS, ORDER_UPDATES, ORDERS, SIZING, TRADE_OUTCOMES
     from tickwire.streams.stages.symbols import Symbols
 
     metrics, table = Metrics(CollectorRegistry()), _Table()
     stage = Symbols(context(metrics), states(table, Symbols.table.codec, metrics))
     names, start = stage.context.names, datetime(2026, 1, 5, tzinfo=timezone.utc)
-    offsets = {names[BARS]: 0, names[FILLS]: 0}
+    offsets = {names[BARS]: 0, names[FILLS]: 0, names[ORDERS]: 0, names[SIZING]: 0, names[EXITS]: 0}
 
     def send(topic: str, value: dict, out: list) -> None:
         offsets[topic] += 1
@@ -988,19 +989,38 @@ async def test_a_symbols_settled_trades_leave_its_record_and_expire_after_a_week
 
     def fill(trade: str, side: str, ts: datetime, fill_id: str | None = None) -> dict:
         return {"fill_id": fill_id or f"{trade}-{side}", "trade_id": trade, "strategy_id": "s1", "model_version": "v1",
-                "symbol": "AAA", "side": side, "ts": ts.isoformat(), "price": 100.0, "quantity": 10}
+                "symbol": "AAA", "side": side, "ts": ts.isoformat(), "price": 100.0, "quantity": 10,
+                "portfolio_id": "P1", "order_id": f"{trade}-{side}"}
 
-    exits, rows, sizes, out = {}, {}, [], []
+    def sizing(trade: str, ts: datetime) -> dict:
+        return {"kind": "decision", "decision_id": trade, "strategy_id": "s1", "symbol": "AAA", "trade_id": trade,
+                "portfolio_id": "P1", "ts": ts.isoformat(), "account_value": 1e5, "risk_per_trade": 0.01, "stop_distance": 2.0,
+                "quantity": 10}
+
+    def exit_(trade: str, ts: datetime) -> dict:
+        return {"exit_id": trade, "trade_id": trade, "strategy_id": "s1", "symbol": "AAA", "ts": ts.isoformat(),
+                "reason": "time", "price": 100.0, "quantity": 10}
+
+    def placed(trade: str, side: str, ts: datetime) -> dict:
+        return {"order_id": f"{trade}-{side}", "portfolio_id": "P1", "strategy_id": "s1", "symbol": "AAA", "event": "PLACED",
+                "ts": ts.isoformat(), "side": side, "quantity": 10}
+
+    exits, ended, rows, sizes, out = {}, {}, {}, [], []
     for minute in range(9 * 1440):
         ts = start + timedelta(minutes=minute)
         send(names[BARS], {"symbol": "AAA", "ts": ts.isoformat(), "open": 100.0, "high": 100.5, "low": 99.5,
                            "close": 100.0, "volume": 10}, out)
         if minute % 4 == 0:
             trade = str(uuid.UUID(int=minute + 1))
+            send(names[SIZING], sizing(trade, ts), out)
+            send(names[ORDERS], placed(trade, "BUY", ts), out)
             send(names[FILLS], fill(trade, "BUY", ts), out)
+            ended[f"{trade}-BUY"] = ts
         elif minute % 4 == 2:
+            send(names[ORDERS], placed(trade, "SELL", ts), out)
+            send(names[EXITS], exit_(trade, ts), out)
             send(names[FILLS], fill(trade, "SELL", ts), out)
-            exits[trade] = ts
+            exits[trade] = ended[f"{trade}-SELL"] = ts
         if minute % 10 == 9:
             await stage.states.write(5)
             sizes.append(len(table.data[b"AAA"]))
@@ -1010,17 +1030,37 @@ async def test_a_symbols_settled_trades_leave_its_record_and_expire_after_a_week
             out.clear()
     record = stage.states.get(b"AAA")
     assert len(record.book.trades) <= 3  # those closed since the last write (10 minutes: 2-3 trades) and the open one
+    # Orders, and decisions (which follow their trade out a write later): two writes' worth at most.
+    assert len(record.orders.orders) <= 6 and len(record.decisions.sizing) <= 6 and len(record.decisions.exits) <= 6
     assert max(sizes[len(sizes) // 4:]) < 1.2 * min(sizes[len(sizes) // 4:])  # day 2 to day 9: no growth
     archived = {key.split(b"\x00trade/")[1].decode() for key in table.data if b"\x00trade/" in key}
     clock = start + timedelta(minutes=9 * 1440 - 1)
     assert archived == {t for t, at in exits.items() if at >= clock - timedelta(days=7)}  # a week's, the last few in the record too
+    orders = {key.split(b"\x00order/")[1].decode() for key in table.data if b"\x00order/" in key}
+    assert orders == {o for o, at in ended.items() if at >= max(ended.values()) - timedelta(days=7)}  # orders' own clock
+    decisions_clock = datetime.fromtimestamp(record.decisions.clock_us / 1e6, timezone.utc)
+    for kind, held in ((b"sizing", record.decisions.sizing), (b"exit", record.decisions.exits)):
+        decided = {key.split(b"\x00" + kind + b"/")[1].decode() for key in table.data if b"\x00" + kind + b"/" in key}
+        assert decided | set(held) == {t for t, at in exits.items() if at >= decisions_clock - timedelta(days=7)}
     # A fill of a settled trade: the same one again is a duplicate, its row re-sent; a new one is refused.
     oldest = min(archived, key=exits.get)
     send(names[FILLS], fill(oldest, "SELL", exits[oldest]), out)
     assert [v for t, _, v, _ in out if t == names[TRADE_OUTCOMES]] == [rows[oldest]]
     assert metrics.registry.get_sample_value("tickwire_duplicates_dropped_total", {"topic": names[FILLS]}) == 1
     with pytest.raises(InvalidMessage, match="already closed"):
-        send(names[FILLS], fill(oldest, "BUY", clock + timedelta(minutes=1), fill_id="late"), [])
+        send(names[FILLS], fill(oldest, "BUY", clock + timedelta(minutes=1), fill_id="late") | {"order_id": None}, [])
+    # The same decisions again: duplicates, nothing sent.
+    out.clear()
+    send(names[SIZING], sizing(oldest, exits[oldest] - timedelta(minutes=2)), out)
+    send(names[EXITS], exit_(oldest, exits[oldest]), out)
+    assert not [v for t, _, v, _ in out if t == names[DECISION_HISTORY]]
+    assert metrics.registry.get_sample_value("tickwire_duplicates_dropped_total", {"topic": names[SIZING]}) == 1
+    # An order event naming an ended order: the same PLACED is a duplicate, a cancel is refused.
+    out.clear()
+    send(names[ORDERS], placed(oldest, "SELL", exits[oldest]), out)
+    assert not [v for t, _, v, _ in out if t == names[ORDER_UPDATES]]
+    with pytest.raises(InvalidMessage, match="FILLED"):
+        send(names[ORDERS], placed(oldest, "SELL", clock) | {"event": "CANCELLED"}, [])
 
 
 def test_the_symbols_stage_joins_sizing_and_exit_decisions_with_their_trade_and_keeps_them_in_the_record():
