@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import zlib
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
@@ -164,14 +165,17 @@ def test_a_state_codec_reads_its_earlier_layouts_and_refuses_unknown_ones():
     with pytest.raises(ValueError, match="version 9"):
         codec.decode(b"\x09" + msgspec.msgpack.encode(current))
     with pytest.raises(ValueError):
-        StateCodec(TradeState, TradeState, version=0x40)  # its byte would read as a compressed layout 0
-    # A large state is written deflated, its layout's byte marked, and read back whole.
+        StateCodec(TradeState, TradeState, version=0x20)  # its byte would read as a compressed layout 0
+    # A large state is written compressed (lz4), its layout's byte marked, and read back whole;
+    # one an earlier worker deflated (zlib) still reads.
     large = TradeState(offsets={f"topic-{i}": i for i in range(200)})
-    deflated = codec.encode(large)
-    assert deflated[0] == 2 | 0x40 and len(deflated) < len(msgspec.msgpack.encode(large)) / 2
-    assert codec.decode(deflated) == large
-    with pytest.raises(ValueError, match="does not inflate"):
-        codec.decode(deflated[:40])
+    compressed = codec.encode(large)
+    assert compressed[0] == 2 | 0x20 and len(compressed) < len(msgspec.msgpack.encode(large)) * 0.6
+    assert codec.decode(compressed) == large
+    assert codec.decode(bytes([2 | 0x40]) + zlib.compress(msgspec.msgpack.encode(large), 1)) == large
+    for damaged in (compressed[:40], bytes([2 | 0x40]) + compressed[1:40]):
+        with pytest.raises(ValueError, match="does not decompress"):
+            codec.decode(damaged)
 
 
 async def test_outbox_partitions_keys_as_the_client_does_and_turns_keyless_messages_round():
