@@ -491,7 +491,9 @@ class StrategyPerformance:
     batch of a strategy's trades makes each row once. A trade is counted once: its id is
     kept ``late_days`` after the strategy's latest exit day, and a trade exiting before
     that window is ignored. A period is dropped once it can no longer change (its end
-    before the window).
+    before the window). An id counted whole (its regimes too) can change nothing more:
+    the caller may keep it outside the state (``settled``; the stage stores each under a
+    key of its own) and put it back (``restore``) when the trade comes again.
     """
 
     def __init__(
@@ -505,6 +507,19 @@ class StrategyPerformance:
         self.timeframe = timeframe  # the base timeframe: the regime a score's consistency is over
         self.late_days = late_days
         self.reorder = reorder
+
+    @staticmethod
+    def settled(state: StrategyPerformanceState) -> list[str]:
+        """The ids of the trades counted whole, regimes included."""
+        return [trade_id for trade_id, counted in state.counted.items() if counted & 1]
+
+    @staticmethod
+    def restore(state: StrategyPerformanceState, trade_id: str, counted: int) -> None:
+        state.counted.setdefault(trade_id, counted)
+
+    def expires(self, counted: int) -> int:
+        """The last exit day (ordinal) a counted id is needed on: after it, its trade is ignored."""
+        return (counted >> 1) + self.late_days - 1
 
     def add(self, state: StrategyPerformanceState, trade: TradeOutcomeRow) -> list[StrategyRow]:
         """``apply`` and ``rows`` for one trade."""

@@ -4,7 +4,9 @@ A batch takes every record into its key's statistics first and makes the rows th
 at its end (``finish``): a row is made once per batch, not once per record, whatever the
 rate. Both cores are idempotent by construction: a re-sent outcome replaces itself in its
 day's samples, a re-sent trade is counted once, so a redelivery changes nothing (no
-offsets kept, see ``worker.stage.redelivered``).
+offsets kept, see ``worker.stage.redelivered``). The ids of the trades a strategy counted
+whole sit under keys of their own beside its record (``worker.archive``), not in it: a
+strategy closing thousands of trades a day would write them all with every batch.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from tickwire.schemas.market import from_epoch_us
 from tickwire.streams.performance import (
     ModelPerformance, ModelPerformanceState, StrategyPerformance, StrategyPerformanceState, Totals, TradeSample,
 )
+from tickwire.streams.worker.archive import Archive
 from tickwire.streams.worker.outbox import Message
 from tickwire.streams.worker.stage import Stage, StageContext, StateTable, decode
 from tickwire.streams.worker.state import KeyedStates, StateCodec
@@ -45,9 +48,18 @@ class _Statistics(Stage):
         record = decode(self._decoder, event.value)
         message = event.message
         due = self.due.setdefault(message.key, {})
-        self.publish(message.key, self.core.apply(self.states.get(message.key), record, due), out)
-        if due:
+        state = self.states.get(message.key)
+        self.restore(message.key, state, record)
+        self.publish(message.key, self.core.apply(state, record, due), out)
+        if self.tidy(message.key, message.partition, state) or due:
             self.states.changed(message.key, message.partition)
+
+    def restore(self, key: bytes, state: Any, record: Any) -> None:
+        """What ``record`` needs of ``state`` that is kept outside it, back in it."""
+
+    def tidy(self, key: bytes, partition: int, state: Any) -> bool:
+        """Move out of ``state`` what can no longer change; whether ``state`` changed."""
+        return False
 
     def finish(self, out: list[Message]) -> list[Message]:
         due, self.due = self.due, {}
@@ -161,5 +173,22 @@ class StrategyStatistics(_Statistics):
         )
         # Layout 1 kept trades, not totals: taking them in needs this worker's capital.
         states.codec = _strategy_codec(self.core)
+        self.counted = Archive(states, StateCodec(int, int), "counted", self.core.expires)
         self.topic = context.names[STRATEGY_PERFORMANCE]
         self.topics = {StrategyScoreRow: context.names[STRATEGY_SCORES], RegimePerformanceRow: context.names[REGIME_PERFORMANCE]}
+
+    def assigned(self) -> None:
+        super().assigned()
+        self.counted.reset()
+
+    def restore(self, key: bytes, state: StrategyPerformanceState, trade: TradeOutcomeRow) -> None:
+        trade_id = str(trade.trade_id)
+        if trade_id not in state.counted:
+            counted = self.counted.get(key, trade_id)
+            if counted is not None:
+                self.core.restore(state, trade_id, counted)
+
+    def tidy(self, key: bytes, partition: int, state: StrategyPerformanceState) -> bool:
+        before = len(state.counted)
+        self.counted.tidy(key, partition, state.counted, self.core.settled(state), state.latest_day)
+        return len(state.counted) != before

@@ -113,14 +113,12 @@ class Symbols(Stage):
         self.builder = TradeBuilder(TradeConfig(timeframe=settings.base_timeframe, breakeven_band=settings.trade_breakeven_band))
         self.decisions = DecisionJoiner(self.builder)
         self.orders = OrderTracker(OrderConfig(required=settings.orders_required))
-        self.trades = Archive(states, StateCodec(TradeState, lambda: None), "trade", lambda trade: trade.trade_id,
+        self.trades = Archive(states, StateCodec(TradeState, lambda: None), "trade",
                               lambda trade: trade.exit_us + self.builder.retention_us)
-        self.ended_orders = Archive(states, StateCodec(OrderState, lambda: None), "order", lambda order: order.order_id,
+        self.ended_orders = Archive(states, StateCodec(OrderState, lambda: None), "order",
                                     lambda order: order.completed_us + self.orders.retention_us)
-        self.sized = Archive(states, StateCodec(PositionSizingRow, lambda: None), "sizing", lambda row: str(row.decision_id),
-                             self.decisions.expires_us)
-        self.exited = Archive(states, StateCodec(SmartExitRow, lambda: None), "exit", lambda row: str(row.exit_id),
-                              self.decisions.expires_us)
+        self.sized = Archive(states, StateCodec(PositionSizingRow, lambda: None), "sizing", self.decisions.expires_us)
+        self.exited = Archive(states, StateCodec(SmartExitRow, lambda: None), "exit", self.decisions.expires_us)
         self.archives = (self.trades, self.ended_orders, self.sized, self.exited)
         self.positions = PositionKeeper(load_sectors(settings.correlation_sectors_file))
         self.portfolios = load_portfolios(settings.portfolios_file, settings.performance_capital, settings.correlation_threshold)
@@ -184,11 +182,11 @@ class Symbols(Stage):
     def done(self, key: bytes, record: SymbolRecord, message: faust.types.Message) -> None:
         applied(record.offsets, message)
         book, orders, decisions, partition = record.book, record.orders, record.decisions, message.partition
-        self.trades.tidy(key, partition, book.trades, self.builder.settled(book), book.clock_us)
-        self.ended_orders.tidy(key, partition, orders.orders, self.orders.ended(orders), orders.clock_us)
+        self.trades.tidy(key, partition, book.trades, [t.trade_id for t in self.builder.settled(book)], book.clock_us)
+        self.ended_orders.tidy(key, partition, orders.orders, [o.order_id for o in self.orders.ended(orders)], orders.clock_us)
         sized, exited = self.decisions.settled(decisions, book)
-        self.sized.tidy(key, partition, decisions.sizing, sized, decisions.clock_us)
-        self.exited.tidy(key, partition, decisions.exits, exited, decisions.clock_us)
+        self.sized.tidy(key, partition, decisions.sizing, [str(row.decision_id) for row in sized], decisions.clock_us)
+        self.exited.tidy(key, partition, decisions.exits, [str(row.exit_id) for row in exited], decisions.clock_us)
         self.states.changed(key, partition)
 
     def restore_trade(self, key: bytes, record: SymbolRecord, trade_id: Any) -> None:

@@ -32,10 +32,9 @@ log = logging.getLogger("tickwire.worker")
 class Archive:
     """``kind``'s values of each owner key in ``states``' table, under ``owner + \\0kind/ + id``."""
 
-    def __init__(
-        self, states: KeyedStates, codec: StateCodec, kind: str, id_of: Callable[[Any], str], expires_us: Callable[[Any], int],
-    ) -> None:
-        self.states, self.codec, self.id_of, self.expires_us = states, codec, id_of, expires_us
+    def __init__(self, states: KeyedStates, codec: StateCodec, kind: str, expires: Callable[[Any], int]) -> None:
+        """``expires(value)``: when a value's time is up, on the clock ``tidy`` is given."""
+        self.states, self.codec, self.expires = states, codec, expires
         self.marker = f"\x00{kind}/".encode()
         self._due: dict[bytes, list[tuple[int, bytes]]] | None = None  # owner -> heap of (expiry µs, key)
 
@@ -63,22 +62,21 @@ class Archive:
             return True
         if not self.states.pending(key):
             self.states.changed(key, partition, Encoded(self.codec.encode(value)))
-            heapq.heappush(self._heap(owner), (self.expires_us(value), key))
+            heapq.heappush(self._heap(owner), (self.expires(value), key))
         return False
 
-    def tidy(self, owner: bytes, partition: int, held: dict[str, Any], settled: list[Any], now_us: int) -> None:
-        """Archive ``settled`` (values of the record's ``held``, by id), drop from ``held`` those
-        the broker has, and delete the archived values whose time is up at ``now_us``."""
-        for value in settled:
-            item_id = self.id_of(value)
-            if self.put(owner, partition, item_id, value):
+    def tidy(self, owner: bytes, partition: int, held: dict[str, Any], settled: list[str], now: int) -> None:
+        """Archive the ``settled`` ids of the record's ``held``, drop from ``held`` those the
+        broker has, and delete the archived values whose time is up at ``now``."""
+        for item_id in settled:
+            if self.put(owner, partition, item_id, held[item_id]):
                 del held[item_id]
-        self.expire(owner, partition, now_us)
+        self.expire(owner, partition, now)
 
-    def expire(self, owner: bytes, partition: int, now_us: int) -> None:
-        """Delete ``owner``'s values whose time is up at ``now_us``."""
+    def expire(self, owner: bytes, partition: int, now: int) -> None:
+        """Delete ``owner``'s values whose time is up at ``now``."""
         heap = self._heap(owner)
-        while heap and heap[0][0] < now_us:
+        while heap and heap[0][0] < now:
             _, key = heapq.heappop(heap)
             self.states.delete(key, partition)
 
@@ -92,7 +90,7 @@ class Archive:
             for key, stored in self.states.stored_items():
                 if self.marker in key:
                     try:
-                        expires = self.expires_us(self.codec.decode(stored))
+                        expires = self.expires(self.codec.decode(stored))
                     except (msgspec.DecodeError, ValueError):
                         expires = -(2**62)  # unreadable: deleted at the owner's next message
                     self._due.setdefault(key.split(self.marker, 1)[0], []).append((expires, key))

@@ -956,7 +956,7 @@ async def test_an_archived_value_leaves_its_record_only_once_written_and_expires
 
     table = _Table()
     store = states(table)
-    archive = Archive(store, ANY, "item", lambda value: value["id"], lambda value: value["until"])
+    archive = Archive(store, ANY, "item", lambda value: value["until"])
     assert archive.put(b"AAA", 3, "1", {"until": 100}) is False  # on its way: the record keeps it
     assert archive.put(b"AAA", 3, "1", {"until": 100}) is False
     archive.put(b"AAA", 3, "2", {"until": 200})
@@ -1158,6 +1158,48 @@ async def test_the_strategy_stage_makes_each_row_once_per_batch_and_reads_its_fi
     again = []
     old.handle(SimpleNamespace(value=msgspec.json.encode(trades[3]), message=SimpleNamespace(topic=topic, partition=1, offset=0, key=b"s1")), again)
     assert old.finish(again) == []  # its trades counted: a re-sent one changes nothing
+
+
+async def test_a_strategys_counted_trades_leave_its_record_and_expire_with_the_late_window():
+    """Twelve days of a strategy closing 300 trades a day: the record keeps only the ids not
+    yet written beside it, the ids of the late window's days sit under keys of their own,
+    and the rows are the core's own over every trade."""
+    from tickwire.schemas.topics import STRATEGY_PERFORMANCE, TRADE_OUTCOMES
+    from tickwire.streams.performance import StrategyPerformance, StrategyPerformanceState
+    from tickwire.streams.stages.statistics import StrategyStatistics
+    from tests.streams.test_performance import trade_row
+
+    metrics, settings, table = Metrics(CollectorRegistry()), Settings(), _Table()
+    topic = settings.topic(TRADE_OUTCOMES.name)
+    stage = StrategyStatistics(context(metrics), states(table, StrategyStatistics.table.codec, metrics))
+    start = datetime(2026, 3, 2, tzinfo=timezone.utc)
+    trades = [trade_row(i + 1, start + timedelta(seconds=288 * i), (-1) ** i * (i % 7 + 1.0), ("WIN", "LOSS")[i % 2],
+                        regimes={"1m": "ranging"}) for i in range(12 * 300)]
+    core, expected, rows, sizes = StrategyPerformance(), StrategyPerformanceState(), {}, []
+
+    def batch(chunk: list) -> list[dict]:
+        out = []
+        for trade in chunk:
+            stage.handle(SimpleNamespace(value=msgspec.json.encode(trade), message=SimpleNamespace(
+                topic=topic, partition=1, offset=0, key=b"s1")), out)
+        return [msgspec.json.decode(v) for t, _, v, _ in stage.finish(out) if t == settings.topic(STRATEGY_PERFORMANCE.name)]
+
+    for n in range(0, len(trades), 50):
+        for row in batch(trades[n:n + 50]):
+            rows[row["period_type"], row["period_start"]] = row
+        await stage.states.write(5)
+        sizes.append(len(table.data[b"s1"]))
+    for trade in trades:
+        core.add(expected, trade)
+    mine = {(r.period_type, r.period_start.isoformat()): r for r in core.rows(expected, {("period", k): "s1" for k in expected.groups})}
+    assert {key: rows[key] for key in mine} == {key: msgspec.json.decode(msgspec.json.encode(r)) for key, r in mine.items()}
+    assert len(stage.states.get(b"s1").counted) <= 100  # a batch's ids, written beside it a batch later
+    assert max(sizes[len(sizes) // 2:]) < 1.5 * min(sizes[len(sizes) // 2:])  # days 6 to 12: no growth
+    kept = {key.split(b"\x00counted/")[1].decode() for key in table.data if b"\x00counted/" in key}
+    last_day = trades[-1].exit_time.toordinal()
+    window = {str(t.trade_id) for t in trades if t.exit_time.toordinal() > last_day - 8}
+    assert kept | set(stage.states.get(b"s1").counted) == window
+    assert batch([trades[-1000]]) == [] and stage.finish([]) == []  # counted already: a re-sent one changes nothing
 
 
 def test_a_worker_runs_the_stages_it_is_given_and_refuses_unknown_ones():
