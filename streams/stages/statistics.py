@@ -43,6 +43,7 @@ class _Statistics(Stage):
     def __init__(self, context: StageContext, states: KeyedStates) -> None:
         super().__init__(context, states)
         self.due: dict[bytes, dict] = {}  # key -> what its records changed
+        self.touched: dict[bytes, int] = {}  # key -> partition, of the batch's records
 
     def handle(self, event: faust.EventT, out: list[Message]) -> None:
         record = decode(self._decoder, event.value)
@@ -51,7 +52,8 @@ class _Statistics(Stage):
         state = self.states.get(message.key)
         self.restore(message.key, state, record)
         self.publish(message.key, self.core.apply(state, record, due), out)
-        if self.tidy(message.key, message.partition, state) or due:
+        self.touched[message.key] = message.partition
+        if due:
             self.states.changed(message.key, message.partition)
 
     def restore(self, key: bytes, state: Any, record: Any) -> None:
@@ -62,6 +64,10 @@ class _Statistics(Stage):
         return False
 
     def finish(self, out: list[Message]) -> list[Message]:
+        touched, self.touched = self.touched, {}
+        for key, partition in touched.items():
+            if self.tidy(key, partition, self.states.get(key)):
+                self.states.changed(key, partition)
         due, self.due = self.due, {}
         for key, changed in due.items():
             try:
