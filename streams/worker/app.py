@@ -21,6 +21,7 @@ from tickwire.streams.worker.outbox import Outbox
 from tickwire.streams.worker.sequence import Beginnings, Sequence, StuckRecovery, hand_over_every_record
 from tickwire.streams.worker.stage import Stage, StageContext
 from tickwire.streams.worker.state import KeyedStates
+from tickwire.streams.worker.take import ready_batches
 
 _RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 
@@ -118,7 +119,7 @@ def _install(app: faust.App, stage_type: type[Stage], context: StageContext, out
     inputs = app.topic(*(context.names[t] for t in stage_type.inputs), partitions=stage_type.inputs[0].partitions, **_RAW)
 
     async def agent(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.worker_batch_events, within=settings.worker_batch_within_s):
+        async for events in ready_batches(stream, settings.worker_batch_events, settings.worker_batch_within_s):
             await checkpoint.run(events)
 
     app.agent(inputs, name=stage_type.name)(agent)

@@ -65,6 +65,10 @@ VARIANTS = {
     "every_stage": [{}],
     "correlations_apart": [{"TICKWIRE_WORKER_STAGES": _EXECUTION}, {"TICKWIRE_WORKER_STAGES": "correlations", "TICKWIRE_PROCESSOR_GROUP": "{group}-correlations"}],
     "execution_only": [{"TICKWIRE_CORRELATION_TIMEFRAMES": ""}],
+    "portfolios_apart": [
+        {"TICKWIRE_CORRELATION_TIMEFRAMES": "", "TICKWIRE_WORKER_STAGES": "symbols,candles,model_statistics,strategy_statistics"},
+        {"TICKWIRE_CORRELATION_TIMEFRAMES": "", "TICKWIRE_WORKER_STAGES": "portfolios", "TICKWIRE_PROCESSOR_GROUP": "{group}-portfolios"},
+    ],
 }
 START = datetime(2026, 1, 5, tzinfo=timezone.utc)
 _encode = msgspec.json.Encoder().encode
