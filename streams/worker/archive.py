@@ -1,5 +1,6 @@
-"""Values a key's record no longer changes (a symbol's settled trades), each under a key of
-its own beside the record: written once, read back by id, deleted when their time is up.
+"""Values a key's record no longer changes (a symbol's settled trades, a strategy's counted
+trade ids), each under a key of its own beside the record: written once, read back by id,
+deleted when their time is up.
 
 A record is written whole each batch it changes, so one that kept a week of closed
 trades would write them all again for every bar (a symbol trading every few minutes
@@ -36,7 +37,7 @@ class Archive:
         """``expires(value)``: when a value's time is up, on the clock ``tidy`` is given."""
         self.states, self.codec, self.expires = states, codec, expires
         self.marker = f"\x00{kind}/".encode()
-        self._due: dict[bytes, list[tuple[int, bytes]]] | None = None  # owner -> heap of (expiry µs, key)
+        self._due: dict[bytes, list[tuple[int, bytes]]] | None = None  # owner -> heap of (expiry, key)
 
     def key(self, owner: bytes, item_id: str) -> bytes:
         return owner + self.marker + item_id.encode()
@@ -56,9 +57,10 @@ class Archive:
             return None
 
     def put(self, owner: bytes, partition: int, item_id: str, value: Any) -> bool:
-        """Archive ``value`` (once); whether the broker has it, so its record may drop it."""
+        """Archive ``value`` (once); whether the broker has it, so its record may drop it (not
+        while a write or a deletion of it waits: the record keeps it, and puts it again)."""
         key = self.key(owner, item_id)
-        if self.states.stored(key):
+        if self.states.stored(key) and not self.states.pending(key):
             return True
         if not self.states.pending(key):
             self.states.changed(key, partition, Encoded(self.codec.encode(value)))

@@ -967,6 +967,7 @@ async def test_an_archived_value_leaves_its_record_only_once_written_and_expires
     assert archive.owns(archive.key(b"AAA", "1")) and not archive.owns(b"AAA")
     archive.reset()  # partitions moved: what expires when is read back from the table
     archive.expire(b"AAA", 3, 150)
+    assert archive.put(b"AAA", 3, "1", {"until": 100}) is False  # its deletion waits: the record must keep it
     await store.write(5)
     assert (3, archive.key(b"AAA", "1"), None) in table.sent
     assert archive.get(b"AAA", "1") is None and archive.get(b"AAA", "2") == {"until": 200}
