@@ -21,6 +21,11 @@ are not samples), grouped by model_version, model_type and the UTC day of
   sum over bins of (n_bin / n) * |accuracy_bin - mean confidence_bin|.
 - ``<regime>_accuracy``: accuracy of the predictions whose symbol was in that regime
   at ``predicted_at`` (the outcome's ``regime``); ``None`` without such predictions.
+- A day is kept as sums (``DayTotals``), not as its predictions: counts, the Brier sum,
+  each calibration bin's count, hits and confidence sum, and, for the AUC, the positives
+  and negatives at each score rounded to ``AUC_STEP`` (1e-4: scores closer than that
+  count as ties; a model's confidences rarely carry more digits). A prediction is counted
+  once, by its id.
 
 Strategies (``strategy_performance``), over closed trades (``outcome_type`` not OPEN),
 grouped by strategy_id, model_version and the DAY, WEEK (ISO, from Monday) or MONTH
@@ -103,7 +108,7 @@ import math
 from bisect import insort
 from calendar import monthrange
 from datetime import date, datetime, timedelta, timezone
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import msgspec
 
@@ -120,6 +125,7 @@ SCORE_WEIGHTS = {"risk_adjusted": 0.35, "win_rate": 0.25, "drawdown": 0.2, "cons
 FULL_SHARPE = 3.0
 ZERO_DRAWDOWN = 0.25
 REORDER_TRADES = 128
+AUC_STEP = 1e-4
 
 
 class PredictionSample(msgspec.Struct, array_like=True, frozen=True):
@@ -215,6 +221,74 @@ def classification(samples: Sequence[PredictionSample]) -> dict[str, float | Non
     for regime in REGIMES:
         metrics[f"{regime}_accuracy"] = _mean([s.predicted == s.actual for s in samples if s.regime == regime])
     return metrics
+
+
+class DayTotals(msgspec.Struct, array_like=True):
+    """A model's day of validated predictions as sums: its row, whatever the day's count."""
+
+    n: int = 0
+    correct: int = 0
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    scored: int = 0  # with a confidence
+    brier_sum: float = 0.0
+    bins: list[tuple[int, int, float]] = []  # per calibration bin: (count, hits, confidence sum)
+    regimes: dict[str, tuple[int, int]] = {}  # regime -> (count, hits)
+    scores: dict[int, tuple[int, int]] = {}  # AUC score / AUC_STEP -> (positives, negatives)
+
+    def add(self, sample: PredictionSample) -> None:
+        hit = sample.predicted == sample.actual
+        self.n += 1
+        self.correct += hit
+        self.tp += sample.predicted == "LONG" and sample.actual == "LONG"
+        self.fp += sample.predicted == "LONG" and sample.actual != "LONG"
+        self.fn += sample.predicted != "LONG" and sample.actual == "LONG"
+        if sample.regime is not None:
+            count, hits = self.regimes.get(sample.regime, (0, 0))
+            self.regimes[sample.regime] = (count + 1, hits + hit)
+        confidence = sample.confidence
+        if confidence is None:
+            return
+        self.scored += 1
+        self.brier_sum += (confidence - hit) ** 2
+        if not self.bins:
+            self.bins = [(0, 0, 0.0)] * ECE_BINS
+        b = min(int(confidence * ECE_BINS), ECE_BINS - 1)
+        count, hits, total = self.bins[b]
+        self.bins[b] = (count + 1, hits + hit, total + confidence)
+        if sample.predicted in ("LONG", "SHORT"):
+            score = round((confidence if sample.predicted == "LONG" else 1.0 - confidence) / AUC_STEP)
+            positives, negatives = self.scores.get(score, (0, 0))
+            self.scores[score] = (positives + 1, negatives) if sample.actual == "LONG" else (positives, negatives + 1)
+
+    def metrics(self) -> dict[str, float | None]:
+        """``classification`` of the day's predictions, from the sums."""
+        precision, recall = _div(self.tp, self.tp + self.fp), _div(self.tp, self.tp + self.fn)
+        f1 = None if precision is None or recall is None else (2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+        metrics: dict[str, float | None] = {
+            "accuracy": _div(self.correct, self.n), "precision": precision, "recall": recall, "f1_score": f1,
+            "auc_roc": self._auc(), "brier_score": _div(self.brier_sum, self.scored),
+            "expected_calibration_error": sum(
+                count / self.scored * abs(hits / count - total / count) for count, hits, total in self.bins if count
+            ) if self.scored else None,
+        }
+        for regime in REGIMES:
+            count, hits = self.regimes.get(regime, (0, 0))
+            metrics[f"{regime}_accuracy"] = _div(hits, count)
+        return metrics
+
+    def _auc(self) -> float | None:
+        positives = sum(p for p, _ in self.scores.values())
+        negatives = sum(n for _, n in self.scores.values())
+        if not positives or not negatives:
+            return None
+        below = wins = 0.0
+        for score in sorted(self.scores):
+            p, n = self.scores[score]
+            wins += p * (below + n / 2)
+            below += n
+        return wins / (positives * negatives)
 
 
 def wilson_lower_bound(wins: int, n: int, z: float = WILSON_Z) -> float | None:
@@ -410,20 +484,22 @@ def period_end(start: date, period_type: str) -> int:
 
 
 class ModelPerformanceState(msgspec.Struct):
-    """Validated samples per (model_version, model_type, day), keyed by prediction_id."""
+    """Each (model_version, model_type, day)'s sums; the predictions counted, by id."""
 
-    groups: dict[str, dict[str, PredictionSample]] = {}
+    groups: dict[str, DayTotals] = {}
     latest_day: int = 0  # date.toordinal() of the latest predicted_at seen
+    counted: dict[str, int] = {}  # prediction_id -> the ordinal of its day
 
 
 class ModelPerformance:
-    """Keeps each day's samples and makes the day's row from them: ``apply`` takes an
-    outcome in and marks its day, ``rows`` makes the marked days' rows, so a batch of a
-    model's outcomes makes each day's row once.
+    """Adds each validated outcome to its day's sums and makes the day's row from them:
+    ``apply`` takes an outcome in and marks its day, ``rows`` makes the marked days' rows,
+    so a batch of a model's outcomes makes each day's row once.
 
     A day is kept ``retention_days`` after the latest predicted_at seen; an outcome
-    for an older day is ignored (its row would be recomputed from that one sample).
-    Re-sent outcomes replace themselves, so redelivery changes nothing.
+    for an older day is ignored. An outcome is counted once (its prediction's id is
+    kept as long as its day), so redelivery changes nothing; the caller may keep the ids
+    outside the state (``settled``, ``restore``), as for strategies.
     """
 
     def __init__(self, *, retention_days: int = 35) -> None:
@@ -446,27 +522,43 @@ class ModelPerformance:
             return []
         for key in [k for k in state.groups if date.fromisoformat(k.rsplit("\x1f", 1)[1]).toordinal() < horizon]:
             del state.groups[key]
+        for prediction_id in [i for i, counted in state.counted.items() if counted < horizon]:
+            del state.counted[prediction_id]
+        prediction_id = str(outcome.prediction_id)
+        if prediction_id in state.counted:
+            return []
+        state.counted[prediction_id] = day.toordinal()
         key = "\x1f".join((outcome.model_version, outcome.model_type, day.isoformat()))
-        state.groups.setdefault(key, {})[str(outcome.prediction_id)] = PredictionSample(
+        state.groups.setdefault(key, DayTotals()).add(PredictionSample(
             outcome.predicted_direction, outcome.actual_direction, outcome.confidence_score, outcome.regime
-        )
+        ))
         due[key] = None
         return []
+
+    @staticmethod
+    def settled(state: ModelPerformanceState) -> list[str]:
+        """Every id counted: an outcome is final."""
+        return list(state.counted)
+
+    @staticmethod
+    def restore(state: ModelPerformanceState, prediction_id: str, day: int) -> None:
+        state.counted.setdefault(prediction_id, day)
+
+    def expires(self, day: int) -> int:
+        """The last latest day a counted id is needed on: after it, its outcome is ignored."""
+        return day + self.retention_days
 
     def rows(self, state: ModelPerformanceState, due: dict[str, None]) -> list[ModelPerformanceRow]:
         rows = []
         for key in due:
             if key in state.groups:
                 model_version, model_type, day = key.split("\x1f")
-                rows.append(model_performance_row(model_version, model_type, date.fromisoformat(day), state.groups[key].values()))
+                totals = state.groups[key]
+                rows.append(ModelPerformanceRow(
+                    model_version=model_version, model_type=model_type, evaluation_date=date.fromisoformat(day),
+                    testing_samples=totals.n, **totals.metrics(),
+                ))
         return rows
-
-
-def model_performance_row(model_version: str, model_type: str, day: date, samples: Iterable[PredictionSample]) -> ModelPerformanceRow:
-    samples = list(samples)
-    return ModelPerformanceRow(
-        model_version=model_version, model_type=model_type, evaluation_date=day, testing_samples=len(samples), **classification(samples)
-    )
 
 
 class StrategyPerformanceState(msgspec.Struct):

@@ -4,14 +4,17 @@ A batch takes every record into its key's statistics first and makes the rows th
 at its end (``finish``): a row is made once per batch, not once per record, whatever the
 rate. Both cores are idempotent by construction: a re-sent outcome replaces itself in its
 day's samples, a re-sent trade is counted once, so a redelivery changes nothing (no
-offsets kept, see ``worker.stage.redelivered``). The ids of the trades a strategy counted
-whole sit under keys of their own beside its record (``worker.archive``), not in it: a
-strategy closing thousands of trades a day would write them all with every batch.
+offsets kept, see ``worker.stage.redelivered``). The ids a key counted (a model's
+predictions, a strategy's trades, once their regimes are counted too) sit under keys of
+their own beside its record (``worker.archive``), not in it: a model validating a
+prediction a minute for each of 500 symbols, or a strategy closing thousands of trades
+a day, would write them all with every batch.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import date
 from typing import Any
 
 import faust
@@ -21,7 +24,8 @@ from tickwire.schemas.signals import PredictionOutcome, RegimePerformanceRow, St
 from tickwire.schemas.topics import MODEL_PERFORMANCE, OUTCOMES, REGIME_PERFORMANCE, STRATEGY_PERFORMANCE, STRATEGY_SCORES, TRADE_OUTCOMES
 from tickwire.schemas.market import from_epoch_us
 from tickwire.streams.performance import (
-    ModelPerformance, ModelPerformanceState, StrategyPerformance, StrategyPerformanceState, Totals, TradeSample,
+    DayTotals, ModelPerformance, ModelPerformanceState, PredictionSample, StrategyPerformance, StrategyPerformanceState, Totals,
+    TradeSample,
 )
 from tickwire.streams.worker.archive import Archive
 from tickwire.streams.worker.outbox import Message
@@ -33,10 +37,13 @@ log = logging.getLogger("tickwire.worker")
 
 class _Statistics(Stage):
     """An input record into its key's statistics (``core.apply``); the rows the batch
-    changed made once at its end (``core.rows``) and published."""
+    changed made once at its end (``core.rows``) and published. The ids the core counted
+    and settled move to the archive at the batch's end, and come back when a record of
+    one arrives again."""
 
     _decoder: msgspec.json.Decoder
     core: Any
+    counted: Archive
     topic: str
     topics: dict[type, str] = {}  # rows of these types go to their own topic, not ``topic``
 
@@ -44,6 +51,10 @@ class _Statistics(Stage):
         super().__init__(context, states)
         self.due: dict[bytes, dict] = {}  # key -> what its records changed
         self.touched: dict[bytes, int] = {}  # key -> partition, of the batch's records
+
+    @staticmethod
+    def id_of(record: Any) -> str:
+        raise NotImplementedError
 
     def handle(self, event: faust.EventT, out: list[Message]) -> None:
         record = decode(self._decoder, event.value)
@@ -56,12 +67,23 @@ class _Statistics(Stage):
         if due:
             self.states.changed(message.key, message.partition)
 
+    def assigned(self) -> None:
+        super().assigned()
+        self.counted.reset()
+
     def restore(self, key: bytes, state: Any, record: Any) -> None:
-        """What ``record`` needs of ``state`` that is kept outside it, back in it."""
+        """``record``'s id back in ``state`` if the archive has it (counted already)."""
+        item_id = self.id_of(record)
+        if item_id not in state.counted:
+            counted = self.counted.get(key, item_id)
+            if counted is not None:
+                self.core.restore(state, item_id, counted)
 
     def tidy(self, key: bytes, partition: int, state: Any) -> bool:
-        """Move out of ``state`` what can no longer change; whether ``state`` changed."""
-        return False
+        """The settled ids out of ``state`` (once the archive has them); whether it changed."""
+        before = len(state.counted)
+        self.counted.tidy(key, partition, state.counted, self.core.settled(state), state.latest_day)
+        return len(state.counted) != before
 
     def finish(self, out: list[Message]) -> list[Message]:
         touched, self.touched = self.touched, {}
@@ -81,18 +103,43 @@ class _Statistics(Stage):
             out.append((self.topics.get(type(row), self.topic), key, self.context.encode(row), []))
 
 
+class _ModelPerformanceStateV1(msgspec.Struct):
+    """Layout 1 kept every validated prediction of a day, and recomputed its row from all of them."""
+
+    groups: dict[str, dict[str, PredictionSample]] = {}
+    latest_day: int = 0
+
+
+def _model_from_v1(old: _ModelPerformanceStateV1) -> ModelPerformanceState:
+    state = ModelPerformanceState(latest_day=old.latest_day)
+    for key, samples in old.groups.items():
+        totals = state.groups[key] = DayTotals()
+        day = date.fromisoformat(key.rsplit("\x1f", 1)[1]).toordinal()
+        for prediction_id, sample in samples.items():
+            totals.add(sample)
+            state.counted[prediction_id] = day
+    return state
+
+
 class ModelStatistics(_Statistics):
     """Per model version: each day's accuracy and calibration."""
 
     name = "model_statistics"
     inputs = (OUTCOMES,)
-    table = StateTable("model-performance", OUTCOMES, StateCodec(ModelPerformanceState, ModelPerformanceState))
+    table = StateTable("model-performance", OUTCOMES, StateCodec(
+        ModelPerformanceState, ModelPerformanceState, version=2, upgrades={1: (_ModelPerformanceStateV1, _model_from_v1)},
+    ))
     _decoder = msgspec.json.Decoder(PredictionOutcome)
 
     def __init__(self, context: StageContext, states: KeyedStates) -> None:
         super().__init__(context, states)
         self.core = ModelPerformance(retention_days=context.settings.model_performance_days)
+        self.counted = Archive(states, StateCodec(int, int), "counted", self.core.expires)
         self.topic = context.names[MODEL_PERFORMANCE]
+
+    @staticmethod
+    def id_of(outcome: PredictionOutcome) -> str:
+        return str(outcome.prediction_id)
 
 
 class _RegimeTotalsV1(msgspec.Struct, array_like=True):
@@ -183,18 +230,6 @@ class StrategyStatistics(_Statistics):
         self.topic = context.names[STRATEGY_PERFORMANCE]
         self.topics = {StrategyScoreRow: context.names[STRATEGY_SCORES], RegimePerformanceRow: context.names[REGIME_PERFORMANCE]}
 
-    def assigned(self) -> None:
-        super().assigned()
-        self.counted.reset()
-
-    def restore(self, key: bytes, state: StrategyPerformanceState, trade: TradeOutcomeRow) -> None:
-        trade_id = str(trade.trade_id)
-        if trade_id not in state.counted:
-            counted = self.counted.get(key, trade_id)
-            if counted is not None:
-                self.core.restore(state, trade_id, counted)
-
-    def tidy(self, key: bytes, partition: int, state: StrategyPerformanceState) -> bool:
-        before = len(state.counted)
-        self.counted.tidy(key, partition, state.counted, self.core.settled(state), state.latest_day)
-        return len(state.counted) != before
+    @staticmethod
+    def id_of(trade: TradeOutcomeRow) -> str:
+        return str(trade.trade_id)

@@ -8,12 +8,15 @@ import statistics
 import uuid
 from datetime import date, datetime, timedelta, timezone
 
+import msgspec
 import pytest
 
 from tickwire.schemas.signals import (
     PredictionOutcome, RegimePerformanceRow, StrategyPerformanceRow, StrategyScoreRow, TradeOutcomeRow, feature_hash,
 )
 from tickwire.streams.performance import (
+    REGIMES,
+    DayTotals,
     ModelPerformance,
     ModelPerformanceState,
     PredictionSample,
@@ -354,6 +357,26 @@ def outcome(pid: int, predicted_at: datetime, predicted: str, actual: str | None
     )
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_days_sums_give_the_figures_over_its_predictions(seed: int) -> None:
+    rng = random.Random(seed)
+    samples = [
+        PredictionSample(rng.choice(("LONG", "SHORT", "NEUTRAL")), rng.choice(("LONG", "SHORT", "NEUTRAL")),
+                         None if rng.random() < 0.1 else round(rng.random(), rng.choice((2, 4))), rng.choice((None, *REGIMES)))
+        for _ in range(2000)
+    ]
+    totals = DayTotals()
+    for sample in samples:
+        totals.add(sample)
+    expected = classification(samples)
+    # The AUC's scores are counted to 1e-4: 1 - 0.1234 for a SHORT ties 0.8766 for a LONG, as it should.
+    directional = [x for x in samples if x.confidence is not None and x.predicted in ("LONG", "SHORT")]
+    expected["auc_roc"] = auc([round(x.confidence if x.predicted == "LONG" else 1 - x.confidence, 4) for x in directional],
+                              [x.actual == "LONG" for x in directional])
+    assert totals.metrics() == {name: pytest.approx(value) if value is not None else None for name, value in expected.items()}
+    assert len(msgspec.msgpack.encode(totals)) < 120_000  # at most one score per 1e-4 step, whatever the count
+
+
 def test_model_aggregation_by_day() -> None:
     agg, state = ModelPerformance(), ModelPerformanceState()
     t = datetime(2026, 3, 2, 23, 58, tzinfo=timezone.utc)
@@ -362,7 +385,9 @@ def test_model_aggregation_by_day() -> None:
     row = agg.add(state, outcome(2, t, "SHORT", "LONG", 0.7, "ranging"))
     assert row is not None and row.evaluation_date == date(2026, 3, 2) and row.testing_samples == 2
     assert row.accuracy == 0.5 and row.ranging_accuracy == 0.5 and row.precision == 1.0 and row.recall == 0.5
-    assert agg.add(state, outcome(2, t, "SHORT", "LONG", 0.7, "ranging")) == row  # redelivered
+    before = msgspec.msgpack.encode(state)
+    assert agg.add(state, outcome(2, t, "SHORT", "LONG", 0.7, "ranging")) is None  # redelivered: counted once
+    assert msgspec.msgpack.encode(state) == before
     nxt = agg.add(state, outcome(3, t + timedelta(minutes=5), "LONG", "SHORT", 0.9))
     assert nxt is not None and nxt.evaluation_date == date(2026, 3, 3) and nxt.testing_samples == 1
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import zlib
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import msgspec
@@ -1201,6 +1201,57 @@ async def test_a_strategys_counted_trades_leave_its_record_and_expire_with_the_l
     window = {str(t.trade_id) for t in trades if t.exit_time.toordinal() > last_day - 8}
     assert kept | set(stage.states.get(b"s1").counted) == window
     assert batch([trades[-1000]]) == [] and stage.finish([]) == []  # counted already: a re-sent one changes nothing
+
+
+async def test_a_models_day_is_kept_as_sums_and_its_counted_ids_beside_its_record():
+    """Four days of a model validating 2,000 predictions a day: the record written with
+    each batch holds each day's sums, not its predictions; the ids of the days within
+    the retention sit under keys of their own; each day's row is the figures over all of
+    its predictions; and a state the first layout wrote (every prediction) reads into the
+    same sums."""
+    from tickwire.schemas.topics import MODEL_PERFORMANCE, OUTCOMES
+    from tickwire.streams.performance import PredictionSample, classification
+    from tickwire.streams.stages.statistics import ModelStatistics, _ModelPerformanceStateV1
+    from tests.streams.test_performance import outcome
+
+    metrics, settings, table = Metrics(CollectorRegistry()), Settings(), _Table()
+    topic = settings.topic(OUTCOMES.name)
+    stage = ModelStatistics(context(metrics), states(table, ModelStatistics.table.codec, metrics))
+    rng, start = random.Random(4), datetime(2026, 3, 2, tzinfo=timezone.utc)
+    outcomes = [outcome(i + 1, start + timedelta(seconds=43.2 * i), rng.choice(("LONG", "SHORT")), rng.choice(("LONG", "SHORT")),
+                        round(rng.random(), 2), "ranging") for i in range(4 * 2000)]
+    rows, sizes = {}, []
+
+    def batch(chunk: list) -> list[dict]:
+        out = []
+        for item in chunk:
+            stage.handle(SimpleNamespace(value=msgspec.json.encode(item), message=SimpleNamespace(
+                topic=topic, partition=2, offset=0, key=b"v1")), out)
+        return [msgspec.json.decode(v) for t, _, v, _ in stage.finish(out) if t == settings.topic(MODEL_PERFORMANCE.name)]
+
+    for n in range(0, len(outcomes), 100):
+        for row in batch(outcomes[n:n + 100]):
+            rows[row["evaluation_date"]] = row
+        await stage.states.write(5)
+        sizes.append(len(table.data[b"v1"]))
+    by_day: dict[str, list] = {}
+    for item in outcomes:
+        by_day.setdefault(item.predicted_at.date().isoformat(), []).append(
+            PredictionSample(item.predicted_direction, item.actual_direction, item.confidence_score, item.regime))
+    for day, samples in by_day.items():
+        expected = {name: pytest.approx(value) for name, value in classification(samples).items()
+                    if value is not None and name != "auc_roc"}  # its scores to 1e-4: test_performance
+        assert rows[day]["testing_samples"] == len(samples) and {k: rows[day][k] for k in expected} == expected
+    assert max(sizes) < 20_000  # three days of sums and a batch's ids; three days of predictions were about 400 KB
+    state = stage.states.get(b"v1")
+    kept = {key.split(b"\x00counted/")[1].decode() for key in table.data if b"\x00counted/" in key}
+    assert kept | set(state.counted) == {str(o.prediction_id) for o in outcomes if o.predicted_at.date() >= date(2026, 3, 3)}
+    assert batch([outcomes[-3000]]) == []  # counted already: a re-sent one changes nothing
+
+    old = _ModelPerformanceStateV1(groups={f"v1\x1fdirection\x1f{day}": {f"{day}/{i}": s for i, s in enumerate(samples)}
+                                           for day, samples in by_day.items()}, latest_day=state.latest_day)
+    upgraded = ModelStatistics.table.codec.decode(msgspec.msgpack.encode(old))
+    assert all(upgraded.groups[key] == totals for key, totals in state.groups.items()) and len(upgraded.counted) == 8000
 
 
 def test_a_worker_runs_the_stages_it_is_given_and_refuses_unknown_ones():
