@@ -145,10 +145,6 @@ class TradeSample(msgspec.Struct, array_like=True, frozen=True):
     regime: str | None = None  # on the base timeframe, when the trade opened
 
 
-def _mean(values: Sequence[float]) -> float | None:
-    return sum(values) / len(values) if values else None
-
-
 def _div(num: float, den: float) -> float | None:
     return num / den if den else None
 
@@ -156,71 +152,6 @@ def _div(num: float, den: float) -> float | None:
 def clamp_ratio(value: float | None) -> float | None:
     """A ratio within the DECIMAL(8, 4) columns, so an extreme value cannot make its row unwritable."""
     return None if value is None else max(-RATIO_LIMIT, min(RATIO_LIMIT, value))
-
-
-def auc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
-    """Mann-Whitney AUC: P(score of a positive > score of a negative), ties one half."""
-    order = sorted(range(len(scores)), key=scores.__getitem__)
-    ranks = [0.0] * len(scores)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    pos = sum(labels)
-    neg = len(labels) - pos
-    if not pos or not neg:
-        return None
-    rank_sum = sum(r for r, y in zip(ranks, labels) if y)
-    return (rank_sum - pos * (pos + 1) / 2) / (pos * neg)
-
-
-def brier(confidences: Sequence[float], correct: Sequence[bool]) -> float | None:
-    return _mean([(c - y) ** 2 for c, y in zip(confidences, correct)])
-
-
-def expected_calibration_error(confidences: Sequence[float], correct: Sequence[bool], bins: int = ECE_BINS) -> float | None:
-    if not confidences:
-        return None
-    members: list[list[int]] = [[] for _ in range(bins)]
-    for i, c in enumerate(confidences):
-        members[min(int(c * bins), bins - 1)].append(i)
-    n = len(confidences)
-    return sum(
-        len(m) / n * abs(sum(correct[i] for i in m) / len(m) - sum(confidences[i] for i in m) / len(m)) for m in members if m
-    )
-
-
-def classification(samples: Sequence[PredictionSample]) -> dict[str, float | None]:
-    """The model_performance metrics of ``samples`` (see the module docstring)."""
-    correct = [s.predicted == s.actual for s in samples]
-    tp = sum(s.predicted == "LONG" and s.actual == "LONG" for s in samples)
-    fp = sum(s.predicted == "LONG" and s.actual != "LONG" for s in samples)
-    fn = sum(s.predicted != "LONG" and s.actual == "LONG" for s in samples)
-    precision, recall = _div(tp, tp + fp), _div(tp, tp + fn)
-    f1 = None if precision is None or recall is None else (2 * precision * recall / (precision + recall) if precision + recall else 0.0)
-    scored = [s for s in samples if s.confidence is not None]
-    directional = [s for s in scored if s.predicted in ("LONG", "SHORT")]
-    confidences = [s.confidence for s in scored]
-    scored_correct = [s.predicted == s.actual for s in scored]
-    metrics: dict[str, float | None] = {
-        "accuracy": _mean(correct),
-        "precision": precision,
-        "recall": recall,
-        "f1_score": f1,
-        "auc_roc": auc(
-            [s.confidence if s.predicted == "LONG" else 1.0 - s.confidence for s in directional],
-            [s.actual == "LONG" for s in directional],
-        ),
-        "brier_score": brier(confidences, scored_correct),
-        "expected_calibration_error": expected_calibration_error(confidences, scored_correct),
-    }
-    for regime in REGIMES:
-        metrics[f"{regime}_accuracy"] = _mean([s.predicted == s.actual for s in samples if s.regime == regime])
-    return metrics
 
 
 class DayTotals(msgspec.Struct, array_like=True):

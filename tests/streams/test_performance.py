@@ -24,9 +24,6 @@ from tickwire.streams.performance import (
     StrategyPerformanceState,
     Totals,
     TradeSample,
-    auc,
-    classification,
-    expected_calibration_error,
     period_days,
     period_start,
     strategy_stats,
@@ -40,6 +37,14 @@ def us(ts: datetime) -> int:
     return int(ts.timestamp()) * 1_000_000
 
 
+def metrics_of(samples: list[PredictionSample]) -> dict:
+    """A day's figures, as the model statistics make them: from its sums."""
+    totals = DayTotals()
+    for sample in samples:
+        totals.add(sample)
+    return totals.metrics()
+
+
 def test_classification_hand_computed() -> None:
     samples = [
         PredictionSample("LONG", "LONG", 0.9, "trending_up"),
@@ -49,7 +54,7 @@ def test_classification_hand_computed() -> None:
         PredictionSample("NEUTRAL", "NEUTRAL", 0.5, "ranging"),
         PredictionSample("LONG", "NEUTRAL", None, None),
     ]
-    m = classification(samples)
+    m = metrics_of(samples)
     assert m["accuracy"] == pytest.approx(0.5)
     assert m["precision"] == pytest.approx(1 / 3) and m["recall"] == pytest.approx(0.5) and m["f1_score"] == pytest.approx(0.4)
     # P(LONG) scores: 0.9 (LONG), 0.6 (not), 0.2 (not), 0.3 (LONG): 3 of 4 pairs ordered right
@@ -60,12 +65,12 @@ def test_classification_hand_computed() -> None:
 
 
 def test_classification_undefined_cases() -> None:
-    m = classification([PredictionSample("SHORT", "SHORT", None), PredictionSample("NEUTRAL", "SHORT", None)])
+    m = metrics_of([PredictionSample("SHORT", "SHORT", None), PredictionSample("NEUTRAL", "SHORT", None)])
     assert m["precision"] is None and m["recall"] is None and m["f1_score"] is None
     assert m["auc_roc"] is None and m["brier_score"] is None and m["expected_calibration_error"] is None
-    m = classification([PredictionSample("LONG", "SHORT", 0.8), PredictionSample("SHORT", "LONG", 0.8)])
+    m = metrics_of([PredictionSample("LONG", "SHORT", 0.8), PredictionSample("SHORT", "LONG", 0.8)])
     assert m["precision"] == 0.0 and m["recall"] == 0.0 and m["f1_score"] == 0.0 and m["auc_roc"] == 0.0
-    assert classification([])["accuracy"] is None
+    assert metrics_of([])["accuracy"] is None
 
 
 def reference_auc(scores: list[float], labels: list[bool]) -> float:
@@ -85,14 +90,41 @@ def reference_ece(conf: list[float], correct: list[bool]) -> float:
     return total
 
 
+def reference_classification(samples: list[PredictionSample]) -> dict:
+    """The module docstring's figures, straight over the samples."""
+    def mean(values: list) -> float | None:
+        return statistics.fmean(values) if values else None
+
+    tp = sum(s.predicted == "LONG" and s.actual == "LONG" for s in samples)
+    fp = sum(s.predicted == "LONG" and s.actual != "LONG" for s in samples)
+    fn = sum(s.predicted != "LONG" and s.actual == "LONG" for s in samples)
+    precision, recall = (tp / (tp + fp) if tp + fp else None), (tp / (tp + fn) if tp + fn else None)
+    scored = [s for s in samples if s.confidence is not None]
+    directional = [s for s in scored if s.predicted in ("LONG", "SHORT")]
+    labels = [s.actual == "LONG" for s in directional]
+    metrics = {
+        "accuracy": mean([s.predicted == s.actual for s in samples]), "precision": precision, "recall": recall,
+        "f1_score": None if precision is None or recall is None else (2 * precision * recall / (precision + recall) if precision + recall else 0.0),
+        # The scores to 1e-4, as counted: 1 - 0.1234 for a SHORT ties 0.8766 for a LONG.
+        "auc_roc": reference_auc([round(s.confidence if s.predicted == "LONG" else 1 - s.confidence, 4) for s in directional], labels)
+        if 0 < sum(labels) < len(labels) else None,
+        "brier_score": mean([(s.confidence - (s.predicted == s.actual)) ** 2 for s in scored]),
+        "expected_calibration_error": reference_ece([s.confidence for s in scored], [s.predicted == s.actual for s in scored]) if scored else None,
+    }
+    for regime in REGIMES:
+        metrics[f"{regime}_accuracy"] = mean([s.predicted == s.actual for s in samples if s.regime == regime])
+    return metrics
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_auc_and_ece_against_reference(seed: int) -> None:
     rng = random.Random(seed)
-    scores = [rng.choice([0.1, 0.25, 0.5, 0.75, 1.0, rng.random()]) for _ in range(300)]  # many ties
+    scores = [rng.choice([0.1, 0.25, 0.5, 0.75, 1.0, round(rng.random(), 4)]) for _ in range(300)]  # many ties
     labels = [rng.random() < s for s in scores]
-    assert auc(scores, labels) == pytest.approx(reference_auc(scores, labels), abs=1e-12)
-    assert expected_calibration_error(scores, labels) == pytest.approx(reference_ece(scores, labels), abs=1e-12)
-    assert auc(scores, [True] * len(scores)) is None
+    m = metrics_of([PredictionSample("LONG", "LONG" if y else "SHORT", s) for s, y in zip(scores, labels)])
+    assert m["auc_roc"] == pytest.approx(reference_auc(scores, labels), abs=1e-12)
+    assert m["expected_calibration_error"] == pytest.approx(reference_ece(scores, labels), abs=1e-12)
+    assert metrics_of([PredictionSample("LONG", "LONG", s) for s in scores])["auc_roc"] is None
 
 
 def test_wilson_lower_bound() -> None:
@@ -368,11 +400,7 @@ def test_a_days_sums_give_the_figures_over_its_predictions(seed: int) -> None:
     totals = DayTotals()
     for sample in samples:
         totals.add(sample)
-    expected = classification(samples)
-    # The AUC's scores are counted to 1e-4: 1 - 0.1234 for a SHORT ties 0.8766 for a LONG, as it should.
-    directional = [x for x in samples if x.confidence is not None and x.predicted in ("LONG", "SHORT")]
-    expected["auc_roc"] = auc([round(x.confidence if x.predicted == "LONG" else 1 - x.confidence, 4) for x in directional],
-                              [x.actual == "LONG" for x in directional])
+    expected = reference_classification(samples)
     assert totals.metrics() == {name: pytest.approx(value) if value is not None else None for name, value in expected.items()}
     assert len(msgspec.msgpack.encode(totals)) < 120_000  # at most one score per 1e-4 step, whatever the count
 

@@ -1210,9 +1210,9 @@ async def test_a_models_day_is_kept_as_sums_and_its_counted_ids_beside_its_recor
     its predictions; and a state the first layout wrote (every prediction) reads into the
     same sums."""
     from tickwire.schemas.topics import MODEL_PERFORMANCE, OUTCOMES
-    from tickwire.streams.performance import PredictionSample, classification
+    from tickwire.streams.performance import PredictionSample
     from tickwire.streams.stages.statistics import ModelStatistics, _ModelPerformanceStateV1
-    from tests.streams.test_performance import outcome
+    from tests.streams.test_performance import outcome, reference_classification
 
     metrics, settings, table = Metrics(CollectorRegistry()), Settings(), _Table()
     topic = settings.topic(OUTCOMES.name)
@@ -1239,8 +1239,7 @@ async def test_a_models_day_is_kept_as_sums_and_its_counted_ids_beside_its_recor
         by_day.setdefault(item.predicted_at.date().isoformat(), []).append(
             PredictionSample(item.predicted_direction, item.actual_direction, item.confidence_score, item.regime))
     for day, samples in by_day.items():
-        expected = {name: pytest.approx(value) for name, value in classification(samples).items()
-                    if value is not None and name != "auc_roc"}  # its scores to 1e-4: test_performance
+        expected = {name: pytest.approx(value) for name, value in reference_classification(samples).items() if value is not None}
         assert rows[day]["testing_samples"] == len(samples) and {k: rows[day][k] for k in expected} == expected
     assert max(sizes) < 20_000  # three days of sums and a batch's ids; three days of predictions were about 400 KB
     state = stage.states.get(b"v1")
