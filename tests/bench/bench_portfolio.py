@@ -20,9 +20,10 @@ its ``tickwire_publish_latency_seconds`` histogram (a batch's oldest record, fro
 worker's publish to the commit) gives that hop's p99 as a bucket bound, and the figure
 printed is the update's p99 plus that bound: an upper bound.
 
-Three deployments are measured: every stage in one worker (the default); the correlations
+Four deployments are measured: every stage in one worker (the default); the correlations
 apart, in a worker of a processor group of its own (``TICKWIRE_WORKER_STAGES``: their step
-over 500 symbols holds a worker's event loop); and the correlations off.
+over 500 symbols holds a worker's event loop); the correlations off; and the correlations
+off with the portfolios apart (they read back a position row for every bar and fill).
 
     python tests/bench/bench_portfolio.py [--quick] [--seconds N]
 """
@@ -59,7 +60,8 @@ from tests.bench.bench_sink import drop_database, fresh_database  # noqa: E402
 
 PORTFOLIO_COUNT, SYMBOL_COUNT, TICK_S = 50, 500, 0.01
 # label -> each worker's settings: every stage in one worker; the correlations apart, in a
-# worker of a group of its own (their step over 500 symbols holds its event loop); or off.
+# worker of a group of its own (their step over 500 symbols holds its event loop); off; or off
+# with the portfolios apart, in a group of their own.
 _EXECUTION = "symbols,candles,model_statistics,strategy_statistics,portfolios"
 VARIANTS = {
     "every_stage": [{}],
