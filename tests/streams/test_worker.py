@@ -1161,6 +1161,15 @@ async def test_the_strategy_stage_makes_each_row_once_per_batch_and_reads_its_fi
     assert old.finish(again) == []  # its trades counted: a re-sent one changes nothing
 
 
+def statistics_batch(stage: Stage, topic: str, key: bytes, records: list, rows_topic: str) -> list[dict]:
+    """``records`` through a statistics stage as one batch; the rows it made on ``rows_topic``."""
+    out: list = []
+    for record in records:
+        stage.handle(SimpleNamespace(value=msgspec.json.encode(record), message=SimpleNamespace(
+            topic=topic, partition=1, offset=0, key=key)), out)
+    return [msgspec.json.decode(v) for t, _, v, _ in stage.finish(out) if t == rows_topic]
+
+
 async def test_a_strategys_counted_trades_leave_its_record_and_expire_with_the_late_window():
     """Twelve days of a strategy closing 300 trades a day: the record keeps only the ids not
     yet written beside it, the ids of the late window's days sit under keys of their own,
@@ -1179,11 +1188,7 @@ async def test_a_strategys_counted_trades_leave_its_record_and_expire_with_the_l
     core, expected, rows, sizes = StrategyPerformance(), StrategyPerformanceState(), {}, []
 
     def batch(chunk: list) -> list[dict]:
-        out = []
-        for trade in chunk:
-            stage.handle(SimpleNamespace(value=msgspec.json.encode(trade), message=SimpleNamespace(
-                topic=topic, partition=1, offset=0, key=b"s1")), out)
-        return [msgspec.json.decode(v) for t, _, v, _ in stage.finish(out) if t == settings.topic(STRATEGY_PERFORMANCE.name)]
+        return statistics_batch(stage, topic, b"s1", chunk, settings.topic(STRATEGY_PERFORMANCE.name))
 
     for n in range(0, len(trades), 50):
         for row in batch(trades[n:n + 50]):
@@ -1223,11 +1228,7 @@ async def test_a_models_day_is_kept_as_sums_and_its_counted_ids_beside_its_recor
     rows, sizes = {}, []
 
     def batch(chunk: list) -> list[dict]:
-        out = []
-        for item in chunk:
-            stage.handle(SimpleNamespace(value=msgspec.json.encode(item), message=SimpleNamespace(
-                topic=topic, partition=2, offset=0, key=b"v1")), out)
-        return [msgspec.json.decode(v) for t, _, v, _ in stage.finish(out) if t == settings.topic(MODEL_PERFORMANCE.name)]
+        return statistics_batch(stage, topic, b"v1", chunk, settings.topic(MODEL_PERFORMANCE.name))
 
     for n in range(0, len(outcomes), 100):
         for row in batch(outcomes[n:n + 100]):
