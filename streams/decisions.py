@@ -44,7 +44,7 @@ Rules:
   that never closed here is then dropped and counted (``Joined.unjoined``), the one sign
   of a trade id the trading system made up. A decision joined with a trade the book no
   longer holds (settled, ``streams.fills``) cannot change again: the caller may keep it
-  out of the book (``settled``) and put it back (``restore``) when it comes again.
+  out of the book (``settled``) and put it back in ``sizing`` or ``exits`` when it comes again.
 """
 
 from __future__ import annotations
@@ -97,14 +97,6 @@ class DecisionJoiner:
         def done(row: PositionSizingRow | SmartExitRow) -> bool:
             return row.trade_closed_at is not None and str(row.trade_id) not in trades.trades
         return [r for r in book.sizing.values() if done(r)], [r for r in book.exits.values() if done(r)]
-
-    @staticmethod
-    def restore(book: DecisionBook, row: PositionSizingRow | SmartExitRow) -> None:
-        """A settled decision kept outside the book, back in it (it came again)."""
-        if isinstance(row, PositionSizingRow):
-            book.sizing.setdefault(str(row.decision_id), row)
-        else:
-            book.exits.setdefault(str(row.exit_id), row)
 
     def expires_us(self, row: PositionSizingRow | SmartExitRow) -> int:
         """When retention lets a joined decision go."""

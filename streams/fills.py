@@ -38,7 +38,7 @@ Rules:
 - A closed trade is *settled* once the bars of ``timeframe`` have reached its exit:
   bars are applied in time order (an older one is refused), so none can change it
   again. The caller may then keep it out of the book (``settled``: the stage stores
-  each under a key of its own) and put it back (``restore``) when a fill or a decision
+  each under a key of its own) and put it back in ``trades`` when a fill or a decision
   names it: the book holds the open trades and the unsettled closed ones, not a week
   of every trade, and what a bar or a fill walks stays as small.
 """
@@ -186,11 +186,6 @@ class TradeBuilder:
         """The closed trades no bar can change any more (their exit at or before the latest
         bar's open time, their regimes placed)."""
         return [t for t in book.trades.values() if t.exit_us is not None and t.exit_us <= book.bars_us and t.regimes is not None]
-
-    @staticmethod
-    def restore(book: TradeBook, trade: TradeState) -> None:
-        """A settled trade kept outside the book, back in it (a fill or a decision names it)."""
-        book.trades.setdefault(trade.trade_id, trade)
 
     @property
     def retention_us(self) -> int:

@@ -25,7 +25,7 @@ Rules:
   refuse late fills; then forgotten, so the state holds the open orders and a week's
   ended ones, however many orders a symbol ever had. Nothing changes an ended order, so
   the caller may keep it out of the book (``ended``: the stage stores each under a key
-  of its own) and put it back (``restore``) when an event or a fill names it.
+  of its own) and put it back in ``orders`` when an event or a fill names it.
 
 ``check_*`` raise before anything changes; ``apply_*`` cannot fail after them.
 """
@@ -108,11 +108,6 @@ class OrderTracker:
     @staticmethod
     def ended(book: OrderBook) -> list[OrderState]:
         return [state for state in book.orders.values() if state.completed_us is not None]
-
-    @staticmethod
-    def restore(book: OrderBook, state: OrderState) -> None:
-        """An ended order kept outside the book, back in it."""
-        book.orders.setdefault(state.order_id, state)
 
     def on_order(self, book: OrderBook, order: Order) -> list[OrderUpdate]:
         """Apply one order event: the order after it (and after each fill that waited for

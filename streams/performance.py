@@ -430,7 +430,7 @@ class ModelPerformance:
     A day is kept ``retention_days`` after the latest predicted_at seen; an outcome
     for an older day is ignored. An outcome is counted once (its prediction's id is
     kept as long as its day), so redelivery changes nothing; the caller may keep the ids
-    outside the state (``settled``, ``restore``), as for strategies.
+    outside the state (``settled``) and put them back in ``counted``, as for strategies.
     """
 
     def __init__(self, *, retention_days: int = 35) -> None:
@@ -470,10 +470,6 @@ class ModelPerformance:
     def settled(state: ModelPerformanceState) -> list[str]:
         """Every id counted: an outcome is final."""
         return list(state.counted)
-
-    @staticmethod
-    def restore(state: ModelPerformanceState, prediction_id: str, day: int) -> None:
-        state.counted.setdefault(prediction_id, day)
 
     def expires(self, day: int) -> int:
         """The last latest day a counted id is needed on: after it, its outcome is ignored."""
@@ -516,7 +512,7 @@ class StrategyPerformance:
     that window is ignored. A period is dropped once it can no longer change (its end
     before the window). An id counted whole (its regimes too) can change nothing more:
     the caller may keep it outside the state (``settled``; the stage stores each under a
-    key of its own) and put it back (``restore``) when the trade comes again.
+    key of its own) and put it back in ``counted`` when the trade comes again.
     """
 
     def __init__(
@@ -535,10 +531,6 @@ class StrategyPerformance:
     def settled(state: StrategyPerformanceState) -> list[str]:
         """The ids of the trades counted whole, regimes included."""
         return [trade_id for trade_id, counted in state.counted.items() if counted & 1]
-
-    @staticmethod
-    def restore(state: StrategyPerformanceState, trade_id: str, counted: int) -> None:
-        state.counted.setdefault(trade_id, counted)
 
     def expires(self, counted: int) -> int:
         """The last exit day (ordinal) a counted id is needed on: after it, its trade is ignored."""

@@ -61,7 +61,7 @@ class _Statistics(Stage):
         message = event.message
         due = self.due.setdefault(message.key, {})
         state = self.states.get(message.key)
-        self.restore(message.key, state, record)
+        self.counted.restore(message.key, state.counted, self.id_of(record))  # counted already, if archived
         self.publish(message.key, self.core.apply(state, record, due), out)
         self.touched[message.key] = message.partition
         if due:
@@ -70,14 +70,6 @@ class _Statistics(Stage):
     def assigned(self) -> None:
         super().assigned()
         self.counted.reset()
-
-    def restore(self, key: bytes, state: Any, record: Any) -> None:
-        """``record``'s id back in ``state`` if the archive has it (counted already)."""
-        item_id = self.id_of(record)
-        if item_id not in state.counted:
-            counted = self.counted.get(key, item_id)
-            if counted is not None:
-                self.core.restore(state, item_id, counted)
 
     def tidy(self, key: bytes, partition: int, state: Any) -> bool:
         """The settled ids out of ``state`` (once the archive has them); whether it changed."""

@@ -191,23 +191,7 @@ class Symbols(Stage):
 
     def restore_trade(self, key: bytes, record: SymbolRecord, trade_id: Any) -> None:
         """The settled trade a fill or a decision names, back in the book."""
-        if trade_id is not None and str(trade_id) not in record.book.trades:
-            trade = self.trades.get(key, str(trade_id))
-            if trade is not None:
-                self.builder.restore(record.book, trade)
-
-    def restore_decision(self, key: bytes, record: SymbolRecord, archive: Archive, decision_id: str) -> None:
-        """A settled decision that came again, back in the book (to be recognised)."""
-        row = archive.get(key, decision_id)
-        if row is not None:
-            self.decisions.restore(record.decisions, row)
-
-    def restore_order(self, key: bytes, record: SymbolRecord, order_id: str | None) -> None:
-        """The ended order an event or a fill names, back in the book."""
-        if order_id is not None and order_id not in record.orders.orders:
-            order = self.ended_orders.get(key, order_id)
-            if order is not None:
-                self.orders.restore(record.orders, order)
+        self.trades.restore(key, record.book.trades, None if trade_id is None else str(trade_id))
 
     def on_bar(self, event: faust.EventT, out: list[Message]) -> None:
         message, opened = event.message, self.opened(event, self.bar_codec)
@@ -293,7 +277,7 @@ class Symbols(Stage):
             return
         key, record, fill = opened
         self.restore_trade(key, record, fill.trade_id)
-        self.restore_order(key, record, fill.order_id)
+        self.ended_orders.restore(key, record.orders.orders, fill.order_id)
         duplicate = self.builder.known(record.book, fill)
         if not duplicate:
             self.check_portfolio(fill.portfolio_id)
@@ -333,7 +317,7 @@ class Symbols(Stage):
             joined = self.decisions.on_config(record.decisions, record.book, decided)
         else:
             self.restore_trade(key, record, decided.trade_id)
-            self.restore_decision(key, record, self.sized, str(decided.decision_id))
+            self.sized.restore(key, record.decisions.sizing, str(decided.decision_id))
             joined = self.decisions.on_sizing(record.decisions, record.book, decided)
         self.send_decisions(joined, out, message.topic)
         self.done(key, record, message)
@@ -344,7 +328,7 @@ class Symbols(Stage):
             return
         key, record, decided = opened
         self.restore_trade(key, record, decided.trade_id)
-        self.restore_decision(key, record, self.exited, str(decided.exit_id))
+        self.exited.restore(key, record.decisions.exits, str(decided.exit_id))
         self.send_decisions(self.decisions.on_exit(record.decisions, record.book, decided), out, message.topic)
         self.done(key, record, message)
 
@@ -364,7 +348,7 @@ class Symbols(Stage):
             return
         key, record, order = opened
         self.check_portfolio(order.portfolio_id)
-        self.restore_order(key, record, order.order_id)
+        self.ended_orders.restore(key, record.orders.orders, order.order_id)
         updates = self.orders.on_order(record.orders, order)
         if not updates:
             self.context.metrics.duplicates.labels(message.topic).inc()

@@ -7,7 +7,8 @@ trades would write them all again for every bar (a symbol trading every few minu
 carries thousands). Here the record keeps what can still change, and each settled value
 costs one small write when it leaves and one tombstone when it expires.
 
-A value leaves its record in two steps, so no crash loses it: ``put`` writes it while
+A value comes back into its record (``restore``) when a message names it again, so the
+record's rules see it as before it left. A value leaves its record in two steps, so no crash loses it: ``put`` writes it while
 the record still holds it, and only once the archive has it on the broker (a later
 batch) does ``put`` say the record may drop it. The changelog may so hold a value in
 both places for a while; the record's copy is the one read.
@@ -55,6 +56,13 @@ class Archive:
         except (msgspec.DecodeError, ValueError) as exc:
             log.error("archived %r cannot be decoded (%s): taken as unknown", self.key(owner, item_id), exc)
             return None
+
+    def restore(self, owner: bytes, held: dict[str, Any], item_id: str | None) -> None:
+        """``item_id``'s archived value back in the record's ``held``, unless held already."""
+        if item_id is not None and item_id not in held:
+            value = self.get(owner, item_id)
+            if value is not None:
+                held[item_id] = value
 
     def put(self, owner: bytes, partition: int, item_id: str, value: Any) -> bool:
         """Archive ``value`` (once); whether the broker has it, so its record may drop it (not

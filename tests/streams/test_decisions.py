@@ -200,8 +200,6 @@ def test_a_decision_of_a_settled_trade_is_kept_a_week_after_the_close_and_can_le
     assert str(uuid.UUID(int=1)) in w.book.sizing and unjoined == {}  # a week after it, not after its close
     *_, unjoined = w.joiner.on_sizing(w.book, w.trades, sizing(week + 4 * 86_400, decision=3, trade=None))
     assert str(uuid.UUID(int=1)) not in w.book.sizing and unjoined == {}  # it had joined
-    w.joiner.restore(w.book, row)
-    assert w.book.sizing[str(uuid.UUID(int=1))] == row
 
 
 SIZING_CODEC, EXIT_CODEC = Codec(SizingMessage), Codec(ExitDecision)

