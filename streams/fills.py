@@ -187,10 +187,9 @@ class TradeBuilder:
         bar's open time, their regimes placed)."""
         return [t for t in book.trades.values() if t.exit_us is not None and t.exit_us <= book.bars_us and t.regimes is not None]
 
-    @property
-    def retention_us(self) -> int:
-        """How long after its exit, in event time, a closed trade is remembered."""
-        return self._retention_us
+    def expires_us(self, trade: TradeState) -> int:
+        """When a closed trade is forgotten: once the book's clock passes this."""
+        return trade.exit_us + self._retention_us
 
     @staticmethod
     def known(book: TradeBook, fill: Fill) -> bool:
@@ -246,8 +245,7 @@ class TradeBuilder:
 
     def _advance(self, book: TradeBook, now_us: int) -> None:
         book.clock_us = max(book.clock_us, now_us)
-        horizon = book.clock_us - self._retention_us
-        for tid in [tid for tid, t in book.trades.items() if t.exit_us is not None and t.exit_us < horizon]:
+        for tid in [tid for tid, t in book.trades.items() if t.exit_us is not None and self.expires_us(t) < book.clock_us]:
             del book.trades[tid]
 
     def _fold(self, trade: TradeState, settled) -> None:

@@ -101,9 +101,9 @@ class OrderTracker:
         self.config = config
         self._retention_us = int(config.retention_s * 1_000_000)
 
-    @property
-    def retention_us(self) -> int:
-        return self._retention_us
+    def expires_us(self, state: OrderState) -> int:
+        """When an ended order is forgotten: once the book's clock passes this."""
+        return state.completed_us + self._retention_us
 
     @staticmethod
     def ended(book: OrderBook) -> list[OrderState]:
@@ -222,7 +222,7 @@ class OrderTracker:
     def _advance(self, book: OrderBook, now_us: int) -> None:
         book.clock_us = max(book.clock_us, now_us)
         horizon = book.clock_us - self._retention_us
-        for order_id in [i for i, o in book.orders.items() if o.completed_us is not None and o.completed_us < horizon]:
+        for order_id in [i for i, o in book.orders.items() if o.completed_us is not None and self.expires_us(o) < book.clock_us]:
             del book.orders[order_id]
         for order_id in [i for i, fills in book.early.items() if fills[-1].ts_us < horizon]:
             del book.early[order_id]

@@ -113,10 +113,8 @@ class Symbols(Stage):
         self.builder = TradeBuilder(TradeConfig(timeframe=settings.base_timeframe, breakeven_band=settings.trade_breakeven_band))
         self.decisions = DecisionJoiner(self.builder)
         self.orders = OrderTracker(OrderConfig(required=settings.orders_required))
-        self.trades = Archive(states, StateCodec(TradeState, lambda: None), "trade",
-                              lambda trade: trade.exit_us + self.builder.retention_us)
-        self.ended_orders = Archive(states, StateCodec(OrderState, lambda: None), "order",
-                                    lambda order: order.completed_us + self.orders.retention_us)
+        self.trades = Archive(states, StateCodec(TradeState, lambda: None), "trade", self.builder.expires_us)
+        self.ended_orders = Archive(states, StateCodec(OrderState, lambda: None), "order", self.orders.expires_us)
         self.sized = Archive(states, StateCodec(PositionSizingRow, lambda: None), "sizing", self.decisions.expires_us)
         self.exited = Archive(states, StateCodec(SmartExitRow, lambda: None), "exit", self.decisions.expires_us)
         self.archives = (self.trades, self.ended_orders, self.sized, self.exited)
