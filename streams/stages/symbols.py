@@ -141,13 +141,26 @@ class Symbols(Stage):
         self.waiting: set[bytes] = set()  # symbols with pending predictions
         self.rescan = False  # the partitions changed: find the pending predictions they hold
         self.shown_regimes: dict[tuple[str, str], str] = {}
+        self.touched: dict[bytes, int] = {}  # key -> partition, of the batch's records
 
     def handle(self, event: faust.EventT, out: list[Message]) -> None:
         self.handlers[event.message.topic](event, out)
 
     def finish(self, out: list[Message]) -> list[Message]:
-        """The correlation stage's input packed per timeframe: one message where a batch had hundreds."""
+        """What the batch's records settled moved to the archive, once per record; the
+        correlation stage's input packed per timeframe: one message where a batch had hundreds."""
+        touched, self.touched = self.touched, {}
+        for key, partition in touched.items():
+            self.tidy(key, partition, self.states.get(key))
         return pack(out, self.by_timeframe_topic) if self.correlated else out
+
+    def tidy(self, key: bytes, partition: int, record: SymbolRecord) -> None:
+        book, orders, decisions = record.book, record.orders, record.decisions
+        self.trades.tidy(key, partition, book.trades, [t.trade_id for t in self.builder.settled(book)], book.clock_us)
+        self.ended_orders.tidy(key, partition, orders.orders, [o.order_id for o in self.orders.ended(orders)], orders.clock_us)
+        sized, exited = self.decisions.settled(decisions, book)
+        self.sized.tidy(key, partition, decisions.sizing, [str(row.decision_id) for row in sized], decisions.clock_us)
+        self.exited.tidy(key, partition, decisions.exits, [str(row.exit_id) for row in exited], decisions.clock_us)
 
     def assigned(self) -> None:
         super().assigned()
@@ -179,13 +192,8 @@ class Symbols(Stage):
 
     def done(self, key: bytes, record: SymbolRecord, message: faust.types.Message) -> None:
         applied(record.offsets, message)
-        book, orders, decisions, partition = record.book, record.orders, record.decisions, message.partition
-        self.trades.tidy(key, partition, book.trades, [t.trade_id for t in self.builder.settled(book)], book.clock_us)
-        self.ended_orders.tidy(key, partition, orders.orders, [o.order_id for o in self.orders.ended(orders)], orders.clock_us)
-        sized, exited = self.decisions.settled(decisions, book)
-        self.sized.tidy(key, partition, decisions.sizing, [str(row.decision_id) for row in sized], decisions.clock_us)
-        self.exited.tidy(key, partition, decisions.exits, [str(row.exit_id) for row in exited], decisions.clock_us)
-        self.states.changed(key, partition)
+        self.touched[key] = message.partition
+        self.states.changed(key, message.partition)
 
     def restore_trade(self, key: bytes, record: SymbolRecord, trade_id: Any) -> None:
         """The settled trade a fill or a decision names, back in the book."""

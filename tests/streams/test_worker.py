@@ -1033,7 +1033,8 @@ async def test_what_a_symbol_settled_leaves_its_record_and_expires_after_a_week_
             send(names[EXITS], exit_(trade, ts), out)
             send(names[FILLS], fill(trade, "SELL", ts), out)
             exits[trade] = ended[f"{trade}-SELL"] = ts
-        if minute % 10 == 9:
+        if minute % 10 == 9:  # a batch: its end (finish), then its state write
+            out = stage.finish(out)
             await stage.states.write(5)
             sizes.append(len(table.data[b"AAA"]))
             for topic, _, value, _ in out:
