@@ -2,8 +2,8 @@
 
 A batch takes every record into its key's statistics first and makes the rows they changed
 at its end (``finish``): a row is made once per batch, not once per record, whatever the
-rate. Both cores are idempotent by construction: a re-sent outcome replaces itself in its
-day's samples, a re-sent trade is counted once, so a redelivery changes nothing (no
+rate. Both cores are idempotent by construction: a re-sent outcome or trade is counted
+once, by its id, so a redelivery changes nothing (no
 offsets kept, see ``worker.stage.redelivered``). The ids a key counted (a model's
 predictions, a strategy's trades, once their regimes are counted too) sit under keys of
 their own beside its record (``worker.archive``), not in it: a model validating a

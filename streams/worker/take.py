@@ -7,9 +7,12 @@ and a short window, which would cut it, closes before a backlog is drained, so b
 stay small when they should grow, and the worker saturates sooner (the portfolio bench
 at 2,000 bars/s + 1,000 fills/s: a 5 ms or 20 ms window fell behind where 50 ms kept up).
 
-``ready_batches`` closes a batch as soon as the stream's queue is empty: one record when
-the worker is idle, as it arrives; the whole backlog when it is busy, so batches grow
-with the load and their fixed costs (a delivery and a state write awaited) stay shared.
+``ready_batches`` closes a batch once the stream's queue is empty and nothing more came
+for ``QUIET_S`` (the consumer's fetcher hands records over in chunks: closing on an empty
+queue alone made batches of 14-30 records at saturation, and the worker fell behind):
+one record when the worker is idle, as it arrives; the whole backlog when it is busy, so
+batches grow with the load and their fixed costs (a delivery and a state write awaited)
+stay shared.
 ``within`` only bounds how long a batch keeps taking records that arrive one by one,
 and ``max_`` its size. Records are acknowledged after the batch is processed, as faust's
 own ``take_events`` does (its buffering, acknowledgement and flow control are kept;
